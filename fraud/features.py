@@ -1,0 +1,177 @@
+"""The single source of truth for names: raw columns, features, label, model name, signatures, metrics.
+
+Every other module (ingestion, generator, transform, trainer, evaluator config, scorer, serving)
+imports from here. Renaming a column here renames it everywhere.
+"""
+from __future__ import annotations
+
+import math
+
+# --------------------------------------------------------------------------------------------
+# Model identity and serving layout
+# --------------------------------------------------------------------------------------------
+MODEL_NAME = "fraud_detector"  # TF Serving model name: <serving_dir>/<MODEL_NAME>/<version>/
+PIPELINE_NAME = "fraud_detection"
+
+SERVING_SIGNATURE = "serving_default"  # raw feature tensors in, fraud score out (REST/JSON clients)
+EXAMPLES_SIGNATURE = "serving_examples"  # serialized tf.Example in, fraud score out (TFMA)
+CLASSIFY_SIGNATURE = "classify"  # serialized tf.Example in, TF Serving classify outputs
+EXAMPLES_INPUT = "examples"
+CLASSIFY_INPUT = "inputs"  # TF Serving's classify API requires this input key
+SCORE_OUTPUT = "fraud_score"  # probability that the transaction is fraudulent
+
+# --------------------------------------------------------------------------------------------
+# The raw data contract (transactions CSV, see README "Data contract")
+# --------------------------------------------------------------------------------------------
+TRANSACTION_ID = "transaction_id"
+TIMESTAMP = "timestamp"  # raw, any of the accepted formats; ingestion turns it into EVENT_TIME
+AMOUNT = "amount"
+USER_ID = "user_id"
+LABEL = "is_fraudulent"
+
+REQUIRED_COLUMNS = (TRANSACTION_ID, TIMESTAMP, AMOUNT, USER_ID)
+TRAINING_REQUIRED_COLUMNS = REQUIRED_COLUMNS + (LABEL,)
+
+CURRENCY = "currency"
+PAYMENT_METHOD = "payment_method"
+TRANSACTION_TYPE = "transaction_type"
+RESTAURANT_ID = "restaurant_id"
+CITY = "city"  # the restaurant's city
+HOME_CITY = "home_city"  # the card holder's home city
+USER_AGE = "user_age"
+USER_GENDER = "user_gender"
+DEVICE_ID = "device_id"
+IP_ADDRESS = "ip_address"
+DEVICE_TYPE = "device_type"
+OS_VERSION = "os_version"
+FRAUD_SCENARIO = "fraud_scenario"  # explanation of the label; NEVER a model feature
+
+# Optional columns: absent or empty values are imputed (documented in README).
+OPTIONAL_STRING_COLUMNS = (
+    CURRENCY, PAYMENT_METHOD, TRANSACTION_TYPE, RESTAURANT_ID, CITY, HOME_CITY, USER_GENDER,
+    DEVICE_ID, IP_ADDRESS, DEVICE_TYPE, OS_VERSION,
+)
+OPTIONAL_NUMERIC_COLUMNS = (USER_AGE,)
+
+# Columns ingestion adds.
+EVENT_TIME = "event_time_utc"  # int64 seconds since the Unix epoch, UTC
+TIME_OF_DAY = "time_of_day"  # slice only (Lima local time bucket); not a model feature
+MISSING = ""  # the value of a missing string after ingestion
+
+# --------------------------------------------------------------------------------------------
+# Model inputs: what serving_default takes (raw, after ingestion's standardisation)
+# --------------------------------------------------------------------------------------------
+NUMERIC_FEATURES = (AMOUNT, USER_AGE)  # float; NaN means missing (median-imputed in Transform)
+CATEGORICAL_FEATURES = (
+    CURRENCY, PAYMENT_METHOD, TRANSACTION_TYPE, CITY, HOME_CITY, USER_GENDER, DEVICE_TYPE,
+    OS_VERSION, RESTAURANT_ID,
+)
+MODEL_INPUTS = NUMERIC_FEATURES + (EVENT_TIME,) + CATEGORICAL_FEATURES
+
+# Carried in the examples for slicing, joins and tracing, never fed to the model.
+PASSTHROUGH_STRING_COLUMNS = (TRANSACTION_ID, USER_ID, DEVICE_ID, IP_ADDRESS, FRAUD_SCENARIO, TIME_OF_DAY)
+
+# Slices the Evaluator reports (besides overall).
+SLICE_COLUMNS = (CITY, PAYMENT_METHOD, TIME_OF_DAY)
+
+# --------------------------------------------------------------------------------------------
+# Domain constants
+# --------------------------------------------------------------------------------------------
+LIMA_UTC_OFFSET_HOURS = -5  # Peru has no daylight saving time
+USD_TO_PEN = 3.75  # fixed rate used to express USD charges in PEN
+
+# Cities with real coordinates (lat, lon). Keys are the canonical spelling used in the data.
+CITY_COORDS = {
+    "Lima": (-12.0464, -77.0428),
+    "Cusco": (-13.5320, -71.9675),
+    "Arequipa": (-16.4090, -71.5375),
+    "Trujillo": (-8.1118, -79.0288),
+    "Piura": (-5.1945, -80.6328),
+    "Chiclayo": (-6.7714, -79.8409),
+    "Iquitos": (-3.7491, -73.2538),
+    "Puno": (-15.8402, -70.0219),
+    "Paracas": (-13.8340, -76.2500),
+    "Mancora": (-4.1039, -81.0475),
+    # Foreign home cities of tourists.
+    "Santiago": (-33.4489, -70.6693),
+    "Buenos Aires": (-34.6037, -58.3816),
+    "Bogota": (4.7110, -74.0721),
+    "Sao Paulo": (-23.5505, -46.6333),
+    "New York": (40.7128, -74.0060),
+    "Madrid": (40.4168, -3.7038),
+}
+
+TIME_OF_DAY_BUCKETS = (  # (name, first Lima hour, last Lima hour inclusive)
+    ("night", 0, 5),
+    ("morning", 6, 11),
+    ("lunch", 12, 15),
+    ("afternoon", 16, 18),
+    ("dinner", 19, 23),
+)
+
+
+def time_of_day(lima_hour: int) -> str:
+    for name, first, last in TIME_OF_DAY_BUCKETS:
+        if first <= lima_hour <= last:
+            return name
+    raise ValueError(f"hour out of range: {lima_hour}")
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    r = 6371.0
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(a))
+
+
+# --------------------------------------------------------------------------------------------
+# Transformed feature names (Transform output, Trainer input)
+# --------------------------------------------------------------------------------------------
+def transformed_name(key: str) -> str:
+    return f"{key}_xf"
+
+
+AMOUNT_PEN_LOG = "amount_pen_log_xf"
+AMOUNT_MISSING = "amount_missing_xf"
+AGE_MISSING = "user_age_missing_xf"
+HOUR_SIN = "hour_sin_xf"
+HOUR_COS = "hour_cos_xf"
+DOW_SIN = "dow_sin_xf"
+DOW_COS = "dow_cos_xf"
+IS_NIGHT = "is_night_xf"
+IS_WEEKEND = "is_weekend_xf"
+DISTANCE_LOG = "home_distance_log_xf"
+DISTANCE_MISSING = "home_distance_missing_xf"
+IS_FOREIGN_CURRENCY = "is_usd_xf"
+
+DENSE_TRANSFORMED_FEATURES = (
+    transformed_name(AMOUNT), AMOUNT_PEN_LOG, AMOUNT_MISSING, transformed_name(USER_AGE), AGE_MISSING,
+    HOUR_SIN, HOUR_COS, DOW_SIN, DOW_COS, IS_NIGHT, IS_WEEKEND, DISTANCE_LOG, DISTANCE_MISSING,
+    IS_FOREIGN_CURRENCY,
+)
+CATEGORICAL_TRANSFORMED_FEATURES = tuple(transformed_name(k) for k in CATEGORICAL_FEATURES)
+VOCAB_TOP_K = 200
+OOV_BUCKETS = 1
+
+
+def vocabulary_name(key: str) -> str:
+    return f"vocab_{key}"
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation metric names (EvalConfig, blessing thresholds, summary, report)
+# --------------------------------------------------------------------------------------------
+METRIC_PR_AUC = "pr_auc"  # average precision (area under the PR curve, interpolation "careful")
+METRIC_ROC_AUC = "roc_auc"
+METRIC_PRECISION = "precision"
+METRIC_RECALL = "recall"
+METRIC_CALIBRATION = "calibration"  # mean prediction / mean label
+METRIC_EXAMPLE_COUNT = "example_count"
+METRIC_MEAN_LABEL = "mean_label"
+
+# Split names written by ingestion.
+SPLIT_TRAIN = "train"
+SPLIT_VALID = "valid"  # last days before eval: early stopping, never used for blessing
+SPLIT_EVAL = "eval"
+SPLITS = (SPLIT_TRAIN, SPLIT_VALID, SPLIT_EVAL)

@@ -1,0 +1,203 @@
+"""Read and standardise the transactions table: the data contract, enforced in one place.
+
+Used by the ingestion component (training data) and by `fraudctl score` (backtesting), so both see
+exactly the same standardised rows.
+
+Standardisation:
+- `timestamp` accepts four formats and becomes `event_time_utc` (int64 seconds, UTC):
+  ISO 8601 with `Z` or an offset (`2026-06-01T23:15:07Z`, `2026-06-01T18:15:07-05:00`),
+  Lima local time without zone (`01/06/2026 18:15:07`, DD/MM/YYYY, Lima = UTC-5, no DST),
+  and Unix epoch seconds (`1780355707`).
+- `device_id` is case- and separator-insensitive: `DEV-3F9A21C0`, `dev_3f9a21c0` -> `dev3f9a21c0`.
+- Optional columns that are absent or empty: strings become "" (their own vocabulary entry),
+  numbers become NaN (median-imputed inside the Transform graph, so serving does the same).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraud import features as F
+
+
+class DataContractError(ValueError):
+    """The input violates the data contract; the message says what to fix."""
+
+
+_LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
+_EPOCH_RE = re.compile(r"^\d{9,11}(\.\d+)?$")
+_LOCAL_RE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}[ T]\d{1,2}:\d{2}(:\d{2})?$")
+_SEPARATORS_RE = re.compile(r"[^0-9a-z]")
+
+
+def list_csv_files(data_dir: str | Path) -> list[Path]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataContractError(
+            f"data directory {str(data_dir)!r} does not exist; create one with `fraudctl generate --out DIR`")
+    files = sorted(p for p in data_dir.iterdir() if p.suffix == ".csv" and p.is_file())
+    if not files:
+        raise DataContractError(f"no *.csv files in {str(data_dir)!r}: the transactions table is empty")
+    return files
+
+
+def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
+    """Read every *.csv in a directory as strings (types are checked by standardise())."""
+    frames = []
+    for path in list_csv_files(data_dir):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        frame.columns = [c.strip() for c in frame.columns]
+        frames.append(frame)
+    columns = {tuple(f.columns) for f in frames}
+    if len({frozenset(c) for c in columns}) > 1:
+        raise DataContractError(f"the CSV files in {str(data_dir)!r} have different columns: {sorted(columns)}")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Parse the accepted timestamp formats into int64 UTC epoch seconds; raise on anything else."""
+    values = values.astype(str).str.strip()
+    out = pd.Series(np.zeros(len(values), dtype=np.int64), index=values.index)
+    parsed = pd.Series(False, index=values.index)
+
+    epoch = values.str.match(_EPOCH_RE)
+    out[epoch] = values[epoch].astype(float).astype(np.int64)
+    parsed |= epoch
+
+    local = values.str.match(_LOCAL_RE)
+    if local.any():
+        naive = pd.to_datetime(values[local], format="%d/%m/%Y %H:%M:%S", errors="coerce")
+        retry = naive.isna()
+        if retry.any():
+            naive[retry] = pd.to_datetime(values[local][retry], dayfirst=True, errors="coerce")
+        ok = naive.notna()
+        seconds = naive[ok].astype("int64") // 10**9 - _LIMA_OFFSET_S  # Lima local -> UTC
+        out[seconds.index] = seconds
+        parsed[seconds.index] = True
+
+    rest = ~parsed & (values != "")
+    if rest.any():
+        iso = pd.to_datetime(values[rest], utc=True, errors="coerce", format="ISO8601")
+        ok = iso.notna()
+        out[iso[ok].index] = iso[ok].astype("int64") // 10**9
+        parsed[iso[ok].index] = True
+
+    bad = ~parsed
+    if bad.any():
+        examples = values[bad].head(3).tolist()
+        raise DataContractError(
+            f"column {F.TIMESTAMP!r}: {int(bad.sum())} value(s) are not a timestamp in an accepted format "
+            f"(ISO 8601, DD/MM/YYYY HH:MM:SS Lima time, epoch seconds), e.g. {examples}")
+    return out
+
+
+def normalise_device_id(values: pd.Series) -> pd.Series:
+    return values.astype(str).str.lower().str.replace(_SEPARATORS_RE, "", regex=True)
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    raw = frame[column].astype(str).str.strip()
+    numbers = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
+    bad = numbers.isna() & (raw != "") & (raw.str.lower() != "nan")
+    if bad.any():
+        raise DataContractError(
+            f"column {column!r} must be numeric: {int(bad.sum())} value(s) are not numbers, "
+            f"e.g. {raw[bad].head(3).tolist()}")
+    return numbers.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Standardised:
+    frame: pd.DataFrame
+    rows_in: int
+    imputed_columns: tuple[str, ...]  # optional columns absent from the input
+
+
+def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
+    """Check the contract and return the standard frame, sorted by event time."""
+    required = F.TRAINING_REQUIRED_COLUMNS if require_label else F.REQUIRED_COLUMNS
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise DataContractError(
+            f"required column(s) missing: {', '.join(missing)} (found: {', '.join(raw.columns) or 'none'})")
+    if len(raw) == 0:
+        raise DataContractError("the transactions table has no rows")
+
+    out = pd.DataFrame(index=raw.index)
+    for column in (F.TRANSACTION_ID, F.USER_ID):
+        out[column] = raw[column].astype(str).str.strip()
+        empty = out[column] == ""
+        if empty.any():
+            raise DataContractError(f"required column {column!r} is empty in {int(empty.sum())} row(s)")
+    duplicated = out[F.TRANSACTION_ID].duplicated()
+    if duplicated.any():
+        raise DataContractError(
+            f"column {F.TRANSACTION_ID!r} has {int(duplicated.sum())} duplicate id(s), "
+            f"e.g. {out[F.TRANSACTION_ID][duplicated].head(3).tolist()}")
+
+    out[F.EVENT_TIME] = parse_timestamps(raw[F.TIMESTAMP])
+    out[F.AMOUNT] = _numeric(raw, F.AMOUNT)
+    negative = out[F.AMOUNT] < 0
+    if negative.any():
+        raise DataContractError(f"column {F.AMOUNT!r} has {int(negative.sum())} negative value(s)")
+
+    imputed = []
+    for column in F.OPTIONAL_NUMERIC_COLUMNS:
+        if column in raw.columns:
+            out[column] = _numeric(raw, column)
+        else:
+            out[column] = np.nan
+            imputed.append(column)
+    for column in F.OPTIONAL_STRING_COLUMNS:
+        if column in raw.columns:
+            out[column] = raw[column].astype(str).str.strip()
+        else:
+            out[column] = F.MISSING
+            imputed.append(column)
+    out[F.DEVICE_ID] = normalise_device_id(out[F.DEVICE_ID])
+    out[F.FRAUD_SCENARIO] = raw[F.FRAUD_SCENARIO].astype(str) if F.FRAUD_SCENARIO in raw.columns else F.MISSING
+
+    if require_label:
+        label = _numeric(raw, F.LABEL)
+        bad = label.isna() | ~label.isin([0.0, 1.0])
+        if bad.any():
+            raise DataContractError(
+                f"label column {F.LABEL!r} must be 0 or 1 in every row; {int(bad.sum())} row(s) are not")
+        out[F.LABEL] = label.astype(np.int64)
+
+    lima_hour = ((out[F.EVENT_TIME] + _LIMA_OFFSET_S) // 3600) % 24
+    out[F.TIME_OF_DAY] = lima_hour.map(F.time_of_day)
+    out = out.sort_values([F.EVENT_TIME, F.TRANSACTION_ID], kind="stable").reset_index(drop=True)
+    return Standardised(frame=out, rows_in=len(raw), imputed_columns=tuple(imputed))
+
+
+def split_by_time(frame: pd.DataFrame, *, eval_days: int, valid_days: int) -> dict[str, pd.DataFrame]:
+    """Time split: eval = the last `eval_days` days, valid = the `valid_days` before, train = the rest.
+
+    Days are Lima calendar days, counted back from the last day present in the data.
+    """
+    lima_day = (frame[F.EVENT_TIME] + _LIMA_OFFSET_S) // 86400
+    last = int(lima_day.max())
+    eval_start = last - eval_days + 1
+    valid_start = eval_start - valid_days
+    splits = {
+        F.SPLIT_TRAIN: frame[lima_day < valid_start],
+        F.SPLIT_VALID: frame[(lima_day >= valid_start) & (lima_day < eval_start)],
+        F.SPLIT_EVAL: frame[lima_day >= eval_start],
+    }
+    for name, part in splits.items():
+        if len(part) == 0:
+            span = int(last - lima_day.min() + 1)
+            raise DataContractError(
+                f"split {name!r} is empty: the data spans {span} day(s), eval takes {eval_days} and valid "
+                f"{valid_days}; use more data or a smaller --eval-days")
+    if F.LABEL in frame.columns:
+        for name, part in splits.items():
+            if part[F.LABEL].sum() == 0:
+                raise DataContractError(f"split {name!r} has no fraudulent rows: the model cannot be trained "
+                                        "or evaluated; use more days of data")
+    return splits

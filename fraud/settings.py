@@ -1,0 +1,75 @@
+"""Typed, validated settings: built once by a runner (CLI, Airflow DAG), then passed as arguments."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fraud import features as F
+
+DEFAULT_BEAM_ARGS = (
+    "--runner=DirectRunner",  # named explicitly: Beam 2.74 otherwise tries to download its "prism" runner
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=2",
+)
+
+
+class PipelineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path
+    pipeline_root: Path
+    serving_dir: Path
+    pipeline_name: str = F.PIPELINE_NAME
+    eval_days: int = Field(7, ge=1, le=365)
+    valid_days: int = Field(7, ge=1, le=365)
+    train_steps: int = Field(1000, ge=1, le=1_000_000)
+    pr_auc_floor: float = Field(0.2, ge=0.0, le=1.0)
+    regression_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    operating_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    seed: int = 42
+
+    @field_validator("data_dir", "pipeline_root", "serving_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(os.path.abspath(os.path.expanduser(str(value))))
+
+    @model_validator(mode="after")
+    def _data_exists(self):
+        if not self.data_dir.is_dir():
+            raise ValueError(f"data directory {str(self.data_dir)!r} does not exist; "
+                             "create one with `fraudctl generate --out DIR`")
+        return self
+
+    @property
+    def serving_model_dir(self) -> Path:
+        """TF Serving's model base path: versions land in <serving_dir>/<model name>/<version>/."""
+        return self.serving_dir / F.MODEL_NAME
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.pipeline_root / "metadata.sqlite"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.pipeline_root / "artifacts"
+
+    def pipeline_kwargs(self) -> dict:
+        """Arguments of pipeline.pipeline.create_pipeline()."""
+        return dict(
+            pipeline_name=self.pipeline_name,
+            pipeline_root=str(self.artifacts_root),
+            data_dir=str(self.data_dir),
+            serving_model_dir=str(self.serving_model_dir),
+            metadata_path=str(self.metadata_path),
+            eval_days=self.eval_days,
+            valid_days=self.valid_days,
+            train_steps=self.train_steps,
+            pr_auc_floor=self.pr_auc_floor,
+            regression_tolerance=self.regression_tolerance,
+            operating_threshold=self.operating_threshold,
+            beam_pipeline_args=list(self.beam_args),
+            seed=self.seed,
+        )

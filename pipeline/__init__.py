@@ -1,0 +1,1 @@
+"""Pipeline definition (create_pipeline) and its runners."""

@@ -1,0 +1,64 @@
+"""TFMA configuration: metrics, slices and the blessing thresholds, from fraud.features names."""
+from __future__ import annotations
+
+import json
+
+import tensorflow_model_analysis as tfma
+
+from fraud import features as F
+
+CANDIDATE = "candidate"
+BASELINE = "baseline"
+METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
+
+
+def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None, **config) -> tfma.MetricConfig:
+    metric = tfma.MetricConfig(class_name=class_name, config=json.dumps(config))
+    if threshold is not None:
+        metric.threshold.CopyFrom(threshold)
+    return metric
+
+
+def blessing_threshold(floor: float, tolerance: float) -> tfma.MetricThreshold:
+    """A floor on the value and a bounded regression against the baseline.
+
+    The change threshold is ignored when there is no baseline (the first run).
+    """
+    return tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": floor}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -tolerance}),
+    )
+
+
+def regression_threshold(tolerance: float) -> tfma.MetricThreshold:
+    return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -tolerance}))
+
+
+def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float,
+                      operating_threshold: float) -> tfma.EvalConfig:
+    def spec(name: str, is_baseline: bool) -> tfma.ModelSpec:
+        return tfma.ModelSpec(name=name, signature_name=F.EXAMPLES_SIGNATURE, label_key=F.LABEL,
+                              prediction_key=F.SCORE_OUTPUT, is_baseline=is_baseline)
+
+    metrics = [
+        _metric("ExampleCount", name=F.METRIC_EXAMPLE_COUNT),
+        _metric("MeanLabel", name=F.METRIC_MEAN_LABEL),
+        _metric("MeanPrediction", name="mean_prediction"),
+        _metric("AUCPrecisionRecall", blessing_threshold(pr_auc_floor, regression_tolerance),
+                name=F.METRIC_PR_AUC, num_thresholds=10000),
+        _metric("AUC", regression_threshold(regression_tolerance), name=F.METRIC_ROC_AUC, num_thresholds=10000),
+        _metric("Precision", name=F.METRIC_PRECISION, thresholds=[operating_threshold]),
+        _metric("Recall", name=F.METRIC_RECALL, thresholds=[operating_threshold]),
+        _metric("SensitivityAtSpecificity", name=METRIC_RECALL_AT_1PCT_FPR, specificity=0.99,
+                num_thresholds=10000),
+        _metric("Calibration", name=F.METRIC_CALIBRATION),
+        _metric("CalibrationPlot", name="calibration_plot", num_buckets=20),
+        _metric("ConfusionMatrixPlot", name="confusion_matrix_plot"),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[spec(CANDIDATE, False), spec(BASELINE, True)],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in F.SLICE_COLUMNS],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )

@@ -1,0 +1,96 @@
+"""create_pipeline(): the whole TFX pipeline as a pure function of its arguments.
+
+It reads no environment and touches no files: runners (local_runner, the Airflow DAG) build the settings
+and call it.
+"""
+from __future__ import annotations
+
+import os
+
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
+
+from components.ingestion import FraudExampleGen
+from components.validation import DataValidationGate
+from fraud import features as F
+from pipeline.eval_config import build_eval_config
+
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema", "schema.pbtxt")
+
+# Component ids, in execution order (used by the runner's progress and summary).
+COMPONENT_IDS = (
+    "FraudExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
+    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+)
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_dir: str,
+    serving_model_dir: str,
+    metadata_path: str,
+    eval_days: int,
+    valid_days: int,
+    train_steps: int,
+    pr_auc_floor: float,
+    regression_tolerance: float,
+    operating_threshold: float,
+    beam_pipeline_args: list[str],
+    schema_file: str = SCHEMA_FILE,
+    seed: int = 42,
+) -> tfx.dsl.Pipeline:
+    example_gen = FraudExampleGen(data_dir=data_dir, eval_days=eval_days, valid_days=valid_days)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    gate = DataValidationGate(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
+        anomalies=example_validator.outputs["anomalies"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=gate.outputs["validated_schema"],  # Transform runs only on validated data
+        preprocessing_fn="transform_module.preprocessing_fn",
+        splits_config=transform_pb2.SplitsConfig(analyze=[F.SPLIT_TRAIN], transform=list(F.SPLITS)),
+    )
+    trainer = tfx.components.Trainer(
+        run_fn="trainer_module.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN], num_steps=train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),
+        custom_config={"seed": seed},
+    )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        example_splits=[F.SPLIT_EVAL],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=build_eval_config(pr_auc_floor=pr_auc_floor, regression_tolerance=regression_tolerance,
+                                      operating_threshold=operating_threshold),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform, trainer,
+                  model_resolver, evaluator, pusher]
+    assert tuple(c.id for c in components) == COMPONENT_IDS
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=False,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),
+        beam_pipeline_args=beam_pipeline_args,
+    )

@@ -1,0 +1,106 @@
+"""tf.Transform preprocessing: cleansing and single-row features, run inside the serving graph.
+
+Everything here is exported with the model (TFX's Transform graph), so training and serving apply the
+same imputation, scaling and vocabularies: no training/serving skew. Names come from fraud.features.
+
+Imputation (documented in README "Data contract"):
+- amount, user_age: NaN -> median over the train split; a *_missing flag keeps the information.
+- strings: "" is its own vocabulary entry; unseen values go to one OOV bucket.
+- home/restaurant city unknown or missing: distance 0 plus a missing flag.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from fraud import features as F
+
+_LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
+
+
+def _as_2d(x):
+    """Dense [batch, 1]: FixedLen features already are; tolerate [batch] for ad-hoc callers."""
+    if isinstance(x, tf.SparseTensor):
+        default = "" if x.dtype == tf.string else (float("nan") if x.dtype.is_floating else 0)
+        x = tf.sparse.to_dense(tf.sparse.reset_shape(x, [x.dense_shape[0], 1]), default_value=default)
+    if x.shape.rank == 1:
+        x = tf.expand_dims(x, -1)
+    return x
+
+
+def _median_impute(x):
+    """Replace NaN by the train-split median (computed by an analyzer), return (imputed, missing_flag)."""
+    x = tf.cast(x, tf.float32)
+    missing = tf.math.is_nan(x)
+    present = tf.boolean_mask(x, tf.logical_not(missing))
+    boundaries = tft.quantiles(present, num_buckets=2, epsilon=0.001)
+    median = tf.reshape(boundaries, [-1])[0]
+    return tf.where(missing, median, x), tf.cast(missing, tf.float32)
+
+
+def _city_lookup(index: int):
+    keys = tf.constant(list(F.CITY_COORDS))
+    values = tf.constant([coords[index] for coords in F.CITY_COORDS.values()], dtype=tf.float32)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=math.nan)
+
+
+def _haversine_km(lat1, lon1, lat2, lon2):
+    rad = math.pi / 180.0
+    dlat, dlon = (lat2 - lat1) * rad, (lon2 - lon1) * rad
+    a = tf.sin(dlat / 2) ** 2 + tf.cos(lat1 * rad) * tf.cos(lat2 * rad) * tf.sin(dlon / 2) ** 2
+    return 2.0 * 6371.0 * tf.asin(tf.sqrt(tf.clip_by_value(a, 0.0, 1.0)))
+
+
+def home_distance_km(home_city, city):
+    """Great-circle km between the guest's home city and the restaurant's city (NaN if either unknown)."""
+    lat, lon = _city_lookup(0), _city_lookup(1)
+    return _haversine_km(lat.lookup(home_city), lon.lookup(home_city), lat.lookup(city), lon.lookup(city))
+
+
+def lima_hour_and_weekday(event_time_utc):
+    """Hour 0-23 and weekday (Monday=0) in Lima local time; 1970-01-01 was a Thursday (=3)."""
+    local = tf.cast(event_time_utc, tf.int64) + _LIMA_OFFSET_S
+    hour = tf.math.floormod(tf.math.floordiv(local, 3600), 24)
+    weekday = tf.math.floormod(tf.math.floordiv(local, 86400) + 3, 7)
+    return hour, weekday
+
+
+def preprocessing_fn(inputs):
+    out = {}
+
+    amount, amount_missing = _median_impute(_as_2d(inputs[F.AMOUNT]))
+    currency = _as_2d(inputs[F.CURRENCY])
+    is_usd = tf.cast(tf.equal(currency, "USD"), tf.float32)
+    amount_pen = tf.where(is_usd > 0, amount * F.USD_TO_PEN, amount)
+    out[F.transformed_name(F.AMOUNT)] = tft.scale_to_z_score(tf.math.log1p(amount))
+    out[F.AMOUNT_PEN_LOG] = tft.scale_to_z_score(tf.math.log1p(amount_pen))
+    out[F.AMOUNT_MISSING] = amount_missing
+    out[F.IS_FOREIGN_CURRENCY] = is_usd
+
+    age, age_missing = _median_impute(_as_2d(inputs[F.USER_AGE]))
+    out[F.transformed_name(F.USER_AGE)] = tft.scale_to_z_score(age)
+    out[F.AGE_MISSING] = age_missing
+
+    hour, weekday = lima_hour_and_weekday(_as_2d(inputs[F.EVENT_TIME]))
+    hour_angle = tf.cast(hour, tf.float32) * (2 * math.pi / 24)
+    day_angle = tf.cast(weekday, tf.float32) * (2 * math.pi / 7)
+    out[F.HOUR_SIN], out[F.HOUR_COS] = tf.sin(hour_angle), tf.cos(hour_angle)
+    out[F.DOW_SIN], out[F.DOW_COS] = tf.sin(day_angle), tf.cos(day_angle)
+    out[F.IS_NIGHT] = tf.cast(hour < 6, tf.float32)
+    out[F.IS_WEEKEND] = tf.cast(weekday >= 5, tf.float32)
+
+    distance = home_distance_km(_as_2d(inputs[F.HOME_CITY]), _as_2d(inputs[F.CITY]))
+    distance_missing = tf.math.is_nan(distance)
+    out[F.DISTANCE_LOG] = tft.scale_to_z_score(tf.math.log1p(tf.where(distance_missing, 0.0, distance)))
+    out[F.DISTANCE_MISSING] = tf.cast(distance_missing, tf.float32)
+
+    for key in F.CATEGORICAL_FEATURES:
+        out[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
+            _as_2d(inputs[key]), top_k=F.VOCAB_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
+            vocab_filename=F.vocabulary_name(key))
+
+    if F.LABEL in inputs:  # absent at serving time
+        out[F.LABEL] = _as_2d(inputs[F.LABEL])
+    return out
