@@ -7,7 +7,7 @@ Standardisation:
 - `timestamp` accepts four formats and becomes `event_time_utc` (int64 seconds, UTC):
   ISO 8601 with `Z` or an offset (`2026-06-01T23:15:07Z`, `2026-06-01T18:15:07-05:00`),
   Lima local time without zone (`01/06/2026 18:15:07`, DD/MM/YYYY, Lima = UTC-5, no DST),
-  and Unix epoch seconds (`1780355707`).
+  and Unix epoch seconds (`1780355707`). ISO 8601 without a zone is taken as Lima local time.
 - `device_id` is case- and separator-insensitive: `DEV-3F9A21C0`, `dev_3f9a21c0` -> `dev3f9a21c0`.
 - Optional columns that are absent or empty: strings become "" (their own vocabulary entry),
   numbers become NaN (median-imputed inside the Transform graph, so serving does the same).
@@ -32,6 +32,7 @@ _LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
 _EPOCH_RE = re.compile(r"^\d{9,11}(\.\d+)?$")
 _LOCAL_RE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}[ T]\d{1,2}:\d{2}(:\d{2})?$")
 _SEPARATORS_RE = re.compile(r"[^0-9a-z]")
+_ZONE_RE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 def list_csv_files(data_dir: str | Path) -> list[Path]:
@@ -81,10 +82,15 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
     rest = ~parsed & (values != "")
     if rest.any():
-        iso = pd.to_datetime(values[rest], utc=True, errors="coerce", format="ISO8601")
+        # ISO 8601: with Z or an offset it is absolute; without a zone it is Lima local time, like the
+        # DD/MM/YYYY form that restaurant terminals write.
+        iso = pd.to_datetime(values[rest], utc=True, errors="coerce")
         ok = iso.notna()
-        out[iso[ok].index] = iso[ok].astype("int64") // 10**9
-        parsed[iso[ok].index] = True
+        seconds = iso[ok].astype("int64") // 10**9
+        naive = ~values[rest][ok].str.contains(_ZONE_RE)
+        seconds[naive] -= _LIMA_OFFSET_S
+        out[seconds.index] = seconds
+        parsed[seconds.index] = True
 
     bad = ~parsed
     if bad.any():

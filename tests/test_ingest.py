@@ -1,0 +1,96 @@
+"""The data contract: timestamp formats, device ids, imputation of optional columns, clear errors."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud import features as F
+from fraud import ingest
+
+
+def _frame(**overrides):
+    base = {
+        F.TRANSACTION_ID: ["t1", "t2", "t3", "t4"],
+        F.TIMESTAMP: ["2026-06-01T23:15:07Z", "2026-06-01T18:15:07-05:00", "01/06/2026 18:15:07", "1780355707"],
+        F.AMOUNT: ["120.5", "", "99", "15000"],
+        F.USER_ID: ["U1", "U1", "U2", "U3"],
+        F.LABEL: ["0", "0", "1", "0"],
+        F.DEVICE_ID: ["DEV-3F9A21C0", "dev_3f9a21c0", "dev3f9a21c0", "DEV-00000001"],
+    }
+    base.update(overrides)
+    return pd.DataFrame({k: v for k, v in base.items() if v is not None})
+
+
+def test_all_timestamp_formats_mean_the_same_instant():
+    out = ingest.standardise(_frame(), require_label=True).frame
+    assert set(out[F.EVENT_TIME]) == {1780355707}  # 2026-06-01T23:15:07Z in four spellings
+    assert set(out[F.TIME_OF_DAY]) == {"afternoon"}  # 18:15 in Lima
+
+
+def test_device_ids_are_case_and_separator_insensitive():
+    out = ingest.standardise(_frame(), require_label=True).frame
+    assert out[F.DEVICE_ID].nunique() == 2
+    assert "dev3f9a21c0" in set(out[F.DEVICE_ID])
+
+
+def test_optional_columns_absent_are_imputed_and_reported():
+    result = ingest.standardise(_frame(), require_label=True)
+    assert F.CITY in result.imputed_columns and F.USER_AGE in result.imputed_columns
+    assert set(result.frame[F.CITY]) == {F.MISSING}
+    assert result.frame[F.USER_AGE].isna().all()
+    assert result.frame[F.AMOUNT].isna().sum() == 1  # empty amount -> NaN (median-imputed by Transform)
+
+
+def test_missing_required_column_is_named():
+    with pytest.raises(ingest.DataContractError, match="required column.*user_id"):
+        ingest.standardise(_frame(**{F.USER_ID: None}), require_label=True)
+
+
+def test_label_only_required_for_training():
+    frame = _frame(**{F.LABEL: None})
+    with pytest.raises(ingest.DataContractError, match=F.LABEL):
+        ingest.standardise(frame, require_label=True)
+    assert len(ingest.standardise(frame, require_label=False).frame) == 4
+
+
+def test_wrong_type_is_named_with_examples():
+    with pytest.raises(ingest.DataContractError, match=r"'amount' must be numeric.*'abc'"):
+        ingest.standardise(_frame(**{F.AMOUNT: ["1", "abc", "2", "3"]}), require_label=True)
+
+
+def test_unparseable_timestamp_is_rejected():
+    with pytest.raises(ingest.DataContractError, match="yesterday"):
+        ingest.standardise(_frame(**{F.TIMESTAMP: ["2026-06-01T23:15:07Z", "yesterday", "1780355707",
+                                                    "1780355707"]}), require_label=True)
+
+
+def test_duplicate_ids_and_bad_labels_are_rejected():
+    with pytest.raises(ingest.DataContractError, match="duplicate"):
+        ingest.standardise(_frame(**{F.TRANSACTION_ID: ["a", "a", "b", "c"]}), require_label=True)
+    with pytest.raises(ingest.DataContractError, match="0 or 1"):
+        ingest.standardise(_frame(**{F.LABEL: ["0", "2", "0", "1"]}), require_label=True)
+
+
+def test_empty_and_missing_data_dir(tmp_path):
+    with pytest.raises(ingest.DataContractError, match="does not exist"):
+        ingest.read_csv_dir(tmp_path / "nope")
+    with pytest.raises(ingest.DataContractError, match="no \\*.csv"):
+        ingest.read_csv_dir(tmp_path)
+    (tmp_path / "t.csv").write_text(",".join(F.TRAINING_REQUIRED_COLUMNS) + "\n")
+    with pytest.raises(ingest.DataContractError, match="no rows"):
+        ingest.standardise(ingest.read_csv_dir(tmp_path), require_label=True)
+
+
+def test_time_split_is_by_lima_calendar_day_and_never_overlaps():
+    days = pd.date_range("2026-06-01 12:00", periods=30, freq="D", tz="America/Lima")
+    frame = pd.DataFrame({
+        F.TRANSACTION_ID: [f"t{i}" for i in range(30)],
+        F.TIMESTAMP: [d.isoformat() for d in days],
+        F.AMOUNT: ["10"] * 30, F.USER_ID: ["u"] * 30, F.LABEL: ["1", "0"] * 15,
+    })
+    standard = ingest.standardise(frame, require_label=True).frame
+    splits = ingest.split_by_time(standard, eval_days=7, valid_days=5)
+    assert [len(splits[s]) for s in F.SPLITS] == [18, 5, 7]
+    assert splits[F.SPLIT_TRAIN][F.EVENT_TIME].max() < splits[F.SPLIT_VALID][F.EVENT_TIME].min()
+    assert splits[F.SPLIT_VALID][F.EVENT_TIME].max() < splits[F.SPLIT_EVAL][F.EVENT_TIME].min()
+    with pytest.raises(ingest.DataContractError, match="split 'train' is empty"):
+        ingest.split_by_time(standard, eval_days=20, valid_days=10)
