@@ -30,14 +30,26 @@ def _as_2d(x):
     return x
 
 
-def _median_impute(x):
-    """Replace NaN by the train-split median (computed by an analyzer), return (imputed, missing_flag)."""
-    x = tf.cast(x, tf.float32)
-    missing = tf.math.is_nan(x)
+def _missing(x):
+    return tf.math.is_nan(x)
+
+
+def _median(x, missing):
+    """Median of the present values over the train split (an analyzer: a constant in the graph)."""
+    boundaries = tft.quantiles(tf.boolean_mask(x, tf.logical_not(missing)), num_buckets=2, epsilon=0.001)
+    return tf.reshape(boundaries, [-1])[0]
+
+
+def _z_score(x, missing):
+    """Standardise with the mean/std of the *present* values.
+
+    Every analyzer here reads raw inputs only, never another analyzer's output, so the whole
+    preprocessing_fn is a single tf.Transform phase (multi-phase analysis uses tf.Transform's deep-copy
+    optimisation, which is broken with Beam 2.74).
+    """
     present = tf.boolean_mask(x, tf.logical_not(missing))
-    boundaries = tft.quantiles(present, num_buckets=2, epsilon=0.001)
-    median = tf.reshape(boundaries, [-1])[0]
-    return tf.where(missing, median, x), tf.cast(missing, tf.float32)
+    mean, var = tft.mean(present), tft.var(present)
+    return (x - mean) / tf.sqrt(tf.maximum(var, 1e-12))
 
 
 def _city_lookup(index: int):
@@ -70,18 +82,22 @@ def lima_hour_and_weekday(event_time_utc):
 def preprocessing_fn(inputs):
     out = {}
 
-    amount, amount_missing = _median_impute(_as_2d(inputs[F.AMOUNT]))
+    amount = tf.cast(_as_2d(inputs[F.AMOUNT]), tf.float32)
+    amount_missing = _missing(amount)
+    amount = tf.where(amount_missing, _median(amount, amount_missing), amount)  # median imputation
     currency = _as_2d(inputs[F.CURRENCY])
-    is_usd = tf.cast(tf.equal(currency, "USD"), tf.float32)
-    amount_pen = tf.where(is_usd > 0, amount * F.USD_TO_PEN, amount)
-    out[F.transformed_name(F.AMOUNT)] = tft.scale_to_z_score(tf.math.log1p(amount))
-    out[F.AMOUNT_PEN_LOG] = tft.scale_to_z_score(tf.math.log1p(amount_pen))
-    out[F.AMOUNT_MISSING] = amount_missing
-    out[F.IS_FOREIGN_CURRENCY] = is_usd
+    is_usd = tf.equal(currency, "USD")
+    amount_pen = tf.where(is_usd, amount * F.USD_TO_PEN, amount)
+    out[F.transformed_name(F.AMOUNT)] = _z_score(tf.math.log1p(amount), amount_missing)
+    out[F.AMOUNT_PEN_LOG] = _z_score(tf.math.log1p(amount_pen), amount_missing)
+    out[F.AMOUNT_MISSING] = tf.cast(amount_missing, tf.float32)
+    out[F.IS_FOREIGN_CURRENCY] = tf.cast(is_usd, tf.float32)
 
-    age, age_missing = _median_impute(_as_2d(inputs[F.USER_AGE]))
-    out[F.transformed_name(F.USER_AGE)] = tft.scale_to_z_score(age)
-    out[F.AGE_MISSING] = age_missing
+    age = tf.cast(_as_2d(inputs[F.USER_AGE]), tf.float32)
+    age_missing = _missing(age)
+    age = tf.where(age_missing, _median(age, age_missing), age)
+    out[F.transformed_name(F.USER_AGE)] = _z_score(age, age_missing)
+    out[F.AGE_MISSING] = tf.cast(age_missing, tf.float32)
 
     hour, weekday = lima_hour_and_weekday(_as_2d(inputs[F.EVENT_TIME]))
     hour_angle = tf.cast(hour, tf.float32) * (2 * math.pi / 24)
@@ -93,7 +109,7 @@ def preprocessing_fn(inputs):
 
     distance = home_distance_km(_as_2d(inputs[F.HOME_CITY]), _as_2d(inputs[F.CITY]))
     distance_missing = tf.math.is_nan(distance)
-    out[F.DISTANCE_LOG] = tft.scale_to_z_score(tf.math.log1p(tf.where(distance_missing, 0.0, distance)))
+    out[F.DISTANCE_LOG] = _z_score(tf.math.log1p(tf.where(distance_missing, 0.0, distance)), distance_missing)
     out[F.DISTANCE_MISSING] = tf.cast(distance_missing, tf.float32)
 
     for key in F.CATEGORICAL_FEATURES:

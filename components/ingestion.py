@@ -5,7 +5,6 @@ eval = the last `eval_days` Lima calendar days, valid = the `valid_days` before,
 Never a random split: nothing from the future trains the model that is evaluated on it.
 Row counts and fraud rates per split are recorded as custom properties of the artifact.
 """
-from __future__ import annotations
 
 import os
 
@@ -24,7 +23,7 @@ _STRING_COLUMNS = F.CATEGORICAL_FEATURES + tuple(
     c for c in F.PASSTHROUGH_STRING_COLUMNS if c not in F.CATEGORICAL_FEATURES)
 
 
-def to_examples(frame) -> list[bytes]:
+def to_examples(frame) -> "list[bytes]":
     """Serialize standardised rows as tf.Examples: every column present in every row (dense)."""
     floats = {c: frame[c].to_numpy(np.float32) for c in _FLOAT_COLUMNS}
     ints = {c: frame[c].to_numpy(np.int64) for c in _INT_COLUMNS if c in frame.columns}

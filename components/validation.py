@@ -5,7 +5,6 @@ the drift check of the eval split against the train split (the schema's drift co
 error naming every anomaly. On success it passes the schema on: Transform consumes this output, so it can
 only run on validated data.
 """
-from __future__ import annotations
 
 import os
 

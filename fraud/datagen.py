@@ -22,17 +22,22 @@ World
 
 Fraud (``is_fraudulent`` = 1, ~1.2 % of rows; ``fraud_scenario`` names the story, "none" otherwise)
 -------------------------------------------------------------------------------------------------
-* ``stolen_card``: 1-3 charges, mostly 01:00-05:00 Lima, in a city >= 400 km from the holder's home
-  (off the tourist route for tourists), on a device the holder never used, 3-10x the usual bill.
+* ``stolen_card``: 1-3 charges, 85 % at 01:00-05:00 Lima, in a city >= 400 km from the holder's home
+  (off the tourist route for tourists), on a device the holder never used (a far restaurant's POS
+  or a fresh phone/browser), high amounts.
 * ``card_testing``: bursts of 3-8 charges of 1-20 PEN seconds apart on one card, mostly
   ``reservation_deposit`` from a ``web`` device and a foreign hosting/VPN IP, at any hour.
-* ``account_takeover``: a new device and a new IP, then 1-3 charges of 4-12x the usual bill
-  (``delivery`` / ``reservation_deposit``) within a day.
+* ``account_takeover``: a new device and a new IP, then 1-3 charges (``delivery`` /
+  ``reservation_deposit``) within a day, high amounts.
 * ``compromised_restaurant``: 1-2 restaurants skim the cards presented during a 1-2 week window.
-  The skimming visit stays legitimate (label 0); 3-20 days later the cloned card is charged 3-8x
-  the usual bill in another city (label 1). Single-row signal here is weak on purpose.
-Legitimate look-alikes keep the problem honest: night banquets, late dinners and night bookings,
-small tips (5-20 PEN) and small booking holds (10-20 PEN) from the web, tourists far from home.
+  The skimming visit stays legitimate (label 0); 3-20 days later the cloned card is charged in
+  another city (label 1), mostly at ordinary dinner hours: the weakest single-row signal on purpose.
+"High amounts" are 3-10x the holder's usual bill (4-12x for takeovers) for two thirds of the rows and
+1.2-3x for the rest (fraudsters who stay under the radar).
+Legitimate look-alikes keep the problem honest: banquets (a third after midnight), corporate dinners
+at 2.5-7x the usual bill, private-dining deposits and catering deliveries of 800-6,000 PEN, 1-20 PEN
+card-verification holds, small flat tips, late dinners and night bookings, tourists far from home.
+A gradient-boosted tree on single-row features reaches ROC AUC ~0.99 and average precision ~0.8.
 
 Deliberate data problems (what ingestion must cope with)
 --------------------------------------------------------
@@ -150,8 +155,8 @@ OFF_ROUTE_CITIES = tuple(c for c in REST_CITIES if c not in TOURIST_DESTINATIONS
 _DIST_KM = {(a, b): F.haversine_km(*F.CITY_COORDS[a], *F.CITY_COORDS[b]) for a in F.CITY_COORDS for b in F.CITY_COORDS}
 
 # Mon..Sun demand multipliers (mean 1): Friday and Saturday nights are the busiest.
-DOW_FACTOR = np.array([0.75, 0.80, 0.90, 1.00, 1.35, 1.45, 0.75]) / (7.0 / 7.0)
-DOW_FACTOR = DOW_FACTOR / DOW_FACTOR.mean()
+_DOW = np.array([0.75, 0.80, 0.90, 1.00, 1.35, 1.45, 0.75])
+DOW_FACTOR = _DOW / _DOW.mean()
 
 LOCAL_PAY = {CREDIT: 0.45, DEBIT: 0.25, WALLET: 0.20, AMEX: 0.10}
 TOURIST_PAY = {CREDIT: 0.55, AMEX: 0.30, DEBIT: 0.13, WALLET: 0.02}
@@ -404,15 +409,22 @@ def _legit(rng: np.random.Generator, w: _World, days: int, start: dt.date, t0: i
     dlv_sec = np.where(rng.random(m) < 0.4, rng.uniform(12.0 * _H, 15.0 * _H, m), rng.uniform(19.0 * _H, 23.0 * _H, m))
     sec = np.select([dep, dlv], [dep_sec, dlv_sec], sec)
 
-    # How much (PEN).
+    # How much (PEN). Legitimate look-alikes of fraud are deliberate: large private-dining deposits and
+    # catering deliveries (like account takeover), 1-20 PEN card-verification holds (like card testing).
     base = w.typical[u] * w.rest_price[rest]
     amt = np.maximum(base * rng.lognormal(0.0, 0.35, m), 80.0)
+    corporate = dine & (rng.random(m) < 0.015)
+    amt = np.where(corporate, base * rng.uniform(2.5, 7.0, m), amt)
+    r = rng.random(m)
     dep_amt = np.select(
-        [rng.random(m) < 0.6, rng.random(m) < 0.9],
-        [np.round(base * rng.uniform(0.3, 0.6, m), -1), rng.choice([100.0, 150.0, 200.0, 250.0, 300.0], m)],
-        rng.uniform(10.0, 20.0, m),  # small card-verification holds: look like card testing, but legit
+        [r < 0.55, r < 0.90, r < 0.98],
+        [np.round(base * rng.uniform(0.3, 0.6, m), -1), rng.choice([100.0, 150.0, 200.0, 250.0, 300.0], m),
+         np.where(rng.random(m) < 0.4, rng.choice([1.0, 5.0, 10.0, 20.0], m), rng.uniform(1.0, 20.0, m))],
+        np.exp(rng.uniform(math.log(800.0), math.log(6000.0), m)),
     )
-    dlv_amt = np.maximum(base * 0.6 * rng.lognormal(0.0, 0.3, m), 60.0)
+    r = rng.random(m)
+    dlv_amt = np.where(r < 0.98, np.maximum(base * 0.6 * rng.lognormal(0.0, 0.3, m), 60.0),
+                       np.exp(rng.uniform(math.log(800.0), math.log(5000.0), m)))
     amt = np.select([dep, dlv], [dep_amt, dlv_amt], amt)
     banquet = dine & (rng.random(m) < 0.006)
     amt = np.where(banquet, np.exp(rng.uniform(math.log(3000.0), math.log(25000.0), m)), amt)
@@ -510,6 +522,10 @@ class _Fraudster:
     def _usual(self, u: int, rest: int) -> float:
         return float(self.w.typical[u] * self.w.rest_price[rest])
 
+    def _fraud_mult(self, lo: float, hi: float) -> float:
+        # Most fraudsters cash out big, but a third stay under the radar with near-normal bills.
+        return self._u(lo, hi) if self.rng.random() < 0.67 else self._u(1.2, lo)
+
     def _far_cities(self, u: int, exclude: str | None = None) -> list[str]:
         if self.w.tourist[u]:  # every Peruvian city is far; off the tourist route is what is odd
             cands = list(OFF_ROUTE_CITIES)
@@ -539,7 +555,7 @@ class _Fraudster:
                 dev = (*self._new_device(PERSONAL_DEVICE_TYPES), self._fraud_ip(0.5))
                 ttypes = {DELIVERY: 0.6, DEPOSIT: 0.4}
             for _ in range(1 + int(rng.random() < 0.5) + int(rng.random() < 0.25)):
-                self._add(STOLEN_CARD, t, self._usual(u, rest) * self._u(3.0, 10.0), cur, pay,
+                self._add(STOLEN_CARD, t, self._usual(u, rest) * self._fraud_mult(3.0, 10.0), cur, pay,
                           _choice1(rng, ttypes), u, rest, dev)
                 t += self._u(5 * 60, 90 * 60)
 
@@ -550,7 +566,7 @@ class _Fraudster:
             u = int(rng.integers(len(w.user_id)))
             rest = int(rng.choice(len(w.rest_id), p=p_rest))
             t = self.t0 + int(rng.integers(0, self.days)) * 86400 + self._u(0.0, 23.5 * _H)  # bots never sleep
-            dev = (*self._new_device({WEB: 0.85, ANDROID: 0.15}), self._fraud_ip(0.8))
+            dev = (*self._new_device({WEB: 0.7, ANDROID: 0.15, IOS: 0.15}), self._fraud_ip(0.8))
             pay = _choice1(rng, THIEF_PAY)
             cur = USD if rng.random() < 0.15 else PEN
             for _ in range(int(rng.integers(3, 9))):
@@ -570,7 +586,7 @@ class _Fraudster:
                 self._u(0.0, 5.0 * _H) if rng.random() < 0.35 else self._u(8.0 * _H, 24.0 * _H))
             t, pay, cur = first, str(w.pref_pay[u]), self._user_currency(u)  # the card stored in the account
             for _ in range(1 + int(rng.random() < 0.5) + int(rng.random() < 0.25)):
-                self._add(ACCOUNT_TAKEOVER, t, self._usual(u, rest) * self._u(4.0, 12.0), cur, pay,
+                self._add(ACCOUNT_TAKEOVER, t, self._usual(u, rest) * self._fraud_mult(4.0, 12.0), cur, pay,
                           _choice1(rng, {DELIVERY: 0.55, DEPOSIT: 0.45}), u, rest, dev)
                 t = min(t + self._u(10 * 60, 10 * _H), first + 23 * _H)
 
@@ -635,7 +651,7 @@ class _Fraudster:
             dev = (*self._new_device(PERSONAL_DEVICE_TYPES), self._fraud_ip(0.5))
             ttypes = {DELIVERY: 0.5, DEPOSIT: 0.5}
         for _ in range(1 + int(rng.random() < 0.5)):
-            self._add(COMPROMISED_RESTAURANT, t, self._usual(u, rest) * self._u(3.0, 8.0), cur, pay,
+            self._add(COMPROMISED_RESTAURANT, t, self._usual(u, rest) * self._fraud_mult(3.0, 8.0), cur, pay,
                       _choice1(rng, ttypes), u, rest, dev)
             t += self._u(20 * 60, 3 * _H)
 
@@ -670,7 +686,7 @@ def _format(rng: np.random.Generator, rows: dict[str, np.ndarray], w: _World) ->
         if name == TS_EPOCH:
             ts[sel] = t[sel].astype(str)
         else:
-            ts[sel] = (utc if name == TS_ISO_UTC else lima)[sel].strftime(name)
+            ts[sel] = np.asarray((utc if name == TS_ISO_UTC else lima)[sel].strftime(name), dtype=object)
 
     usd = r["cur"] == USD
     amount = np.round(np.where(usd, r["amt"] / F.USD_TO_PEN, r["amt"]), 2)
