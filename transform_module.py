@@ -40,16 +40,16 @@ def _median(x, missing):
     return tf.reshape(boundaries, [-1])[0]
 
 
-def _z_score(x, missing):
-    """Standardise with the mean/std of the *present* values.
+def _z_score(raw, missing, imputed):
+    """Standardise `imputed` with the mean/std of the *present* raw values.
 
     Every analyzer here reads raw inputs only, never another analyzer's output, so the whole
     preprocessing_fn is a single tf.Transform phase (multi-phase analysis uses tf.Transform's deep-copy
     optimisation, which is broken with Beam 2.74).
     """
-    present = tf.boolean_mask(x, tf.logical_not(missing))
+    present = tf.boolean_mask(raw, tf.logical_not(missing))
     mean, var = tft.mean(present), tft.var(present)
-    return (x - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+    return (imputed - mean) / tf.sqrt(tf.maximum(var, 1e-12))
 
 
 def _city_lookup(index: int):
@@ -82,21 +82,24 @@ def lima_hour_and_weekday(event_time_utc):
 def preprocessing_fn(inputs):
     out = {}
 
-    amount = tf.cast(_as_2d(inputs[F.AMOUNT]), tf.float32)
-    amount_missing = _missing(amount)
-    amount = tf.where(amount_missing, _median(amount, amount_missing), amount)  # median imputation
-    currency = _as_2d(inputs[F.CURRENCY])
-    is_usd = tf.equal(currency, "USD")
-    amount_pen = tf.where(is_usd, amount * F.USD_TO_PEN, amount)
-    out[F.transformed_name(F.AMOUNT)] = _z_score(tf.math.log1p(amount), amount_missing)
-    out[F.AMOUNT_PEN_LOG] = _z_score(tf.math.log1p(amount_pen), amount_missing)
+    raw_amount = tf.cast(_as_2d(inputs[F.AMOUNT]), tf.float32)
+    amount_missing = _missing(raw_amount)
+    amount = tf.where(amount_missing, _median(raw_amount, amount_missing), raw_amount)  # median imputation
+    is_usd = tf.equal(_as_2d(inputs[F.CURRENCY]), "USD")
+
+    def to_pen(x):
+        return tf.where(is_usd, x * F.USD_TO_PEN, x)
+
+    out[F.transformed_name(F.AMOUNT)] = _z_score(tf.math.log1p(raw_amount), amount_missing, tf.math.log1p(amount))
+    out[F.AMOUNT_PEN_LOG] = _z_score(
+        tf.math.log1p(to_pen(raw_amount)), amount_missing, tf.math.log1p(to_pen(amount)))
     out[F.AMOUNT_MISSING] = tf.cast(amount_missing, tf.float32)
     out[F.IS_FOREIGN_CURRENCY] = tf.cast(is_usd, tf.float32)
 
-    age = tf.cast(_as_2d(inputs[F.USER_AGE]), tf.float32)
-    age_missing = _missing(age)
-    age = tf.where(age_missing, _median(age, age_missing), age)
-    out[F.transformed_name(F.USER_AGE)] = _z_score(age, age_missing)
+    raw_age = tf.cast(_as_2d(inputs[F.USER_AGE]), tf.float32)
+    age_missing = _missing(raw_age)
+    age = tf.where(age_missing, _median(raw_age, age_missing), raw_age)
+    out[F.transformed_name(F.USER_AGE)] = _z_score(raw_age, age_missing, age)
     out[F.AGE_MISSING] = tf.cast(age_missing, tf.float32)
 
     hour, weekday = lima_hour_and_weekday(_as_2d(inputs[F.EVENT_TIME]))
@@ -109,7 +112,8 @@ def preprocessing_fn(inputs):
 
     distance = home_distance_km(_as_2d(inputs[F.HOME_CITY]), _as_2d(inputs[F.CITY]))
     distance_missing = tf.math.is_nan(distance)
-    out[F.DISTANCE_LOG] = _z_score(tf.math.log1p(tf.where(distance_missing, 0.0, distance)), distance_missing)
+    log_distance = tf.math.log1p(tf.where(distance_missing, 0.0, distance))
+    out[F.DISTANCE_LOG] = _z_score(log_distance, distance_missing, log_distance)
     out[F.DISTANCE_MISSING] = tf.cast(distance_missing, tf.float32)
 
     for key in F.CATEGORICAL_FEATURES:

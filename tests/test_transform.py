@@ -53,9 +53,13 @@ def _feature_spec():
 @pytest.fixture(scope="module")
 def transformed():
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(_feature_spec()))
-    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
-        (data, _), _ = (ROWS, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            transform_module.preprocessing_fn, output_record_batches=False)
+    # use_deep_copy_optimization=True as in TFX's Transform executor: it breaks on Beam 2.74 when the
+    # preprocessing_fn needs more than one analysis phase, so this fixture catches that too.
+    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(
+            temp_dir=tmp, force_tf_compat_v1=False, use_deep_copy_optimization=True):
+        # Analyze, then transform, as TFX's executor does (AnalyzeAndTransformDataset always deep-copies).
+        transform_fn = (ROWS, metadata) | tft_beam.AnalyzeDataset(transform_module.preprocessing_fn)
+        data, _ = ((ROWS, metadata), transform_fn) | tft_beam.TransformDataset(output_record_batches=False)
     return {row_id[F.TRANSACTION_ID][0]: out for row_id, out in zip(ROWS, data)}
 
 
@@ -123,3 +127,4 @@ def test_vocabulary_indices(transformed):
     assert len(credit) == 1
     assert _v(transformed["c"], key) not in credit
     assert credit == {0.0}  # the most frequent value gets index 0
+
