@@ -72,7 +72,8 @@ def pipeline():
 @click.option("--beam-arg", "beam_args", multiple=True,
               help="Beam pipeline argument, repeatable (replaces the default DirectRunner multi-processing "
                    "on 2 workers), e.g. --beam-arg=--runner=FlinkRunner.")
-def pipeline_run(beam_args, **kwargs):
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow/Beam/TFX logs on the terminal.")
+def pipeline_run(beam_args, verbose, **kwargs):
     """Run ingestion -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
     Exit status: 0 pushed, 3 not blessed (nothing pushed), 4 data rejected, 1 other failure, 2 bad usage.
@@ -90,7 +91,7 @@ def pipeline_run(beam_args, **kwargs):
         sys.exit(2)
     from pipeline.local_runner import run_pipeline
 
-    sys.exit(run_pipeline(settings, echo=click.echo).exit_code)
+    sys.exit(run_pipeline(settings, echo=click.echo, verbose=verbose).exit_code)
 
 
 @main.command()

@@ -67,7 +67,7 @@ def overall_metrics(eval_uri: str) -> tuple[dict[str, float], dict[str, float]]:
             continue
         for kv in metrics_for_slice.metric_keys_and_values:
             key = kv.key
-            if key.HasField("is_diff") and key.is_diff:
+            if key.is_diff:
                 continue
             if not kv.value.HasField("double_value"):
                 continue
@@ -76,16 +76,30 @@ def overall_metrics(eval_uri: str) -> tuple[dict[str, float], dict[str, float]]:
     return candidate, baseline
 
 
+def _bound_text(bound) -> str:
+    if bound.HasField("lower_bound"):
+        return f">= {bound.lower_bound.value:g}"
+    if bound.HasField("upper_bound"):
+        return f"<= {bound.upper_bound.value:g}"
+    if bound.HasField("absolute"):
+        return f"change >= {bound.absolute.value:+g} vs baseline"
+    if bound.HasField("relative"):
+        return f"relative change >= {bound.relative.value:+g} vs baseline"
+    return str(bound).replace("\n", " ")
+
+
 def failed_thresholds(eval_uri: str) -> list[str]:
     result = tfma.load_validation_result(eval_uri)
     out = []
     for failure in result.metric_validations_per_slice:
+        where = ", ".join(f"{k.column}={k.bytes_value.decode() or k.int64_value or k.float_value}"
+                          for k in failure.slice_key.single_slice_keys) or "overall"
         for f in failure.failures:
             kind = "change vs baseline" if f.metric_key.is_diff else "value"
             threshold = f.metric_threshold
             bound = (threshold.change_threshold if f.metric_key.is_diff else threshold.value_threshold)
-            out.append(f"{f.metric_key.name} ({kind}) = {f.metric_value.double_value.value:.4f}, "
-                       f"threshold {str(bound).strip().replace(chr(10), ' ')}")
+            out.append(f"{f.metric_key.name} ({kind}, {where}) = {f.metric_value.double_value.value:+.4f}; "
+                       f"threshold: {_bound_text(bound)}")
     return out
 
 

@@ -15,7 +15,10 @@ METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
 def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None, **config) -> tfma.MetricConfig:
     metric = tfma.MetricConfig(class_name=class_name, config=json.dumps(config))
     if threshold is not None:
-        metric.threshold.CopyFrom(threshold)
+        # Gate on the overall slice only: small slices (a city with no fraud in the eval week) have no
+        # meaningful PR-AUC. Slices are reported, not gated.
+        metric.per_slice_thresholds.append(
+            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
     return metric
 
 

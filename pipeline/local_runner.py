@@ -8,7 +8,9 @@ Exit codes of `fraudctl pipeline run` (documented in README):
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -54,7 +56,26 @@ class _Progress(threading.Thread):
                     self.echo(f"[{i}/{len(self.component_ids)}] {cid} started at +{time.time() - started:.0f}s")
 
 
-def run_pipeline(settings: PipelineSettings, echo=print) -> RunOutcome:
+@contextlib.contextmanager
+def _stderr_to(path, enabled: bool):
+    """Send file descriptor 2 (TF/Beam C++ logs, Python logging, Beam worker processes) to a file, so the
+    terminal shows progress and results; stdout (Keras epochs, component messages) stays visible."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) -> RunOutcome:
     # Imported here: TFX takes seconds to import and `fraudctl --help` should not wait for it.
     from tfx import v1 as tfx
 
@@ -63,21 +84,24 @@ def run_pipeline(settings: PipelineSettings, echo=print) -> RunOutcome:
 
     settings.pipeline_root.mkdir(parents=True, exist_ok=True)
     pipeline = create_pipeline(**settings.pipeline_kwargs())
-    progress = _Progress(os.path.join(settings.artifacts_root, settings.pipeline_name), COMPONENT_IDS, echo)
+    progress = _Progress(str(settings.artifacts_root), COMPONENT_IDS, echo)
     echo(f"Running pipeline {settings.pipeline_name!r} ({len(COMPONENT_IDS)} components) "
          f"on {settings.data_dir} -> {settings.pipeline_root}")
+    log_path = settings.pipeline_root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"Component logs (TensorFlow, Beam, TFX): {log_path}")
     progress.start()
     started = time.time()
     error = None
-    try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except Exception as exc:  # reported below with the component that failed
-        error = exc
-    finally:
-        progress.stop.set()
-    echo(f"Pipeline finished in {time.time() - started:.0f} s\n")
-
-    summary = summarize(str(settings.metadata_path), settings.pipeline_name)
+    with _stderr_to(log_path, enabled=not verbose):
+        try:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        except Exception as exc:  # reported below with the component that failed
+            error = exc
+        finally:
+            progress.stop.set()
+        echo(f"Pipeline finished in {time.time() - started:.0f} s (full log: {log_path})\n")
+        summary = summarize(str(settings.metadata_path), settings.pipeline_name)
     echo(format_summary(summary))
     if error is not None:
         message = _root_message(error)

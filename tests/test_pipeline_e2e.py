@@ -1,0 +1,114 @@
+"""The real pipeline (LocalDagRunner, Beam DirectRunner) on small data: artifacts, push, gates."""
+import shutil
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from fraud import features as F
+from fraud.run_summary import summarize
+from pipeline.pipeline import COMPONENT_IDS
+from tests.conftest import generate, run_fraudctl, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_component_ran_and_a_blessed_model_was_pushed(small_run):
+    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    states = {c.node_id: c.state for c in summary.components}
+    assert set(states) == set(COMPONENT_IDS)
+    assert all(state == "COMPLETE" for state in states.values()), states
+    assert summary.blessed is True and summary.pushed is True
+    versions = small_run.versions()
+    assert len(versions) == 1 and (versions[0] / "saved_model.pb").exists()
+    assert str(versions[0]) == summary.pushed_path.rstrip("/")
+    assert summary.anomaly_count == 0
+    assert summary.candidate[F.METRIC_PR_AUC] > 0.2  # well above the fraud rate (~1%)
+    assert "Blessed: YES" in small_run.output and f"version {versions[0].name}" in small_run.output
+
+
+def test_time_split_has_no_overlap(small_run):
+    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    gen = summary.component("FraudExampleGen").outputs["Examples"][0]
+    props = {k: v.int_value for k, v in gen.custom_properties.items() if v.HasField("int_value")}
+    assert props["end_train"] < props["start_valid"] <= props["end_valid"] < props["start_eval"]
+    assert sum(props[f"rows_{s}"] for s in F.SPLITS) == props["rows_in"]
+
+
+def test_tfma_result_loads_with_slices(small_run):
+    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    result = tfma.load_eval_result(summary.eval_uri, model_name="candidate")
+    slices = {tuple(k for k, _ in slice_key) for slice_key, _ in result.slicing_metrics}
+    assert () in slices
+    for column in F.SLICE_COLUMNS:
+        assert (column,) in slices, f"no slices by {column}"
+
+
+def test_pushed_model_signatures_answer(small_run):
+    model = tf.saved_model.load(str(small_run.versions()[-1]))
+    assert {F.SERVING_SIGNATURE, F.EXAMPLES_SIGNATURE, F.CLASSIFY_SIGNATURE} <= set(model.signatures)
+    raw = model.signatures[F.SERVING_SIGNATURE]
+    inputs = {name: spec for name, spec in raw.structured_input_signature[1].items()}
+    assert set(inputs) == set(F.MODEL_INPUTS)
+    row = {F.AMOUNT: [150.25], F.USER_AGE: [float("nan")], F.EVENT_TIME: [1780355707]}
+    row.update({k: [""] for k in F.CATEGORICAL_FEATURES})
+    row[F.CITY] = ["Lima"]
+    score = raw(**{k: tf.constant(v, dtype=inputs[k].dtype) for k, v in row.items()})[F.SCORE_OUTPUT].numpy()
+    assert score.shape == (1,) and 0.0 <= score[0] <= 1.0
+
+
+def test_score_cli_matches_the_model(small_run, tmp_path):
+    csv = sorted(small_run.data_dir.glob("*.csv"))[-1]
+    out = tmp_path / "scores.csv"
+    proc = run_fraudctl("score", "--model", small_run.model_base, "--input", csv, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    scores = pd.read_csv(out)
+    source = pd.read_csv(csv)
+    assert list(scores.columns) == [F.TRANSACTION_ID, "score"]
+    assert len(scores) == len(source) and set(scores[F.TRANSACTION_ID]) == set(source[F.TRANSACTION_ID])
+    assert scores["score"].between(0, 1).all()
+    merged = scores.merge(source[[F.TRANSACTION_ID, F.LABEL]], on=F.TRANSACTION_ID)
+    # The model ranks fraud above legitimate rows on average.
+    assert merged.loc[merged[F.LABEL] == 1, "score"].mean() > 5 * merged.loc[merged[F.LABEL] == 0, "score"].mean()
+
+
+def test_validation_gate_stops_bad_data_before_training(tmp_path):
+    data = generate(tmp_path / "data")
+    last = sorted(data.glob("*.csv"))[-1]
+    frame = pd.read_csv(last, dtype=str, keep_default_na=False)
+    frame.loc[frame.index[::3], F.PAYMENT_METHOD] = "bitcoin"  # a third of a month: outside the domain
+    frame.to_csv(last, index=False)
+    run = run_pipeline(data, tmp_path / "root", tmp_path / "serving")
+    assert run.exit_code == 4, run.output[-3000:]
+    assert "DataValidationGate" in run.output and "payment_method" in run.output
+    summary = summarize(str(run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    ran = {c.node_id for c in summary.components}
+    assert "Transform" not in ran and "Trainer" not in ran and "Pusher" not in ran
+    assert not run.serving_dir.exists() or not any(run.serving_dir.rglob("saved_model.pb"))
+
+
+def test_regression_gate_keeps_a_worse_model_out(small_run, tmp_path):
+    """Second run on the same root with training labels scrambled (eval labels intact): the candidate is
+    worse than the blessed baseline on the same eval split. With the PR-AUC floor at 0 only the
+    regression threshold can refuse it: nothing is pushed and the summary names that threshold."""
+    from fraud.ingest import parse_timestamps
+
+    data = tmp_path / "data"
+    shutil.copytree(small_run.data_dir, data)
+    frames = {p: pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(data.glob("*.csv"))}
+    last_time = max(parse_timestamps(f[F.TIMESTAMP]).max() for f in frames.values())
+    for path, frame in frames.items():
+        before_eval = (parse_timestamps(frame[F.TIMESTAMP]) < last_time - 10 * 86400).to_numpy()
+        labels = frame.loc[before_eval, F.LABEL]
+        frame.loc[before_eval, F.LABEL] = labels.sample(frac=1.0, random_state=3).to_numpy()
+        frame.to_csv(path, index=False)
+    root, serving = tmp_path / "root", tmp_path / "serving"
+    shutil.copytree(small_run.root, root)
+    shutil.copytree(small_run.serving_dir, serving)
+    before = sorted(p.name for p in (serving / F.MODEL_NAME).iterdir())
+    run = run_pipeline(data, root, serving, "--pr-auc-floor", "0")
+    assert run.exit_code == 3, run.output[-3000:]
+    assert "Blessed: NO" in run.output
+    assert "failed: pr_auc (change vs baseline, overall)" in run.output, run.output[-3000:]
+    assert sorted(p.name for p in (serving / F.MODEL_NAME).iterdir()) == before
