@@ -77,14 +77,15 @@ def overall_metrics(eval_uri: str) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def _bound_text(bound) -> str:
-    if bound.HasField("lower_bound"):
-        return f">= {bound.lower_bound.value:g}"
-    if bound.HasField("upper_bound"):
-        return f"<= {bound.upper_bound.value:g}"
-    if bound.HasField("absolute"):
-        return f"change >= {bound.absolute.value:+g} vs baseline"
-    if bound.HasField("relative"):
-        return f"relative change >= {bound.relative.value:+g} vs baseline"
+    fields = {f.name: v for f, v in bound.ListFields()}
+    if "lower_bound" in fields:
+        return f">= {fields['lower_bound'].value:g}"
+    if "upper_bound" in fields:
+        return f"<= {fields['upper_bound'].value:g}"
+    if "absolute" in fields:
+        return f"change >= {fields['absolute'].value:+g} vs baseline"
+    if "relative" in fields:
+        return f"relative change >= {fields['relative'].value:+g} vs baseline"
     return str(bound).replace("\n", " ")
 
 
