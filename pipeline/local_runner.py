@@ -103,6 +103,9 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
         echo(f"Pipeline finished in {time.time() - started:.0f} s (full log: {log_path})\n")
         summary = summarize(str(settings.metadata_path), settings.pipeline_name)
     echo(format_summary(summary))
+    echo(f"Blessing needs: PR-AUC >= {settings.pr_auc_floor:g} on the eval split, and PR-AUC/ROC-AUC no more "
+         f"than {settings.regression_tolerance:g} below the last blessed model"
+         + ("" if summary.baseline else " (no blessed model yet: regression check skipped)"))
     if error is not None:
         message = _root_message(error)
         failed = [c for c in summary.components if c.state == "FAILED"]

@@ -1,0 +1,69 @@
+"""Fast checks of the single sources of truth, the model builder and the CLI's bad-usage paths."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+import trainer_module
+from fraud import features as F
+from tests.conftest import REPO, run_fraudctl
+
+
+def test_schema_file_is_generated_from_the_feature_module():
+    spec = importlib.util.spec_from_file_location("make_schema", REPO / "scripts" / "make_schema.py")
+    make_schema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_schema)
+    committed = text_format.Parse((REPO / "schema" / "schema.pbtxt").read_text(), schema_pb2.Schema())
+    assert committed == make_schema.build(), "run scripts/make_schema.py and review the diff"
+    names = {f.name for f in committed.feature}
+    assert set(F.MODEL_INPUTS) | {F.LABEL} <= names
+    assert all(f.presence.min_fraction == 1.0 for f in committed.feature)
+
+
+def test_model_builds_and_predicts_a_probability_per_row():
+    vocab = {name: 5 for name in F.CATEGORICAL_TRANSFORMED_FEATURES}
+    model = trainer_module.build_model(vocab, fraud_rate=0.01)
+    batch = {name: np.zeros((3, 1), np.float32) for name in F.DENSE_TRANSFORMED_FEATURES}
+    batch.update({name: np.array([[0], [1], [4]], np.int64) for name in F.CATEGORICAL_TRANSFORMED_FEATURES})
+    out = np.asarray(model(batch))
+    assert out.shape == (3, 1) and np.all((out > 0) & (out < 1))
+    # The output bias starts at the base rate, so an untrained model predicts about 1%.
+    assert 0.001 < float(out.mean()) < 0.1
+
+
+def test_positive_weight_is_sqrt_balanced():
+    assert trainer_module.positive_weight(10, 1010) == pytest.approx(10.0)
+    assert trainer_module.positive_weight(0, 100) == 1.0
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = run_fraudctl("pipeline", "run", "--no-such-option")
+    assert proc.returncode == 2 and "No such option" in proc.stderr
+
+
+def test_missing_data_dir_is_a_usage_error(tmp_path):
+    proc = run_fraudctl("pipeline", "run", "--data", tmp_path / "nope", "--root", tmp_path / "root",
+                        "--serving-dir", tmp_path / "serving")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert not (tmp_path / "root").exists()
+
+
+def test_invalid_setting_is_named(tmp_path):
+    proc = run_fraudctl("pipeline", "run", "--data", tmp_path, "--root", tmp_path / "root",
+                        "--serving-dir", tmp_path / "serving", "--eval-days", "0")
+    assert proc.returncode == 2 and "eval-days" in proc.stderr
+
+
+def test_generate_refuses_a_non_empty_dir(tmp_path):
+    (tmp_path / "x.csv").write_text("a\n")
+    proc = run_fraudctl("generate", "--out", tmp_path, "--days", "14", "--users", "50")
+    assert proc.returncode != 0 and "not empty" in proc.stderr.lower()
+
+
+def test_every_subcommand_has_help():
+    for args in (["--help"], ["generate", "--help"], ["pipeline", "run", "--help"], ["score", "--help"]):
+        proc = run_fraudctl(*args)
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, args
