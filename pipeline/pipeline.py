@@ -55,6 +55,9 @@ def create_pipeline(
         schema=gate.outputs["validated_schema"],  # Transform runs only on validated data
         preprocessing_fn="transform_module.preprocessing_fn",
         splits_config=transform_pb2.SplitsConfig(analyze=[F.SPLIT_TRAIN], transform=list(F.SPLITS)),
+        # Pre/post-transform statistics would repeat StatisticsGen's work and double Transform's time;
+        # drift and anomalies are checked on the raw data by the validation gate.
+        disable_statistics=True,
     )
     trainer = tfx.components.Trainer(
         run_fn="trainer_module.run_fn",

@@ -30,8 +30,10 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 
 def _field(name: str, number: int, kind: int, type_name: str = "", repeated: bool = False) -> _F:
-    return _F(name=name, number=number, type=kind, type_name=type_name,
-              label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
+    proto = _F(name=name, number=number, type=kind, label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
+    if type_name:
+        proto.type_name = type_name
+    return proto
 
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
@@ -151,6 +153,8 @@ class ModelSettings:
 
 
 def model_settings_from_proto(config) -> list[ModelSettings]:
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError("expected a model_config_list (custom_model_config is not supported)")
     models = []
     seen = set()
     for entry in config.model_config_list.config:

@@ -159,7 +159,8 @@ class Histogram(_Metric):
             cumulative = 0
             for limit, n in zip(limits, counts):
                 cumulative += n
-                lines.append(f'{self.name}_bucket{self._label_text(key, f"le=\"{limit}\"")} {cumulative}')
+                le = 'le="' + limit + '"'
+                lines.append(f"{self.name}_bucket{self._label_text(key, le)} {cumulative}")
             lines.append(f"{self.name}_sum{self._label_text(key)} {_number(total)}")
             lines.append(f"{self.name}_count{self._label_text(key)} {cumulative}")
         return lines

@@ -1,0 +1,208 @@
+"""TF Serving's gRPC API with the official protos (tensorflow-serving-api):
+PredictionService (Predict, Classify, Regress, GetModelMetadata; MultiInference answers UNIMPLEMENTED)
+and ModelService (GetModelStatus, HandleReloadConfigRequest)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
+
+from serving import errors, tensors
+from serving.config import ConfigError, model_settings_from_proto
+from serving.errors import ServingError
+from serving.metrics import ENTRYPOINT_GRPC, RUNTIME_NAME
+from serving.servable import (CLASSIFY_METHOD, CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES, REGRESS_METHOD,
+                              REGRESS_OUTPUTS, signature_def_map)
+
+log = logging.getLogger("serving")
+SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
+
+
+def _spec(model_spec):
+    """ModelSpec -> (name, version or None, label or None)."""
+    choice = model_spec.WhichOneof("version_choice")
+    version = model_spec.version.value if choice == "version" else None
+    label = model_spec.version_label if choice == "version_label" else None
+    return model_spec.name, version, label
+
+
+def _abort(context, exc: ServingError):
+    context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+
+
+def classification_result(outputs: dict, batch: int) -> classification_pb2.ClassificationResult:
+    classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
+    scores = outputs.get(CLASSIFY_OUTPUT_SCORES)
+    if classes is None and scores is None:
+        raise errors.invalid(f"Expected classification signature outputs {CLASSIFY_OUTPUT_CLASSES!r} and/or "
+                             f"{CLASSIFY_OUTPUT_SCORES!r}")
+    for name, array in ((CLASSIFY_OUTPUT_CLASSES, classes), (CLASSIFY_OUTPUT_SCORES, scores)):
+        if array is not None and (array.ndim != 2 or array.shape[0] != batch):
+            raise errors.invalid(f"Expected Tensor shape: [{batch} K] but got {list(array.shape)} for output {name}")
+    k = (classes if classes is not None else scores).shape[1]
+    result = classification_pb2.ClassificationResult()
+    for i in range(batch):
+        item = result.classifications.add()
+        for j in range(k):
+            label = classes[i, j].decode("utf-8", "replace") if classes is not None else ""
+            item.classes.add(label=label, score=float(scores[i, j]) if scores is not None else 0.0)
+    return result
+
+
+def regression_result(outputs: dict, batch: int) -> regression_pb2.RegressionResult:
+    values = outputs.get(REGRESS_OUTPUTS)
+    if values is None:
+        raise errors.invalid(f"Expected regression signature output {REGRESS_OUTPUTS!r}")
+    values = np.asarray(values).reshape(-1)
+    if values.shape[0] != batch:
+        raise errors.invalid(f"Expected output Tensor shape to be [{batch}] but got {list(values.shape)}")
+    result = regression_pb2.RegressionResult()
+    for value in values:
+        result.regressions.add(value=float(value))
+    return result
+
+
+class _Timed:
+    """Records request_count / request_latency for one gRPC call, as util.cc's Record* functions do."""
+
+    def __init__(self, metrics, model_name: str, api: str):
+        self.metrics, self.model_name, self.api = metrics, model_name, api
+        self.version = None
+        self.status = errors.OK
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, ServingError):
+            self.status = exc.code
+        elif exc is not None:
+            self.status = errors.INTERNAL
+        self.metrics.record_request(model_name=self.model_name, api=self.api, entrypoint=ENTRYPOINT_GRPC,
+                                    status=self.status, latency_us=(time.perf_counter() - self.started) * 1e6,
+                                    model_version=self.version)
+        return False
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core, metrics):
+        self.core = core
+        self.metrics = metrics
+
+    def _guard(self, context, fn):
+        try:
+            return fn()
+        except ServingError as exc:
+            _abort(context, exc)
+        except Exception as exc:  # a bug on our side: report it, keep serving
+            log.exception("Internal error in a gRPC call")
+            context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+
+    def Predict(self, request, context):
+        return self._guard(context, lambda: self._predict(request))
+
+    def _predict(self, request):
+        name, version, label = _spec(request.model_spec)
+        with _Timed(self.metrics, name, "Predict") as timed:
+            servable = self.core.servable(name, version, label)
+            timed.version = servable.version
+            signature = servable.signature(request.model_spec.signature_name)
+            inputs = {key: tensors.tensor_proto_to_array(proto, key) for key, proto in request.inputs.items()}
+            outputs, runtime_us = servable.run(signature, inputs, request.output_filter)
+            self.metrics.runtime_latency.observe(runtime_us, model_name=name, API="Predict", runtime=RUNTIME_NAME,
+                                                 model_version=servable.version)
+            response = predict_pb2.PredictResponse()
+            self._fill_spec(response.model_spec, servable, signature.name)
+            for key, array in outputs.items():
+                response.outputs[key].CopyFrom(tensors.array_to_tensor_proto(array))
+            return response
+
+    def Classify(self, request, context):
+        return self._guard(context, lambda: self._examples(request, "Classify"))
+
+    def Regress(self, request, context):
+        return self._guard(context, lambda: self._examples(request, "Regress"))
+
+    def _examples(self, request, api: str):
+        name, version, label = _spec(request.model_spec)
+        with _Timed(self.metrics, name, api) as timed:
+            servable = self.core.servable(name, version, label)
+            timed.version = servable.version
+            signature = servable.signature(request.model_spec.signature_name)
+            serialized = tensors.serialized_from_input(request.input)
+            self.metrics.request_example_counts.observe(len(serialized), model=name)
+            self.metrics.request_example_count_total.inc(len(serialized), model=name)
+            method = CLASSIFY_METHOD if api == "Classify" else REGRESS_METHOD
+            outputs, runtime_us = servable.run_examples(signature, serialized, method)
+            self.metrics.runtime_latency.observe(runtime_us, model_name=name, API=api, runtime=RUNTIME_NAME,
+                                                 model_version=servable.version)
+            if api == "Classify":
+                response = classification_pb2.ClassificationResponse(
+                    result=classification_result(outputs, len(serialized)))
+            else:
+                response = regression_pb2.RegressionResponse(result=regression_result(outputs, len(serialized)))
+            self._fill_spec(response.model_spec, servable, signature.name)
+            return response
+
+    def MultiInference(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server")
+
+    def GetModelMetadata(self, request, context):
+        return self._guard(context, lambda: self._metadata(request))
+
+    def _metadata(self, request):
+        if not request.metadata_field:
+            raise errors.invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise errors.invalid(f"Metadata field {field} is not supported")
+        name, version, label = _spec(request.model_spec)
+        servable = self.core.servable(name, version, label)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = name
+        response.model_spec.version.value = servable.version
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(servable))
+        return response
+
+    @staticmethod
+    def _fill_spec(spec, servable, signature_name: str) -> None:
+        spec.name = servable.model_name
+        spec.version.value = servable.version
+        spec.signature_name = signature_name
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core):
+        self.core = core
+
+    def GetModelStatus(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise errors.invalid("Missing ModelSpec")
+            name, version, label = _spec(request.model_spec)
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for number, state in self.core.status(name, version, label):
+                item = response.model_version_status.add(version=number, state=state.state)
+                item.status.error_code = errors.CODES[state.error_code][0]
+                item.status.error_message = state.error_message
+            return response
+        except ServingError as exc:
+            _abort(context, exc)
+
+    def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            models = model_settings_from_proto(request.config)
+        except ConfigError as exc:
+            response.status.error_code = errors.CODES[errors.INVALID_ARGUMENT][0]
+            response.status.error_message = str(exc)
+            return response
+        self.core.apply(models)
+        self.core.poll()  # like TF Serving, answer once the new config has been acted upon
+        return response

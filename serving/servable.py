@@ -1,0 +1,183 @@
+"""One loaded model version: its SavedModel signatures, called the way TF Serving calls them.
+
+Inputs are checked against the signature (names, dtypes, shapes, equal batch sizes) before TensorFlow runs,
+so a client mistake is an INVALID_ARGUMENT with a readable message rather than a graph error.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving import errors
+from serving.errors import ServingError, invalid
+from serving.tensors import MAX_BATCH_SIZE, dtype_string, tf_error_message
+
+DEFAULT_SIGNATURE = "serving_default"  # kDefaultServingSignatureDefKey
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+CLASSIFY_INPUTS = "inputs"  # kClassifyInputs / kRegressInputs
+CLASSIFY_OUTPUT_CLASSES = "classes"
+CLASSIFY_OUTPUT_SCORES = "scores"
+REGRESS_OUTPUTS = "outputs"
+
+
+class LoadError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    dtype: int  # DataType enum
+    shape: tuple  # None for unknown dims; () for scalars; None for unknown rank
+
+
+@dataclass
+class Signature:
+    name: str
+    method_name: str
+    inputs: dict  # name -> InputSpec
+    outputs: tuple  # output keys
+    function: object  # the concrete function
+
+    def input_dtypes(self) -> dict:
+        return {name: spec.dtype for name, spec in self.inputs.items()}
+
+
+def read_signature_defs(export_dir: str | Path) -> dict:
+    """signature name -> SignatureDef, read from saved_model.pb (the 'serve' meta graph)."""
+    path = Path(export_dir) / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString(path.read_bytes())
+    except Exception as exc:
+        raise LoadError(f"cannot parse {path}: {exc}") from exc
+    for meta_graph in saved_model.meta_graphs:
+        if not meta_graph.meta_info_def.tags or "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise LoadError(f"{path} has no meta graph tagged 'serve'")
+
+
+class Servable:
+    def __init__(self, model_name: str, version: int, path: str, loaded, signature_defs: dict):
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        self._loaded = loaded  # keeps variables and tables alive as long as the servable is referenced
+        self.signature_defs = signature_defs  # for GetModelMetadata: exactly what is in the SavedModel
+        self.signatures: dict[str, Signature] = {}
+        for name, function in loaded.signatures.items():
+            _, kwargs = function.structured_input_signature
+            inputs = {key: InputSpec(spec.dtype.as_datatype_enum,
+                                     None if spec.shape.rank is None else tuple(spec.shape.as_list()))
+                      for key, spec in kwargs.items()}
+            method = signature_defs[name].method_name if name in signature_defs else PREDICT_METHOD
+            self.signatures[name] = Signature(name, method, inputs, tuple(function.structured_outputs), function)
+
+    @classmethod
+    def load(cls, model_name: str, version: int, path: str | Path) -> "Servable":
+        signature_defs = read_signature_defs(path)
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise LoadError(f"cannot load the SavedModel in {path}: {tf_error_message(str(exc))}") from exc
+        return cls(model_name, version, str(path), loaded, signature_defs)
+
+    # ------------------------------------------------------------------------------------------
+    def signature(self, name: str, *, for_rest: bool = False) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        found = self.signatures.get(name)
+        if found is None:
+            if for_rest:  # HttpRestApiHandler::GetInfoMap
+                raise invalid(f"Serving signature name: \"{name}\" not found in signature def")
+            raise ServingError(errors.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
+        return found
+
+    def run(self, signature: Signature, inputs: dict, output_filter=()) -> tuple[dict, float]:
+        """Predict: {input: array} -> ({output: array}, runtime in microseconds)."""
+        self._check_inputs(signature, inputs)
+        wanted = list(output_filter) or list(signature.outputs)
+        for key in wanted:
+            if key not in signature.outputs:
+                raise invalid(f"output tensor alias not found in signature: {key} Outputs expected to be in the "
+                              f"set {{{','.join(sorted(signature.outputs))}}}.")
+        tensors = {name: tf.constant(array, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype))
+                   for name, array in inputs.items()}
+        outputs, runtime_us = self._call(signature, tensors)
+        return {key: outputs[key].numpy() for key in wanted}, runtime_us
+
+    def run_examples(self, signature: Signature, serialized: list, method: str) -> tuple[dict, float]:
+        """Classify / regress over serialized tf.Examples (the signature takes one string tensor)."""
+        if signature.method_name != method:
+            kind = "classification" if method == CLASSIFY_METHOD else "regression"
+            raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
+        if CLASSIFY_INPUTS not in signature.inputs or len(signature.inputs) != 1:
+            raise invalid(f"Expected one input Tensor named {CLASSIFY_INPUTS!r} in signature {signature.name!r}")
+        tensor = tf.constant(np.array(serialized, dtype=object), dtype=tf.string)
+        outputs, runtime_us = self._call(signature, {CLASSIFY_INPUTS: tensor})
+        return {key: value.numpy() for key, value in outputs.items()}, runtime_us
+
+    def _call(self, signature: Signature, tensors: dict) -> tuple[dict, float]:
+        started = time.perf_counter()
+        try:
+            outputs = signature.function(**tensors)
+        except tf.errors.OpError as exc:
+            code = errors.NAME_BY_NUMBER.get(exc.error_code, errors.UNKNOWN)
+            raise ServingError(code, tf_error_message(exc.message)) from exc
+        except (TypeError, ValueError) as exc:  # binding the inputs failed: a client error
+            raise invalid(tf_error_message(str(exc))) from exc
+        return outputs, (time.perf_counter() - started) * 1e6
+
+    @staticmethod
+    def _check_inputs(signature: Signature, inputs: dict) -> None:
+        expected, sent = set(signature.inputs), set(inputs)
+        if expected != sent:
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
+                f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        batch = None
+        for name in sorted(inputs):
+            array, spec = inputs[name], signature.inputs[name]
+            if _dtype_enum(array) != spec.dtype:
+                raise invalid(f"Expects arg {name} to be {dtype_string(spec.dtype)} but "
+                              f"{dtype_string(_dtype_enum(array))} is provided")
+            if spec.shape is not None:
+                if array.ndim != len(spec.shape) or any(
+                        want is not None and want != got for want, got in zip(spec.shape, array.shape)):
+                    raise invalid(f"Input {name} has shape {_shape(array.shape)} but the signature expects "
+                                  f"{_shape(spec.shape)}")
+            if array.ndim > 0:
+                if array.shape[0] > MAX_BATCH_SIZE:
+                    raise invalid(f"Batch of {array.shape[0]} rows exceeds this server's maximum of {MAX_BATCH_SIZE} "
+                                  "rows per request; split the request")
+                if batch is not None and array.shape[0] != batch[1]:
+                    raise invalid(f"Input tensors must have equal 0th-dimension size: {batch[0]} has {batch[1]}, "
+                                  f"{name} has {array.shape[0]}")
+                batch = batch or (name, array.shape[0])
+
+
+def _dtype_enum(array: np.ndarray) -> int:
+    if array.dtype == object or array.dtype.kind in "SU":
+        return tf.string.as_datatype_enum
+    return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+
+
+def _shape(shape) -> str:
+    return "[" + ",".join("-1" if d is None else str(d) for d in shape) + "]"
+
+
+def signature_def_map(servable: Servable):
+    """GetModelMetadata's `signature_def` value: a SignatureDefMap of the SavedModel's signatures."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    out = get_model_metadata_pb2.SignatureDefMap()
+    for name, definition in servable.signature_defs.items():
+        out.signature_def[name].CopyFrom(definition)
+    return out
