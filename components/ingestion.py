@@ -52,7 +52,7 @@ def FraudExampleGen(
     eval_days: Parameter[int] = 7,
     valid_days: Parameter[int] = 7,
 ):
-    standard = ingest.standardise(ingest.read_csv_dir(data_dir), require_label=True)
+    standard = ingest.standardise(ingest.read_source(data_dir), require_label=True)
     splits = ingest.split_by_time(standard.frame, eval_days=eval_days, valid_days=valid_days)
     for name, frame in splits.items():
         write_split(frame, os.path.join(examples.uri, f"Split-{name}"))

@@ -54,8 +54,9 @@ def pipeline():
 
 
 @pipeline.command("run")
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="Directory of transactions CSVs (see README: data contract).")
+@click.option("--data", "data_dir", required=True,
+              help="Directory of transactions CSVs, or an SQLAlchemy URL (sqlite:///PATH, postgresql://...); "
+                   "see README: data contract.")
 @click.option("--root", "pipeline_root", required=True, type=click.Path(path_type=Path),
               help="Pipeline root: artifacts and ML Metadata (kept between runs: the baseline lives here).")
 @click.option("--serving-dir", required=True, type=click.Path(path_type=Path),

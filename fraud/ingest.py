@@ -59,6 +59,15 @@ def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def read_source(source: str) -> pd.DataFrame:
+    """The transactions table from a CSV directory or an SQLAlchemy URL (see fraud.sql_source)."""
+    if "://" in str(source):
+        from fraud import sql_source
+
+        return sql_source.read_transactions(str(source))
+    return read_csv_dir(source)
+
+
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse the accepted timestamp formats into int64 UTC epoch seconds; raise on anything else."""
     values = values.astype(str).str.strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fraud import features as F
 
@@ -15,10 +15,15 @@ DEFAULT_BEAM_ARGS = (
 )
 
 
+def is_url(value: str) -> bool:
+    """An SQLAlchemy URL (sqlite:///..., postgresql://...) rather than a directory of CSVs."""
+    return "://" in value
+
+
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_dir: Path
+    data_dir: str  # a directory of CSVs, or an SQLAlchemy URL (sqlite:///..., postgresql://...)
     pipeline_root: Path
     serving_dir: Path
     pipeline_name: str = F.PIPELINE_NAME
@@ -31,17 +36,22 @@ class PipelineSettings(BaseModel):
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     seed: int = 42
 
-    @field_validator("data_dir", "pipeline_root", "serving_dir")
+    @field_validator("pipeline_root", "serving_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return Path(os.path.abspath(os.path.expanduser(str(value))))
 
-    @model_validator(mode="after")
-    def _data_exists(self):
-        if not self.data_dir.is_dir():
-            raise ValueError(f"data directory {str(self.data_dir)!r} does not exist; "
-                             "create one with `fraudctl generate --out DIR`")
-        return self
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_source(cls, value) -> str:
+        value = str(value)
+        if is_url(value):
+            return value
+        path = os.path.abspath(os.path.expanduser(value))
+        if not os.path.isdir(path):
+            raise ValueError(f"data directory {value!r} does not exist; create one with `fraudctl generate --out DIR`"
+                             " (or pass an SQLAlchemy URL such as sqlite:///transactions.db)")
+        return path
 
     @property
     def serving_model_dir(self) -> Path:
