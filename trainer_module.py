@@ -23,10 +23,11 @@ EARLY_STOPPING_PATIENCE = 3
 STEPS_PER_EPOCH_MAX = 100
 
 
-def build_model(vocab_sizes: dict[str, int], fraud_rate: float, learning_rate: float = 1e-3) -> keras.Model:
+def build_model(vocab_sizes: dict[str, int], fraud_rate: float, learning_rate: float = 1e-3,
+                feature_set: str = F.FEATURE_SET_BEHAVIOURAL) -> keras.Model:
     """A small tabular network: dense features + one embedding per categorical feature."""
     inputs, parts = {}, []
-    for name in F.DENSE_TRANSFORMED_FEATURES:
+    for name in F.dense_transformed_features(feature_set):
         inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
         parts.append(inputs[name])
     for name in F.CATEGORICAL_TRANSFORMED_FEATURES:
@@ -50,17 +51,13 @@ def build_model(vocab_sizes: dict[str, int], fraud_rate: float, learning_rate: f
     return model
 
 
-def _model_inputs(features, label):
-    names = F.DENSE_TRANSFORMED_FEATURES + F.CATEGORICAL_TRANSFORMED_FEATURES
-    return {k: features[k] for k in names}, label
-
-
-def _dataset(fn_args_files, data_accessor, tf_transform_output, *, num_epochs=None, shuffle=True):
+def _dataset(fn_args_files, data_accessor, tf_transform_output, feature_set, *, num_epochs=None, shuffle=True):
     options = tfxio.TensorFlowDatasetOptions(
         batch_size=BATCH_SIZE, label_key=F.LABEL, num_epochs=num_epochs, shuffle=shuffle, shuffle_seed=7)
     dataset = data_accessor.tf_dataset_factory(
         fn_args_files, options, tf_transform_output.transformed_metadata.schema)
-    return dataset.map(_model_inputs)
+    names = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES
+    return dataset.map(lambda features, label: ({k: features[k] for k in names}, label))
 
 
 def count_labels(dataset) -> tuple[int, int]:
@@ -84,18 +81,21 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput) -> dict[str, in
 
 def run_fn(fn_args):
     """TFX entry point (referenced as `trainer_module.run_fn`)."""
-    keras.utils.set_random_seed(int(fn_args.custom_config.get("seed", 42)) if fn_args.custom_config else 42)
+    config = fn_args.custom_config or {}
+    keras.utils.set_random_seed(int(config.get("seed", 42)))
+    feature_set = config.get("feature_set", F.FEATURE_SET_BEHAVIOURAL)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    positives, total = count_labels(
-        _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, num_epochs=1, shuffle=False))
+    positives, total = count_labels(_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                             feature_set, num_epochs=1, shuffle=False))
     weight = positive_weight(positives, total)
     print(f"train rows={total} fraud={positives} positive class weight={weight:.2f}", flush=True)
 
-    model = build_model(vocabulary_sizes(tf_transform_output), positives / max(total, 1))
+    model = build_model(vocabulary_sizes(tf_transform_output), positives / max(total, 1), feature_set=feature_set)
     steps_per_epoch = max(1, min(fn_args.train_steps, STEPS_PER_EPOCH_MAX))
     epochs = max(1, math.ceil(fn_args.train_steps / steps_per_epoch))
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output)
-    valid = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, num_epochs=1, shuffle=False)
+    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, feature_set)
+    valid = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, feature_set,
+                     num_epochs=1, shuffle=False)
     history = model.fit(
         train, validation_data=valid, epochs=epochs, steps_per_epoch=steps_per_epoch,
         class_weight={0: 1.0, 1: weight}, verbose=2,
@@ -107,4 +107,5 @@ def run_fn(fn_args):
     )
     best = max(history.history.get(f"val_{F.METRIC_PR_AUC}", [float("nan")]))
     print(f"epochs run={len(history.history['loss'])} best val PR-AUC={best:.4f}", flush=True)
-    export_lib.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, positive_weight=weight)
+    export_lib.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, positive_weight=weight,
+                                    feature_set=feature_set)

@@ -79,7 +79,9 @@ def lima_hour_and_weekday(event_time_utc):
     return hour, weekday
 
 
-def preprocessing_fn(inputs):
+def preprocessing_fn(inputs, custom_config=None):
+    """TFX calls this with the Transform component's custom_config ({"feature_set": ...})."""
+    feature_set = (custom_config or {}).get("feature_set", F.FEATURE_SET_BEHAVIOURAL)
     out = {}
 
     raw_amount = tf.cast(_as_2d(inputs[F.AMOUNT]), tf.float32)
@@ -120,6 +122,14 @@ def preprocessing_fn(inputs):
         out[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
             _as_2d(inputs[key]), top_k=F.VOCAB_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
             vocab_filename=F.vocabulary_name(key))
+
+    if feature_set == F.FEATURE_SET_BEHAVIOURAL:
+        # Counts, sums, ratios, speeds: heavy-tailed and >= 0, so log1p then z-score. An unknown value
+        # (NaN from a client) counts as 0, the cold-start value.
+        for key in F.BEHAVIOUR_FEATURES:
+            x = tf.cast(_as_2d(inputs[key]), tf.float32)
+            x = tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(x), 0.0, x), 0.0))
+            out[F.transformed_name(key)] = _z_score(x, tf.zeros_like(x, dtype=tf.bool), x)
 
     if F.LABEL in inputs:  # absent at serving time
         out[F.LABEL] = _as_2d(inputs[F.LABEL])

@@ -70,6 +70,10 @@ def pipeline():
               help="Blessing: largest allowed drop in PR-AUC/ROC-AUC against the last blessed model.")
 @click.option("--operating-threshold", default=0.3, show_default=True, type=float,
               help="Score above which a transaction is flagged (precision/recall reported there).")
+@click.option("--feature-set", type=click.Choice(F.FEATURE_SETS), default=F.FEATURE_SET_BEHAVIOURAL,
+              show_default=True, help="Model inputs: single-row features only, or with behavioural history.")
+@click.option("--label-delay-days", default=F.LABEL_DELAY_DAYS, show_default=True, type=int,
+              help="Fraud labels younger than this are unknown to the restaurant fraud-rate feature.")
 @click.option("--beam-arg", "beam_args", multiple=True,
               help="Beam pipeline argument, repeatable (replaces the default DirectRunner multi-processing "
                    "on 2 workers), e.g. --beam-arg=--runner=FlinkRunner.")
@@ -102,13 +106,18 @@ def pipeline_run(beam_args, verbose, **kwargs):
               help="Transactions CSV (same contract as training; the label is not needed).")
 @click.option("--output", "output_csv", required=True, type=click.Path(path_type=Path),
               help="Where to write transaction_id,score.")
-def score(model_dir: Path, input_csv: Path, output_csv: Path):
-    """Score a transactions CSV with a pushed model (backtesting)."""
+@click.option("--from", "from_date", default=None, callback=_date,
+              help="Score only rows on or after this Lima date (YYYY-MM-DD); earlier rows serve as history.")
+def score(model_dir: Path, input_csv: Path, output_csv: Path, from_date):
+    """Score a transactions CSV with a pushed model (backtesting).
+
+    Behavioural features are computed from the history in the input, point-in-time, as in training.
+    """
     from fraud import scoring
     from fraud.ingest import DataContractError
 
     try:
-        result = scoring.score_csv(model_dir, input_csv, output_csv)
+        result = scoring.score_csv(model_dir, input_csv, output_csv, from_date)
     except (DataContractError, scoring.ModelNotFound) as exc:
         raise click.ClickException(str(exc))
     click.echo(f"Scored {result.rows} transactions with {result.model_version_dir} -> {output_csv}")

@@ -15,25 +15,26 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from fraud import features as F
+from serving import warmup
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 CLASS_LABELS = ("0", "1")  # legitimate, fraudulent
 
 
-def raw_input_specs(tf_transform_output) -> dict[str, tf.TensorSpec]:
+def raw_input_specs(tf_transform_output, feature_set: str) -> dict[str, tf.TensorSpec]:
     spec = tf_transform_output.raw_feature_spec()
-    return {k: tf.TensorSpec([None], spec[k].dtype, name=k) for k in F.MODEL_INPUTS}
+    return {k: tf.TensorSpec([None], spec[k].dtype, name=k) for k in F.model_inputs(feature_set)}
 
 
 class _ServingModule(tf.Module):
-    def __init__(self, model, tf_transform_output, positive_weight: float):
+    def __init__(self, model, tf_transform_output, positive_weight: float, feature_set: str):
         super().__init__()
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
         self.positive_weight = tf.constant(positive_weight, tf.float32)
         spec = tf_transform_output.raw_feature_spec()
-        self._parse_spec = {k: spec[k] for k in F.MODEL_INPUTS}
-        self._model_keys = F.DENSE_TRANSFORMED_FEATURES + F.CATEGORICAL_TRANSFORMED_FEATURES
+        self._parse_spec = {k: spec[k] for k in F.model_inputs(feature_set)}
+        self._model_keys = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES
 
     def score(self, raw: dict) -> tf.Tensor:
         """Raw features ([batch, 1] each) -> calibrated fraud probability [batch]."""
@@ -46,8 +47,9 @@ class _ServingModule(tf.Module):
         return self.score(tf.io.parse_example(serialized, self._parse_spec))
 
 
-def export_serving_model(model, tf_transform_output, export_dir: str, *, positive_weight: float) -> None:
-    module = _ServingModule(model, tf_transform_output, positive_weight)
+def export_serving_model(model, tf_transform_output, export_dir: str, *, positive_weight: float,
+                         feature_set: str = F.FEATURE_SET_BEHAVIOURAL) -> None:
+    module = _ServingModule(model, tf_transform_output, positive_weight, feature_set)
 
     def serve_raw(**features):
         return {F.SCORE_OUTPUT: module.score({k: tf.expand_dims(v, -1) for k, v in features.items()})}
@@ -62,7 +64,8 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, positiv
         return {"scores": tf.stack([1.0 - p, p], axis=1), "classes": classes}
 
     signatures = {
-        F.SERVING_SIGNATURE: tf.function(serve_raw).get_concrete_function(**raw_input_specs(tf_transform_output)),
+        F.SERVING_SIGNATURE: tf.function(serve_raw).get_concrete_function(
+            **raw_input_specs(tf_transform_output, feature_set)),
         F.EXAMPLES_SIGNATURE: tf.function(serve_examples).get_concrete_function(
             tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)),
         F.CLASSIFY_SIGNATURE: tf.function(classify).get_concrete_function(
@@ -70,6 +73,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, positiv
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     _set_method_name(export_dir, F.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
+    warmup.write_warmup_requests(export_dir)  # TF Serving's warm-up records: synthetic rows only
 
 
 def _set_method_name(export_dir: str, signature: str, method_name: str) -> None:

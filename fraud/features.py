@@ -59,14 +59,15 @@ TIME_OF_DAY = "time_of_day"  # slice only (Lima local time bucket); not a model 
 MISSING = ""  # the value of a missing string after ingestion
 
 # --------------------------------------------------------------------------------------------
-# Model inputs: what serving_default takes (raw, after ingestion's standardisation)
+# Model inputs: what serving_default takes (raw, after ingestion's standardisation); the behavioural
+# features are added below (MODEL_INPUTS).
 # --------------------------------------------------------------------------------------------
 NUMERIC_FEATURES = (AMOUNT, USER_AGE)  # float; NaN means missing (median-imputed in Transform)
 CATEGORICAL_FEATURES = (
     CURRENCY, PAYMENT_METHOD, TRANSACTION_TYPE, CITY, HOME_CITY, USER_GENDER, DEVICE_TYPE,
     OS_VERSION, RESTAURANT_ID,
 )
-MODEL_INPUTS = NUMERIC_FEATURES + (EVENT_TIME,) + CATEGORICAL_FEATURES
+SINGLE_ROW_INPUTS = NUMERIC_FEATURES + (EVENT_TIME,) + CATEGORICAL_FEATURES
 
 # Carried in the examples for slicing, joins and tracing, never fed to the model.
 PASSTHROUGH_STRING_COLUMNS = (TRANSACTION_ID, USER_ID, DEVICE_ID, IP_ADDRESS, FRAUD_SCENARIO, TIME_OF_DAY)
@@ -175,3 +176,55 @@ SPLIT_TRAIN = "train"
 SPLIT_VALID = "valid"  # last days before eval: early stopping, never used for blessing
 SPLIT_EVAL = "eval"
 SPLITS = (SPLIT_TRAIN, SPLIT_VALID, SPLIT_EVAL)
+
+
+# --------------------------------------------------------------------------------------------
+# Behavioural features (fraud.behaviour): computed from each entity's history strictly before the
+# transaction, by the offline Beam component and by the online state with the same functions.
+# --------------------------------------------------------------------------------------------
+BEHAVIOUR_WINDOWS = (("1h", 3600), ("1d", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400))
+RESTAURANT_WINDOWS = (("1d", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400))
+LABEL_DELAY_DAYS = 7  # fraud labels arrive late: the restaurant fraud rate only uses labels this old
+RESTAURANT_FRAUD_WINDOW_DAYS = 30
+
+USER_BEHAVIOUR_FEATURES = tuple(
+    f"user_{stat}_{w}" for w, _ in BEHAVIOUR_WINDOWS for stat in ("txn_count", "amount_sum", "amount_mean")
+) + (
+    "user_amount_ratio_30d", "user_secs_since_prev", "user_distinct_cities_1d", "user_distinct_restaurants_1d",
+    "user_travel_speed_kmh", "user_device_is_new", "user_anomaly_score",
+)
+DEVICE_BEHAVIOUR_FEATURES = ("device_distinct_users_30d", "device_txn_count_1d")
+RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RESTAURANT_WINDOWS) + (
+    "restaurant_fraud_rate_delayed",)
+BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTAURANT_BEHAVIOUR_FEATURES
+
+FEATURE_SET_SINGLE_ROW = "single_row"
+FEATURE_SET_BEHAVIOURAL = "behavioural"
+FEATURE_SETS = (FEATURE_SET_SINGLE_ROW, FEATURE_SET_BEHAVIOURAL)
+
+
+# Raw inputs of the default (behavioural) model's serving_default signature.
+MODEL_INPUTS = SINGLE_ROW_INPUTS + BEHAVIOUR_FEATURES
+
+
+def model_inputs(feature_set: str = FEATURE_SET_BEHAVIOURAL) -> tuple[str, ...]:
+    """Raw inputs of the serving signature for a feature set."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {FEATURE_SETS}")
+    return MODEL_INPUTS if feature_set == FEATURE_SET_BEHAVIOURAL else SINGLE_ROW_INPUTS
+
+
+def input_kind(key: str) -> str:
+    """'float', 'int' or 'string': the dtype of a raw model input (tf.float32, tf.int64, tf.string)."""
+    if key in NUMERIC_FEATURES or key in BEHAVIOUR_FEATURES:
+        return "float"
+    if key == EVENT_TIME:
+        return "int"
+    if key in CATEGORICAL_FEATURES:
+        return "string"
+    raise KeyError(f"{key!r} is not a model input")
+
+
+def dense_transformed_features(feature_set: str = FEATURE_SET_BEHAVIOURAL) -> tuple[str, ...]:
+    extra = tuple(transformed_name(k) for k in BEHAVIOUR_FEATURES) if feature_set == FEATURE_SET_BEHAVIOURAL else ()
+    return DENSE_TRANSFORMED_FEATURES + extra

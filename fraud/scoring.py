@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import date, datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fraud import behaviour, ingest
 from fraud import features as F
-from fraud import ingest
 
 BATCH = 4096
 
@@ -24,6 +25,7 @@ class ModelNotFound(ValueError):
 class ScoreResult:
     rows: int
     model_version_dir: Path
+    history_rows: int = 0
 
 
 def resolve_version_dir(model_dir: Path) -> Path:
@@ -46,22 +48,22 @@ def load_signature(version_dir: Path):
     return tf.saved_model.load(str(version_dir)).signatures[F.SERVING_SIGNATURE]
 
 
-def model_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    out = {}
-    for key in F.MODEL_INPUTS:
-        if key in F.NUMERIC_FEATURES:
-            out[key] = frame[key].to_numpy(np.float32)
-        elif key == F.EVENT_TIME:
-            out[key] = frame[key].to_numpy(np.int64)
-        else:
-            out[key] = frame[key].astype(str).to_numpy(object)
-    return out
+_NUMPY = {"float": np.float32, "int": np.int64, "string": object}
+
+
+def model_inputs(frame: pd.DataFrame, keys) -> dict[str, np.ndarray]:
+    return {k: (frame[k].astype(str) if F.input_kind(k) == "string" else frame[k]).to_numpy(_NUMPY[F.input_kind(k)])
+            for k in keys}
+
+
+def signature_inputs(signature) -> list[str]:
+    return list(signature.structured_input_signature[1])
 
 
 def score_frame(signature, frame: pd.DataFrame) -> np.ndarray:
     import tensorflow as tf
 
-    inputs = model_inputs(frame)
+    inputs = model_inputs(frame, signature_inputs(signature))
     scores = []
     for start in range(0, len(frame), BATCH):
         batch = {k: tf.constant(v[start:start + BATCH]) for k, v in inputs.items()}
@@ -69,10 +71,20 @@ def score_frame(signature, frame: pd.DataFrame) -> np.ndarray:
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
-def score_csv(model_dir: Path, input_csv: Path, output_csv: Path) -> ScoreResult:
+def score_csv(model_dir: Path, input_csv: Path, output_csv: Path, from_date: date | None = None) -> ScoreResult:
+    """Score every row (or only rows on/after `from_date`, Lima calendar day: earlier rows serve as history).
+
+    Behavioural features come from the history in the input itself, point-in-time, as in training.
+    """
     version_dir = resolve_version_dir(model_dir)
     raw = pd.read_csv(input_csv, dtype=str, keep_default_na=False, na_values=[])
-    standard = ingest.standardise(raw, require_label=False).frame
+    standard = behaviour.add_behaviour_columns(ingest.standardise(raw, require_label=False).frame)
+    if from_date is not None:
+        start = int(datetime(from_date.year, from_date.month, from_date.day, tzinfo=timezone.utc).timestamp()) \
+            - F.LIMA_UTC_OFFSET_HOURS * 3600
+        standard = standard[standard[F.EVENT_TIME] >= start]
+        if standard.empty:
+            raise ingest.DataContractError(f"no transactions on or after {from_date} in {str(input_csv)!r}")
     scores = score_frame(load_signature(version_dir), standard)
     result = pd.DataFrame({F.TRANSACTION_ID: standard[F.TRANSACTION_ID], "score": scores})
     output_csv = Path(output_csv)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,6 +34,8 @@ class PipelineSettings(BaseModel):
     pr_auc_floor: float = Field(0.2, ge=0.0, le=1.0)
     regression_tolerance: float = Field(0.02, ge=0.0, le=1.0)
     operating_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+    feature_set: Literal["single_row", "behavioural"] = F.FEATURE_SET_BEHAVIOURAL
+    label_delay_days: int = Field(F.LABEL_DELAY_DAYS, ge=0, le=120)
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     seed: int = 42
 
@@ -80,6 +83,8 @@ class PipelineSettings(BaseModel):
             pr_auc_floor=self.pr_auc_floor,
             regression_tolerance=self.regression_tolerance,
             operating_threshold=self.operating_threshold,
+            feature_set=self.feature_set,
+            label_delay_days=self.label_delay_days,
             beam_pipeline_args=list(self.beam_args),
             seed=self.seed,
         )

@@ -10,6 +10,7 @@ import os
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
+from components.behaviour import BehaviouralFeatures
 from components.ingestion import FraudExampleGen
 from components.validation import DataValidationGate
 from fraud import features as F
@@ -19,7 +20,7 @@ SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # Component ids, in execution order (used by the runner's progress and summary).
 COMPONENT_IDS = (
-    "FraudExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
+    "FraudExampleGen", "BehaviouralFeatures", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
     "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
 )
 
@@ -38,11 +39,16 @@ def create_pipeline(
     regression_tolerance: float,
     operating_threshold: float,
     beam_pipeline_args: list[str],
+    feature_set: str = F.FEATURE_SET_BEHAVIOURAL,
+    label_delay_days: int = F.LABEL_DELAY_DAYS,
     schema_file: str = SCHEMA_FILE,
     seed: int = 42,
 ) -> tfx.dsl.Pipeline:
     example_gen = FraudExampleGen(data_dir=data_dir, eval_days=eval_days, valid_days=valid_days)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # Every later component reads the examples with behavioural features (point-in-time, all splits).
+    behaviour = BehaviouralFeatures(examples=example_gen.outputs["examples"], label_delay_days=label_delay_days)
+    examples = behaviour.outputs["augmented_examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
@@ -51,13 +57,14 @@ def create_pipeline(
         anomalies=example_validator.outputs["anomalies"])
 
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=gate.outputs["validated_schema"],  # Transform runs only on validated data
         preprocessing_fn="transform_module.preprocessing_fn",
         splits_config=transform_pb2.SplitsConfig(analyze=[F.SPLIT_TRAIN], transform=list(F.SPLITS)),
         # Pre/post-transform statistics would repeat StatisticsGen's work and double Transform's time;
         # drift and anomalies are checked on the raw data by the validation gate.
         disable_statistics=True,
+        custom_config={"feature_set": feature_set},
     )
     trainer = tfx.components.Trainer(
         run_fn="trainer_module.run_fn",
@@ -65,7 +72,7 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN], num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),
-        custom_config={"seed": seed},
+        custom_config={"seed": seed, "feature_set": feature_set},
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -73,7 +80,7 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         example_splits=[F.SPLIT_EVAL],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
@@ -86,7 +93,7 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, transform, trainer,
+    components = [example_gen, behaviour, statistics_gen, schema_gen, example_validator, gate, transform, trainer,
                   model_resolver, evaluator, pusher]
     assert tuple(c.id for c in components) == COMPONENT_IDS
     return tfx.dsl.Pipeline(

@@ -31,14 +31,17 @@ NUMERIC_DRIFT = {F.AMOUNT: 0.3}
 def build() -> schema_pb2.Schema:
     schema = schema_pb2.Schema()
     schema.default_environment.extend(["TRAINING", "SERVING"])
-    names = list(F.NUMERIC_FEATURES) + [F.EVENT_TIME, F.LABEL] + list(F.CATEGORICAL_FEATURES) + [
+    names = list(F.NUMERIC_FEATURES) + list(F.BEHAVIOUR_FEATURES) + [F.EVENT_TIME, F.LABEL] + list(F.CATEGORICAL_FEATURES) + [
         c for c in F.PASSTHROUGH_STRING_COLUMNS if c not in F.CATEGORICAL_FEATURES]
     for name in names:
         feature = schema.feature.add(name=name)
         feature.presence.min_fraction = 1.0
         feature.presence.min_count = 1
         feature.shape.dim.add(size=1)
-        if name in FLOAT_RANGES:
+        if name in F.BEHAVIOUR_FEATURES:
+            feature.type = schema_pb2.FLOAT
+            feature.float_domain.min = 0.0  # counts, sums, rates, speeds, scores: never negative
+        elif name in FLOAT_RANGES:
             feature.type = schema_pb2.FLOAT
             feature.float_domain.min, feature.float_domain.max = FLOAT_RANGES[name]
         elif name in INT_RANGES:

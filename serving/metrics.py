@@ -59,9 +59,10 @@ LOAD_FAIL = "fail"
 class _Metric:
     kind = "untyped"
 
-    def __init__(self, name: str, labels: Sequence[str]):
+    def __init__(self, name: str, labels: Sequence[str], help: str = ""):
         self.name = name
         self.labels = tuple(labels)
+        self.help = help  # only our own metrics have one: TF Serving prints no # HELP lines
         self._lock = threading.Lock()
         self._cells: dict[tuple[str, ...], object] = {}
 
@@ -84,6 +85,10 @@ class _Metric:
     def exposition(self) -> list[str]:
         raise NotImplementedError
 
+    def _header(self) -> list[str]:
+        head = [f"# HELP {self.name} {self.help}"] if self.help else []
+        return head + [f"# TYPE {self.name} {self.kind}"]
+
 
 class Counter(_Metric):
     kind = "counter"
@@ -104,7 +109,7 @@ class Counter(_Metric):
     def exposition(self) -> list[str]:
         with self._lock:
             cells = sorted(self._cells.items())
-        lines = [f"# TYPE {self.name} {self.kind}"]
+        lines = self._header()
         lines += [f"{self.name}{self._label_text(k)} {_number(v)}" for k, v in cells]
         return lines
 
@@ -153,7 +158,7 @@ class Histogram(_Metric):
     def exposition(self) -> list[str]:
         with self._lock:
             cells = sorted((k, (list(v[0]), v[1])) for k, v in self._cells.items())
-        lines = [f"# TYPE {self.name} {self.kind}"]
+        lines = self._header()
         limits = [_limit(b) for b in self.buckets] + ["+Inf"]
         for key, (counts, total) in cells:
             cumulative = 0
@@ -211,8 +216,12 @@ class ServingMetrics:
             ":tensorflow:serving:model_warmup_latency", (MODEL_PATH, STATUS), LATENCY_BUCKETS_US)
         self.load_latency = Counter(":tensorflow:cc:saved_model:load_latency", (MODEL_PATH,))  # a counter upstream
         self.load_attempt_count = Counter(":tensorflow:cc:saved_model:load_attempt_count", (MODEL_PATH, STATUS))
-        self.model_version_available = Gauge("serving_model_version_available", (MODEL_NAME, MODEL_VERSION))
-        self.model_latest_version = Gauge("serving_model_latest_version", (MODEL_NAME,))
+        self.model_version_available = Gauge(
+            "serving_model_version_available", (MODEL_NAME, MODEL_VERSION),
+            "1 if the model version is AVAILABLE, 0 if it is loading or failed to load.")
+        self.model_latest_version = Gauge(
+            "serving_model_latest_version", (MODEL_NAME,),
+            "Newest AVAILABLE version of the model (TFX Pusher: its Unix push time).")
         self.all = (self.request_count, self.request_latency, self.runtime_latency, self.request_example_counts,
                     self.request_example_count_total, self.model_warmup_latency, self.load_latency,
                     self.load_attempt_count, self.model_version_available, self.model_latest_version)

@@ -26,7 +26,7 @@ def test_schema_file_is_generated_from_the_feature_module():
 def test_model_builds_and_predicts_a_probability_per_row():
     vocab = {name: 5 for name in F.CATEGORICAL_TRANSFORMED_FEATURES}
     model = trainer_module.build_model(vocab, fraud_rate=0.01)
-    batch = {name: np.zeros((3, 1), np.float32) for name in F.DENSE_TRANSFORMED_FEATURES}
+    batch = {name: np.zeros((3, 1), np.float32) for name in F.dense_transformed_features()}
     batch.update({name: np.array([[0], [1], [4]], np.int64) for name in F.CATEGORICAL_TRANSFORMED_FEATURES})
     out = np.asarray(model(batch))
     assert out.shape == (3, 1) and np.all((out > 0) & (out < 1))

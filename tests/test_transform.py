@@ -22,6 +22,8 @@ def _utc(text: str) -> int:
 
 def _row(tid, amount, currency, when, home, city, payment="credit_card", age=40.0, label=0):
     row = {k: "" for k in F.CATEGORICAL_FEATURES + F.PASSTHROUGH_STRING_COLUMNS}
+    row.update({k: 0.0 for k in F.BEHAVIOUR_FEATURES})
+    row["user_txn_count_1d"] = float(len(tid) * (ord(tid) - 96))  # a, b, c... -> 1, 2, 3...
     row.update({F.TRANSACTION_ID: tid, F.AMOUNT: amount, F.CURRENCY: currency, F.EVENT_TIME: _utc(when),
                 F.HOME_CITY: home, F.CITY: city, F.PAYMENT_METHOD: payment, F.USER_AGE: age, F.LABEL: label,
                 F.FRAUD_SCENARIO: "stolen_card" if label else "none"})
@@ -47,6 +49,7 @@ def _feature_spec():
                  F.USER_AGE: tf.io.FixedLenFeature([1], tf.float32),
                  F.EVENT_TIME: tf.io.FixedLenFeature([1], tf.int64),
                  F.LABEL: tf.io.FixedLenFeature([1], tf.int64)})
+    spec.update({k: tf.io.FixedLenFeature([1], tf.float32) for k in F.BEHAVIOUR_FEATURES})
     return spec
 
 
@@ -68,7 +71,7 @@ def _v(out, key):
 
 
 def test_outputs_are_exactly_the_model_features_and_label(transformed):
-    expected = set(F.DENSE_TRANSFORMED_FEATURES) | set(F.CATEGORICAL_TRANSFORMED_FEATURES) | {F.LABEL}
+    expected = set(F.dense_transformed_features()) | set(F.CATEGORICAL_TRANSFORMED_FEATURES) | {F.LABEL}
     assert set(transformed["a"]) == expected
     assert not any(F.FRAUD_SCENARIO in key for key in transformed["a"])  # the explanation never leaks
 
@@ -128,3 +131,12 @@ def test_vocabulary_indices(transformed):
     assert _v(transformed["c"], key) not in credit
     assert credit == {0.0}  # the most frequent value gets index 0
 
+
+
+def test_behaviour_features_are_log_scaled_and_standardised(transformed):
+    key = F.transformed_name("user_txn_count_1d")
+    raw = {k: float(ord(k) - 96) for k in transformed}  # 1..7
+    logs = np.log1p(np.array([raw[k] for k in sorted(raw)]))
+    expected = (np.log1p(raw["c"]) - logs.mean()) / logs.std()
+    assert _v(transformed["c"], key) == pytest.approx(expected, abs=1e-4)
+    assert _v(transformed["a"], key) < _v(transformed["g"], key)

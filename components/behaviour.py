@@ -1,0 +1,107 @@
+"""BehaviouralFeatures: adds fraud.behaviour's features to every example, as a Beam job.
+
+Events of all splits are grouped by user, by device and by restaurant, each group is ordered by time and
+walked through fraud.behaviour (the same functions as the online state), and the features are joined back
+to the examples by transaction id. Splits are kept as they are: because every split goes into the same
+groups, eval rows see the history of the train period before them, and nothing after them.
+Grouping by entity (GroupByKey) keeps one entity's history in memory at a time, not the data set.
+"""
+import os
+
+import apache_beam as beam
+import tensorflow as tf
+from tfx.dsl.component.experimental.annotations import (BeamComponentParameter, InputArtifact,
+                                                        OutputArtifact, Parameter)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+
+from fraud import behaviour as B
+from fraud import features as F
+
+
+def _value(feature: tf.train.Feature):
+    kind = feature.WhichOneof("kind")
+    values = getattr(feature, kind).value if kind else []
+    if not values:
+        return None
+    v = values[0]
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def to_event(record: bytes) -> B.Event:
+    example = tf.train.Example.FromString(record)
+    f = example.features.feature
+
+    def get(key, default):
+        v = _value(f[key]) if key in f else None
+        return default if v is None else v
+
+    return B.Event(
+        transaction_id=get(F.TRANSACTION_ID, ""), time=int(get(F.EVENT_TIME, 0)), user_id=get(F.USER_ID, ""),
+        amount_pen=B.amount_pen(float(get(F.AMOUNT, float("nan"))), get(F.CURRENCY, "")),
+        city=get(F.CITY, ""), restaurant_id=get(F.RESTAURANT_ID, ""), device_id=get(F.DEVICE_ID, ""),
+        label=int(get(F.LABEL, B.UNKNOWN_LABEL)))
+
+
+def add_features(record: bytes, feats: dict) -> bytes:
+    example = tf.train.Example.FromString(record)
+    for name in F.BEHAVIOUR_FEATURES:
+        example.features.feature[name].float_list.value[:] = [feats[name]]
+    return example.SerializeToString()
+
+
+class _Join(beam.DoFn):
+    def process(self, item):
+        tid, grouped = item
+        records, parts = grouped["example"], grouped["features"]
+        if len(records) != 1:
+            raise ValueError(f"transaction id {tid!r} appears {len(records)} times across splits")
+        feats = {}
+        for part in parts:
+            feats.update(part)
+        split, record = records[0]
+        yield split, add_features(record, feats)
+
+
+@component(use_beam=True)
+def BehaviouralFeatures(
+    examples: InputArtifact[standard_artifacts.Examples],
+    augmented_examples: OutputArtifact[standard_artifacts.Examples],
+    label_delay_days: Parameter[int] = F.LABEL_DELAY_DAYS,
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
+):
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    with beam_pipeline as p:
+        tagged = [
+            p | f"Read[{s}]" >> beam.io.ReadFromTFRecord(
+                os.path.join(examples.uri, f"Split-{s}", "*"), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+            | f"Tag[{s}]" >> beam.Map(lambda r, s=s: (s, r))
+            for s in splits
+        ]
+        records = tagged | "AllSplits" >> beam.Flatten()
+        events = records | "ToEvent" >> beam.Map(lambda sr: (to_event(sr[1]), sr))
+        by_tid = events | "KeyExample" >> beam.Map(lambda es: (es[0].transaction_id, es[1]))
+
+        def per_entity(name, key_fn, fn):
+            return (events
+                    | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
+                    | f"Group[{name}]" >> beam.GroupByKey()
+                    | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
+
+        user = per_entity("user", lambda e: e.user_id, B.user_features_for_entity)
+        device = per_entity("device", lambda e: e.device_id, B.device_features_for_entity)
+        restaurant = per_entity(
+            "restaurant", lambda e: e.restaurant_id,
+            lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days))
+        feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
+        joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
+        for s in splits:
+            (joined
+             | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
+             | f"Record[{s}]" >> beam.Map(lambda kv: kv[1])
+             | f"Write[{s}]" >> beam.io.WriteToTFRecord(
+                 os.path.join(augmented_examples.uri, f"Split-{s}", "data_tfrecord"),
+                 file_name_suffix=".gz", compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+    augmented_examples.split_names = examples.split_names
+    for key, value in examples.custom_properties.items():  # row counts, time ranges per split
+        augmented_examples.mlmd_artifact.custom_properties[key].CopyFrom(value)

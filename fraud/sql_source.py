@@ -1,0 +1,614 @@
+"""The database source: normalized tables in any SQLAlchemy database, read back with a point-in-time join.
+
+Tables (written by `write_database()` / `write_sqlite()`, i.e. `fraudctl generate --sqlite PATH`)
+-------------------------------------------------------------------------------------------------
+``transactions``  transaction_id (key), timestamp, amount, currency, payment_method, transaction_type,
+                  user_id, device_id, ip_address, restaurant_id, is_fraudulent, fraud_scenario,
+                  plus two derived columns the join needs:
+                  event_time_utc  INTEGER, UTC epoch seconds of ``timestamp`` (fraud.ingest.parse_timestamps)
+                  device_key      the device id normalised like ingestion does (fraud.ingest.normalise_device_id)
+``users``         user_id, valid_from, home_city, user_age, user_gender      key (user_id, valid_from)
+``devices``       device_id (normalised), valid_from, device_type, os_version key (device_id, valid_from)
+``restaurants``   restaurant_id (key), city
+
+``valid_from`` is INTEGER UTC epoch seconds: a profile row holds from that second until the next row of the
+same entity. The raw messiness of the CSVs is kept where it lives in the transactions: ``timestamp`` is the
+raw text in its four formats, ``device_id`` keeps its spelling variants, ``amount`` may be NULL.
+Empty CSV cells are NULL.
+
+Profiles are derived from the CSVs (an entity's most frequent non-empty value; NULL if it has none) and
+then, deterministically from ``seed``, given a history so that the point-in-time join matters:
+- users sign up 0-365 days before their first transaction; devices are registered at their first use
+  (valid_from == the first transaction's time: the ``<=`` boundary is exercised);
+- ``MOVE_SHARE`` of the users with two or more distinct transaction times move home city between two of
+  their transactions (their later transactions differ from the CSV, which has no history);
+- ``UPGRADE_SHARE`` of the upgradable devices get an OS / firmware upgrade between two transactions;
+- ``FUTURE_SHARE`` of the other users and devices get a profile row valid only after their last
+  transaction: a join that takes the latest profile instead of the one valid at the time would leak it.
+
+Reading (`read_transactions(url)`, what ingestion calls for a URL)
+------------------------------------------------------------------
+ONE query joins every transaction to the user profile and the device profile with the greatest
+``valid_from <= event_time_utc`` (a correlated MAX subquery: portable to SQLite and PostgreSQL, served by
+the (id, valid_from) primary keys) and to the restaurant's city. LEFT JOINs: a transaction whose user or
+device has no profile valid at its time (unknown entity, or a profile that starts later) keeps its row with
+empty profile columns; nothing is dropped. The counts (rows in, rows out, rows without a valid profile)
+are printed and returned by `read_with_report()`.
+The result has exactly the raw CSV columns (strings, NULL -> ""), so `ingest.standardise()` treats both
+sources the same. Transaction columns of the contract that the table lacks are left out, so ingestion
+rejects (required) or imputes (optional) them exactly as for a CSV; the join columns are required.
+
+Errors
+------
+- unreachable server, bad URL, missing driver, missing SQLite file: `DataSourceError` (a ValueError) naming
+  the URL without its password and what to check; PostgreSQL connects time out after
+  ``CONNECT_TIMEOUT_S`` seconds;
+- missing tables or columns, non-integer time columns, duplicate profile keys, an ``event_time_utc`` that
+  disagrees with ``timestamp``: `fraud.ingest.DataContractError` (the pipeline reports "data rejected").
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from fraud import datagen
+from fraud import features as F
+from fraud import ingest
+
+
+class DataSourceError(ValueError):
+    """The database cannot be reached or opened; the message names it (without password) and what to check."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema
+# ---------------------------------------------------------------------------------------------
+TRANSACTIONS, USERS, DEVICES, RESTAURANTS = "transactions", "users", "devices", "restaurants"
+TABLES = (TRANSACTIONS, USERS, DEVICES, RESTAURANTS)
+VALID_FROM = "valid_from"  # INTEGER UTC epoch seconds
+DEVICE_KEY = "device_key"  # transactions: the normalised device id, joined to devices.device_id
+
+# Raw contract columns stored in `transactions`, and the profile columns of each profile table.
+TRANSACTION_COLUMNS = (
+    F.TRANSACTION_ID, F.TIMESTAMP, F.AMOUNT, F.CURRENCY, F.PAYMENT_METHOD, F.TRANSACTION_TYPE, F.USER_ID,
+    F.DEVICE_ID, F.IP_ADDRESS, F.RESTAURANT_ID, F.LABEL, F.FRAUD_SCENARIO,
+)
+USER_PROFILE = (F.HOME_CITY, F.USER_AGE, F.USER_GENDER)
+DEVICE_PROFILE = (F.DEVICE_TYPE, F.OS_VERSION)
+RESTAURANT_PROFILE = (F.CITY,)
+_covered = set(TRANSACTION_COLUMNS + USER_PROFILE + DEVICE_PROFILE + RESTAURANT_PROFILE)
+if _covered != set(datagen.OUTPUT_COLUMNS):  # a new contract column must get a home in some table
+    raise ImportError(f"sql_source tables do not cover the CSV contract: missing "
+                      f"{sorted(set(datagen.OUTPUT_COLUMNS) - _covered)}, extra {sorted(_covered - set(datagen.OUTPUT_COLUMNS))}")
+OUTPUT_COLUMNS = datagen.OUTPUT_COLUMNS  # the CSV header: order of read_transactions()' columns
+
+# Columns the join needs (the rest of the contract is checked by ingestion, as for CSVs).
+JOIN_COLUMNS = {
+    TRANSACTIONS: (F.TRANSACTION_ID, F.TIMESTAMP, F.USER_ID, F.DEVICE_ID, F.RESTAURANT_ID, F.EVENT_TIME,
+                   DEVICE_KEY),
+    USERS: (F.USER_ID, VALID_FROM),
+    DEVICES: (F.DEVICE_ID, VALID_FROM),
+    RESTAURANTS: (F.RESTAURANT_ID,),
+}
+INTEGER_COLUMNS = {TRANSACTIONS: (F.EVENT_TIME,), USERS: (VALID_FROM,), DEVICES: (VALID_FROM,)}
+PROFILE_COLUMNS = {USERS: USER_PROFILE, DEVICES: DEVICE_PROFILE, RESTAURANTS: RESTAURANT_PROFILE}
+
+_INTEGER_VALUES = (F.USER_AGE, F.LABEL, F.EVENT_TIME, VALID_FROM)
+
+
+def schema() -> sa.MetaData:
+    """The four tables (SQLAlchemy Core), as write_database() creates them."""
+    md = sa.MetaData()
+
+    def col(name, **kw):
+        if name == F.AMOUNT:
+            return sa.Column(name, sa.Numeric(12, 2), **kw)
+        if name in _INTEGER_VALUES:
+            return sa.Column(name, sa.BigInteger if name in (F.EVENT_TIME, VALID_FROM) else sa.Integer, **kw)
+        return sa.Column(name, sa.Text, **kw)
+
+    sa.Table(TRANSACTIONS, md,
+             *(col(c, primary_key=True) if c == F.TRANSACTION_ID else col(c) for c in TRANSACTION_COLUMNS),
+             col(F.EVENT_TIME, nullable=False), col(DEVICE_KEY),
+             sa.Index("ix_transactions_event_time", F.EVENT_TIME))
+    sa.Table(USERS, md, col(F.USER_ID, primary_key=True), col(VALID_FROM, primary_key=True),
+             *(col(c) for c in USER_PROFILE))
+    sa.Table(DEVICES, md, col(F.DEVICE_ID, primary_key=True), col(VALID_FROM, primary_key=True),
+             *(col(c) for c in DEVICE_PROFILE))
+    sa.Table(RESTAURANTS, md, col(F.RESTAURANT_ID, primary_key=True), *(col(c) for c in RESTAURANT_PROFILE))
+    return md
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile history (deterministic from the seed)
+# ---------------------------------------------------------------------------------------------
+MOVE_SHARE = 0.05  # users who move home city during their history
+UPGRADE_SHARE = 0.30  # upgradable devices that upgrade during their history
+FUTURE_SHARE = 0.05  # other users / devices with a profile row valid only after their last transaction
+SIGNUP_MAX_DAYS = 365
+FUTURE_MAX_DAYS = 30
+OS_UPGRADES = {"ios_17": "ios_18", "android_13": "android_14", "pos_fw_4.9": "pos_fw_5.2"}
+_LOCAL_CITIES = tuple(datagen.LOCAL_HOME_WEIGHTS)
+_FOREIGN_CITIES = tuple(datagen.TOURIST_HOME_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    url: str  # password hidden
+    transactions: int
+    users: int
+    user_profile_rows: int
+    devices: int
+    device_profile_rows: int
+    restaurants: int
+    moved_users: int  # home city changed between two of the user's transactions
+    upgraded_devices: int  # OS changed between two of the device's transactions
+    future_profile_rows: int  # rows valid only after the entity's last transaction
+    seconds: float
+
+
+def _mode(keys: pd.Series, values: pd.Series) -> pd.Series:
+    """The most frequent non-empty value per key (ties: the smallest value); keys without one are absent."""
+    pairs = pd.DataFrame({"k": keys, "v": values})
+    pairs = pairs[(pairs["k"] != "") & (pairs["v"] != "")]
+    counts = pairs.groupby(["k", "v"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["k", "n", "v"], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates("k").set_index("k")["v"]
+
+
+def _column(raw: pd.DataFrame, name: str) -> pd.Series:
+    if name in raw.columns:
+        return raw[name].astype(str).str.strip()
+    return pd.Series("", index=raw.index, dtype=object)
+
+
+def _change_time(rng: np.random.Generator, times: np.ndarray) -> int | None:
+    """A second T with some transaction before T and some at or after T (None if all times are equal)."""
+    distinct = np.unique(times)
+    if len(distinct) < 2:
+        return None
+    k = int(rng.integers(1, len(distinct)))
+    before, after = int(distinct[k - 1]), int(distinct[k])
+    return before + 1 + int(rng.integers(0, after - before))  # in (before, after]: T == after happens
+
+
+def _other(rng: np.random.Generator, value: str, choices: tuple[str, ...]) -> str:
+    pool = [c for c in choices if c != value]
+    return pool[int(rng.integers(0, len(pool)))]
+
+
+def build_tables(raw: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The normalized tables (with profile history) of a raw transactions frame (CSV contract, strings).
+
+    Missing values are None. Deterministic for a given (raw, seed).
+    """
+    missing = [c for c in F.REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ingest.DataContractError(f"required column(s) missing: {', '.join(missing)}")
+    raw = raw.reset_index(drop=True)
+    ids = _column(raw, F.TRANSACTION_ID)
+    dup = ids.duplicated()
+    if dup.any() or (ids == "").any():
+        raise ingest.DataContractError(
+            f"column {F.TRANSACTION_ID!r} must be a unique, non-empty key: {int(dup.sum())} duplicate(s), "
+            f"{int((ids == '').sum())} empty, e.g. {ids[dup].head(3).tolist()}")
+    event = ingest.parse_timestamps(_column(raw, F.TIMESTAMP))
+    user = _column(raw, F.USER_ID)
+    device_key = ingest.normalise_device_id(_column(raw, F.DEVICE_ID))
+    rng = np.random.default_rng(seed)
+
+    # transactions
+    tx = pd.DataFrame({c: _column(raw, c) for c in TRANSACTION_COLUMNS})
+    amount = tx[F.AMOUNT]
+    numbers = pd.to_numeric(amount.where(amount != "", None), errors="coerce")
+    bad = numbers.isna() & (amount != "")
+    if bad.any():
+        raise ingest.DataContractError(f"column {F.AMOUNT!r} must be numeric, e.g. {amount[bad].head(3).tolist()}")
+    tx[F.AMOUNT] = [None if math.isnan(v) else round(float(v), 2) for v in numbers.tolist()]
+    label = tx[F.LABEL]
+    if (~label.isin(["", "0", "1"])).any():
+        raise ingest.DataContractError(f"label column {F.LABEL!r} must be 0 or 1 (or empty)")
+    tx[F.LABEL] = [None if v == "" else int(v) for v in label.tolist()]
+    tx[F.EVENT_TIME] = event.astype(np.int64).tolist()
+    tx[DEVICE_KEY] = device_key
+    tx = tx.astype(object).where(tx.astype(object) != "", None)
+
+    # users: a sign-up row, then maybe a move (inside the history) or a future row (after it)
+    span = pd.DataFrame({"k": user, "t": event}).query("k != ''").groupby("k")["t"]
+    first, last = span.min(), span.max()
+    times = pd.DataFrame({"k": user, "t": event}).groupby("k")["t"].apply(np.asarray)
+    profile = {c: _mode(user, _column(raw, c)) for c in USER_PROFILE}
+    user_rows, moved, future = [], 0, 0
+    for uid in sorted(first.index):
+        home = profile[F.HOME_CITY].get(uid)
+        age = profile[F.USER_AGE].get(uid)
+        if age is not None:
+            try:
+                age = int(round(float(age)))
+            except ValueError:
+                raise ingest.DataContractError(f"column {F.USER_AGE!r} must be numeric, got {age!r} for {uid}")
+        row = {F.USER_ID: uid, VALID_FROM: int(first[uid]) - int(rng.integers(0, SIGNUP_MAX_DAYS * 86400)),
+               F.HOME_CITY: home, F.USER_AGE: age, F.USER_GENDER: profile[F.USER_GENDER].get(uid)}
+        user_rows.append(row)
+        cities = _LOCAL_CITIES if home in _LOCAL_CITIES else _FOREIGN_CITIES if home in _FOREIGN_CITIES else ()
+        if not cities:
+            continue
+        draw = rng.random()
+        if draw < MOVE_SHARE:
+            t = _change_time(rng, times[uid])
+            if t is not None:
+                user_rows.append({**row, VALID_FROM: t, F.HOME_CITY: _other(rng, home, cities)})
+                moved += 1
+        elif draw < MOVE_SHARE + FUTURE_SHARE:
+            t = int(last[uid]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * 86400))
+            user_rows.append({**row, VALID_FROM: t, F.HOME_CITY: _other(rng, home, cities)})
+            future += 1
+
+    # devices: registered at first use, then maybe an upgrade (inside the history) or a future upgrade
+    dspan = pd.DataFrame({"k": device_key, "t": event}).query("k != ''").groupby("k")["t"]
+    dfirst, dlast = dspan.min(), dspan.max()
+    dtimes = pd.DataFrame({"k": device_key, "t": event}).groupby("k")["t"].apply(np.asarray)
+    dprofile = {c: _mode(device_key, _column(raw, c)) for c in DEVICE_PROFILE}
+    device_rows, upgraded = [], 0
+    for key in sorted(dfirst.index):
+        os_version = dprofile[F.OS_VERSION].get(key)
+        row = {F.DEVICE_ID: key, VALID_FROM: int(dfirst[key]), F.DEVICE_TYPE: dprofile[F.DEVICE_TYPE].get(key),
+               F.OS_VERSION: os_version}
+        device_rows.append(row)
+        if os_version not in OS_UPGRADES:
+            continue
+        draw = rng.random()
+        if draw < UPGRADE_SHARE:
+            t = _change_time(rng, dtimes[key])
+            if t is not None:
+                device_rows.append({**row, VALID_FROM: t, F.OS_VERSION: OS_UPGRADES[os_version]})
+                upgraded += 1
+        elif draw < UPGRADE_SHARE + FUTURE_SHARE:
+            t = int(dlast[key]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * 86400))
+            device_rows.append({**row, VALID_FROM: t, F.OS_VERSION: OS_UPGRADES[os_version]})
+            future += 1
+
+    rid = _column(raw, F.RESTAURANT_ID)
+    city = _mode(rid, _column(raw, F.CITY))
+    restaurants = pd.DataFrame({F.RESTAURANT_ID: sorted(set(rid) - {""})})
+    restaurants[F.CITY] = [city.get(r) for r in restaurants[F.RESTAURANT_ID]]
+
+    tables = {
+        TRANSACTIONS: tx,
+        USERS: pd.DataFrame(user_rows, columns=[F.USER_ID, VALID_FROM, *USER_PROFILE]),
+        DEVICES: pd.DataFrame(device_rows, columns=[F.DEVICE_ID, VALID_FROM, *DEVICE_PROFILE]),
+        RESTAURANTS: restaurants,
+    }
+    tables[USERS].attrs.update(moved=moved, future=future)
+    tables[DEVICES].attrs.update(upgraded=upgraded)
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+_CHUNK = 20_000
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Plain Python values (no numpy scalars, None for missing) that every DB-API driver accepts."""
+    columns = {}
+    for c in frame.columns:
+        values = frame[c].astype(object).tolist()
+        columns[c] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                      int(v) if isinstance(v, (np.integer,)) else v for v in values]
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+
+
+def _load(source: pd.DataFrame | str | Path) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        return source
+    return ingest.read_csv_dir(source)
+
+
+def write_database(url: str, source: pd.DataFrame | str | Path, *, seed: int = 0, replace: bool = False,
+                   echo: Callable[[str], None] | None = None) -> WriteSummary:
+    """Write the normalized tables of `source` (a raw frame or a CSV directory) into the database at `url`.
+
+    Refuses a database that already has any of the four tables unless `replace` (which drops them first).
+    Everything happens in one transaction: on failure nothing is left half-written.
+    """
+    started = time.time()
+    say = echo or (lambda _msg: None)
+    tables = build_tables(_load(source), seed=seed)
+    engine, safe = _engine(url, must_exist=False)
+    md = schema()
+    try:
+        with _connect(engine, safe) as conn, conn.begin():
+            existing = [t for t in TABLES if sa.inspect(conn).has_table(t)]
+            if existing and not replace:
+                raise DataSourceError(f"the database {safe} already has table(s) {', '.join(existing)}; "
+                                      "use an empty database (or replace=True to drop them)")
+            if existing:
+                md.drop_all(conn)
+            md.create_all(conn)
+            for name in TABLES:
+                records = _records(tables[name])
+                for i in range(0, len(records), _CHUNK):
+                    conn.execute(md.tables[name].insert(), records[i:i + _CHUNK])
+                say(f"wrote table {name} ({len(records)} rows)")
+    except sa_exc.DBAPIError as exc:
+        raise DataSourceError(f"writing the tables into {safe} failed: {_reason(exc)}") from exc
+    finally:
+        engine.dispose()
+    users, devices = tables[USERS], tables[DEVICES]
+    return WriteSummary(
+        url=safe, transactions=len(tables[TRANSACTIONS]), users=users[F.USER_ID].nunique(),
+        user_profile_rows=len(users), devices=devices[F.DEVICE_ID].nunique(), device_profile_rows=len(devices),
+        restaurants=len(tables[RESTAURANTS]), moved_users=users.attrs["moved"],
+        upgraded_devices=devices.attrs["upgraded"], future_profile_rows=users.attrs["future"],
+        seconds=time.time() - started)
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.expanduser(str(path)))}"
+
+
+def write_sqlite(source: pd.DataFrame | str | Path, path: str | Path, *, seed: int = 0,
+                 echo: Callable[[str], None] | None = None) -> WriteSummary:
+    """`write_database()` into a new SQLite file. Refuses an existing file; a failure leaves no file behind."""
+    path = Path(os.path.abspath(os.path.expanduser(str(path))))
+    if path.exists():
+        raise DataSourceError(f"{path} already exists; refusing to overwrite it (choose a new path)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)  # SQLite creates it
+        summary = write_database(sqlite_url(tmp), source, seed=seed, echo=echo)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return WriteSummary(**{**asdict(summary), "url": sqlite_url(path)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Connecting
+# ---------------------------------------------------------------------------------------------
+CONNECT_TIMEOUT_S = 5
+_PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (also for strings SQLAlchemy cannot parse)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - any parse failure: fall back to a regex
+        return _PASSWORD_RE.sub(r"\1***@", url)
+
+
+def _engine(url: str, *, must_exist: bool) -> tuple[sa.engine.Engine, str]:
+    safe = redact(url)
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise DataSourceError(f"{safe!r} is not a database URL; expected e.g. sqlite:////abs/path/transactions.db "
+                              "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+    backend = parsed.get_backend_name()
+    connect_args = {}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if must_exist and database not in ("", ":memory:") and not database.startswith("file:"):
+            if not os.path.isfile(database):
+                raise DataSourceError(
+                    f"SQLite database file {os.path.abspath(database)} does not exist ({safe}); create it with "
+                    "`fraudctl generate --out DIR --sqlite PATH`. Note: sqlite:///relative.db is relative to the "
+                    "working directory, sqlite:////abs/path.db (four slashes) is absolute")
+    elif backend == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=NullPool, future=True)
+    except (sa_exc.NoSuchModuleError, ImportError) as exc:
+        raise DataSourceError(f"no SQLAlchemy dialect/driver for {safe}: {exc}. Supported here: sqlite:///PATH "
+                              "and postgresql://... (psycopg2)") from None
+    return engine, safe
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _connect(engine: sa.engine.Engine, safe: str):
+    """engine.connect(), or a DataSourceError saying what to check."""
+    try:
+        return engine.connect()
+    except sa_exc.DBAPIError as exc:
+        url = engine.url
+        where = f" at {url.host}:{url.port or 'its default port'}" if url.host else ""
+        raise DataSourceError(
+            f"cannot connect to the database {safe}: {_reason(exc)}. Check that the server is running and accepts "
+            f"connections{where}, and that the database name, user and password in the URL are right") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadReport:
+    url: str  # password hidden
+    rows_in: int  # rows of the transactions table
+    rows_out: int  # rows returned (always == rows_in: nothing is dropped)
+    no_user_profile: int  # rows with a user_id but no user profile valid at their time
+    no_device_profile: int  # rows with a device id but no device profile valid at their time
+    no_device_id: int  # rows without a device id (no device profile to join)
+    unknown_restaurant: int  # rows with a restaurant_id absent from restaurants
+    seconds: float
+
+    def message(self) -> str:
+        return (f"read {self.rows_out} of {self.rows_in} transactions from {self.url} (point-in-time join) in "
+                f"{self.seconds:.1f} s; without a profile valid at their time: {self.no_user_profile} user, "
+                f"{self.no_device_profile} device; {self.no_device_id} without a device id; "
+                f"{self.unknown_restaurant} with an unknown restaurant (profile columns left empty, rows kept)")
+
+
+def _check_schema(conn, safe: str) -> dict[str, list[str]]:
+    """The columns of each table; raise naming every missing table/column and wrongly typed time column."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    missing_tables = [t for t in TABLES if t not in present]
+    if missing_tables:
+        raise ingest.DataContractError(
+            f"the database {safe} lacks table(s) {', '.join(missing_tables)} (expected {', '.join(TABLES)}; "
+            "`fraudctl generate --out DIR --sqlite PATH` writes them, README: the database source)")
+    columns, problems = {}, []
+    for table in TABLES:
+        info = {c["name"]: c["type"] for c in inspector.get_columns(table)}
+        columns[table] = list(info)
+        lacking = [c for c in JOIN_COLUMNS[table] if c not in info]
+        if lacking:
+            problems.append(f"table {table} lacks column(s) {', '.join(lacking)}")
+        for c in INTEGER_COLUMNS.get(table, ()):
+            if c in info and not isinstance(info[c], sa.types.Integer):
+                problems.append(f"{table}.{c} must be an INTEGER column (UTC epoch seconds), found {info[c]}")
+    if problems:
+        raise ingest.DataContractError(f"the database {safe} does not have the expected schema: "
+                                       + "; ".join(problems))
+    return columns
+
+
+def _check_keys(conn, q, safe: str) -> None:
+    """Profile keys must be unique, or the join would duplicate transactions."""
+    for table, keys in ((USERS, (F.USER_ID, VALID_FROM)), (DEVICES, (F.DEVICE_ID, VALID_FROM)),
+                        (RESTAURANTS, (F.RESTAURANT_ID,))):
+        cols = ", ".join(q(k) for k in keys)
+        dups = conn.execute(sa.text(
+            f"SELECT {cols} FROM {q(table)} GROUP BY {cols} HAVING COUNT(*) > 1 LIMIT 3")).fetchall()
+        if dups:
+            raise ingest.DataContractError(
+                f"table {table} has several rows for the same ({', '.join(keys)}), e.g. {[tuple(d) for d in dups]}: "
+                "the profile valid at a given time would be ambiguous")
+
+
+def point_in_time_query(columns: dict[str, list[str]], quote: Callable[[str], str]) -> str:
+    """The one SELECT: transactions LEFT JOIN the profiles valid at their time, and the restaurant."""
+    q = quote
+    select = [f"t.{q(c)} AS {q(c)}" for c in TRANSACTION_COLUMNS if c in columns[TRANSACTIONS]]
+    for alias, table in (("u", USERS), ("d", DEVICES), ("r", RESTAURANTS)):
+        select += [f"{alias}.{q(c)} AS {q(c)}" for c in PROFILE_COLUMNS[table] if c in columns[table]]
+    select += [f"t.{q(F.EVENT_TIME)} AS {q('_event_time')}", f"t.{q(DEVICE_KEY)} AS {q('_device_key')}",
+               f"u.{q(VALID_FROM)} AS {q('_user_from')}", f"d.{q(VALID_FROM)} AS {q('_device_from')}",
+               f"r.{q(F.RESTAURANT_ID)} AS {q('_restaurant')}"]
+
+    def pit(alias: str, table: str, key: str, t_key: str) -> str:
+        return (f"LEFT JOIN {q(table)} {alias} ON {alias}.{q(key)} = t.{q(t_key)} AND {alias}.{q(VALID_FROM)} = "
+                f"(SELECT MAX(p.{q(VALID_FROM)}) FROM {q(table)} p WHERE p.{q(key)} = t.{q(t_key)} "
+                f"AND p.{q(VALID_FROM)} <= t.{q(F.EVENT_TIME)})")
+
+    return "\n".join([
+        "SELECT " + ",\n       ".join(select),
+        f"FROM {q(TRANSACTIONS)} t",
+        pit("u", USERS, F.USER_ID, F.USER_ID),
+        pit("d", DEVICES, F.DEVICE_ID, DEVICE_KEY),
+        f"LEFT JOIN {q(RESTAURANTS)} r ON r.{q(F.RESTAURANT_ID)} = t.{q(F.RESTAURANT_ID)}",
+        f"ORDER BY t.{q(F.EVENT_TIME)}, t.{q(F.TRANSACTION_ID)}",
+    ])
+
+
+def _text(value) -> str:
+    """A database value as the CSV would spell it: NULL -> ""."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()  # naive datetimes are Lima local time, as in the CSV contract
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).decode()
+    return str(value)
+
+
+def read_with_report(url: str) -> tuple[pd.DataFrame, ReadReport]:
+    """The transactions with their point-in-time profiles (raw CSV columns, strings) and the counts."""
+    started = time.time()
+    engine, safe = _engine(url, must_exist=True)
+    try:
+        with _connect(engine, safe) as conn:
+            if engine.dialect.name == "postgresql":  # one snapshot for the checks, the count and the join
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                columns = _check_schema(conn, safe)
+                q = engine.dialect.identifier_preparer.quote
+                _check_keys(conn, q, safe)
+                rows_in = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {q(TRANSACTIONS)}")).scalar_one())
+                result = conn.execute(sa.text(point_in_time_query(columns, q)))
+                names = list(result.keys())
+                rows = result.fetchall()
+    except sa_exc.DBAPIError as exc:
+        raise DataSourceError(f"reading the transactions from {safe} failed: {_reason(exc)}") from exc
+    finally:
+        engine.dispose()
+
+    values = list(zip(*rows)) if rows else [()] * len(names)
+    raw = dict(zip(names, values))
+    frame = pd.DataFrame({c: [_text(v) for v in raw[c]] for c in names if not c.startswith("_")},
+                         index=pd.RangeIndex(len(rows)))
+    frame = frame[[c for c in OUTPUT_COLUMNS if c in frame.columns]]
+
+    # The stored event time must be the timestamp's, or the join used the wrong profiles.
+    event = pd.Series([np.nan if v is None else v for v in raw["_event_time"]], dtype="float64")
+    if len(frame):
+        parsed = ingest.parse_timestamps(frame[F.TIMESTAMP]).astype("float64")
+        wrong = parsed.to_numpy() != event.to_numpy()
+        if wrong.any():
+            raise ingest.DataContractError(
+                f"transactions.{F.EVENT_TIME} disagrees with {F.TIMESTAMP} (or is NULL) in {int(wrong.sum())} "
+                f"row(s), e.g. transaction(s) {frame[F.TRANSACTION_ID][wrong].head(3).tolist()}: the point-in-time "
+                f"join would pick profiles at the wrong time; recompute it with fraud.ingest.parse_timestamps")
+
+    def none(column: str) -> np.ndarray:
+        return np.array([v is None for v in raw[column]], dtype=bool)
+
+    has_user = frame[F.USER_ID].to_numpy() != "" if F.USER_ID in frame else np.zeros(len(frame), bool)
+    has_device = ~none("_device_key")
+    has_rest = frame[F.RESTAURANT_ID].to_numpy() != "" if F.RESTAURANT_ID in frame else np.zeros(len(frame), bool)
+    report = ReadReport(
+        url=safe, rows_in=rows_in, rows_out=len(frame),
+        no_user_profile=int((has_user & none("_user_from")).sum()),
+        no_device_profile=int((has_device & none("_device_from")).sum()),
+        no_device_id=int((~has_device).sum()),
+        unknown_restaurant=int((has_rest & none("_restaurant")).sum()),
+        seconds=time.time() - started)
+    if report.rows_out != report.rows_in:  # impossible with unique profile keys, unless written meanwhile
+        raise DataSourceError(f"{report.message()}: the transactions table changed while it was read; retry")
+    frame.attrs["source_report"] = asdict(report)
+    return frame, report
+
+
+def read_transactions(url: str, *, echo: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """What ingestion calls for an SQLAlchemy URL: the raw transactions frame, counts printed via `echo`."""
+    frame, report = read_with_report(url)
+    if echo is not None:
+        echo(report.message())
+    return frame

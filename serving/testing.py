@@ -1,0 +1,113 @@
+"""Test support for the serving suites (tests/test_serving_*.py); not used at run time.
+
+`serving_target()` gives the suites the server to test:
+- any TF Serving named by environment variables (TFSERVING_REST_URL, TFSERVING_GRPC_TARGET, optionally
+  TFSERVING_LABELS="stable,canary"), e.g. the real container from serving/docker-compose.yml;
+- otherwise one local server (python -m fraud.serve_cli) shared by every suite of the session, on free ports,
+  serving two versions of the pipeline's pushed model under the checked-in serving/models.config (its
+  version numbers replaced by the local ones) and serving/monitoring.config.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fraud import features as F
+from serving.process import ServerProcess, start_server
+
+SERVING_DIR = Path(__file__).resolve().parent
+MODELS_CONFIG = SERVING_DIR / "models.config"
+MONITORING_CONFIG = SERVING_DIR / "monitoring.config"
+BATCHING_CONFIG = SERVING_DIR / "batching.config"
+ENV_REST = "TFSERVING_REST_URL"
+ENV_GRPC = "TFSERVING_GRPC_TARGET"
+ENV_LABELS = "TFSERVING_LABELS"
+STABLE, CANARY = "stable", "canary"
+
+
+@dataclass
+class LocalDeployment:
+    server: ServerProcess
+    base: Path  # the model base dir the server polls
+    versions: list  # ascending
+    labels: dict  # label -> version
+    metrics_path: str | None
+
+
+@dataclass
+class Target:
+    rest_url: str
+    grpc_target: str
+    labels: list = field(default_factory=list)
+    local: LocalDeployment | None = None
+
+    @property
+    def model_url(self) -> str:
+        return f"{self.rest_url}/v1/models/{F.MODEL_NAME}"
+
+
+_SHARED: dict = {}
+
+
+def newest_version(model_base: Path) -> Path:
+    versions = [p for p in Path(model_base).iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    if not versions:
+        raise FileNotFoundError(f"no pushed model version under {model_base}")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def push_version(source_version_dir: Path, base: Path, version: int) -> Path:
+    """Copy a version the way TFX's Pusher does: everything first, saved_model.pb last."""
+    target = Path(base) / str(version)
+    shutil.copytree(source_version_dir, target, ignore=shutil.ignore_patterns("saved_model.pb"))
+    shutil.copy2(Path(source_version_dir) / "saved_model.pb", target / "saved_model.pb")
+    return target
+
+
+def local_models_config(base: Path, stable: int, canary: int, out: Path) -> Path:
+    """The checked-in serving/models.config with its base path and version numbers made local."""
+    from google.protobuf import text_format
+
+    from serving.config import parse_model_server_config
+
+    config = parse_model_server_config(MODELS_CONFIG)
+    for model in config.model_config_list.config:
+        if model.name != F.MODEL_NAME:
+            continue
+        model.base_path = str(base)
+        policy = model.model_version_policy
+        if policy.WhichOneof("policy_choice") == "specific":
+            del policy.specific.versions[:]
+            policy.specific.versions.extend([stable, canary])
+        model.version_labels[STABLE] = stable
+        model.version_labels[CANARY] = canary
+    out.write_text(text_format.MessageToString(config))
+    return out
+
+
+def serving_target(pytest_config, model_base: Path, workdir: Path) -> Target:
+    """The server under test (see the module docstring); started once per session."""
+    if os.environ.get(ENV_REST):
+        labels = [x for x in os.environ.get(ENV_LABELS, "").split(",") if x]
+        return Target(os.environ[ENV_REST].rstrip("/"), os.environ.get(ENV_GRPC, ""), labels)
+    if "target" in _SHARED:
+        return _SHARED["target"]
+    from serving.config import parse_monitoring_config, prometheus_path
+
+    source = newest_version(Path(model_base))
+    base = workdir / "models" / F.MODEL_NAME
+    base.mkdir(parents=True)
+    stable, canary = int(source.name), int(source.name) + 1
+    push_version(source, base, stable)
+    push_version(source, base, canary)
+    config = local_models_config(base, stable, canary, workdir / "models.config")
+    server = start_server(None, workdir / "server.log", model_config_file=config,
+                          monitoring_config_file=MONITORING_CONFIG)
+    pytest_config.add_cleanup(server.stop)
+    deployment = LocalDeployment(server, base, [stable, canary], {STABLE: stable, CANARY: canary},
+                                 prometheus_path(parse_monitoring_config(MONITORING_CONFIG)))
+    target = Target(server.rest_url, server.grpc_target, [STABLE, CANARY], deployment)
+    _SHARED["target"] = target
+    return target

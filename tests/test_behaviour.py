@@ -1,0 +1,128 @@
+"""Behavioural features: hand-checked values, point-in-time correctness, offline/online parity."""
+import math
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fraud import behaviour as B
+from fraud import features as F
+from fraud import ingest
+from tests.conftest import generate
+
+H, D = 3600, 86400
+T0 = 1_780_000_000
+
+
+def ev(tid, t, user="u1", amount=100.0, city="Lima", restaurant="R1", device="d1", label=0):
+    return B.Event(tid, T0 + t, user, amount, city, restaurant, device, label)
+
+
+def test_user_features_by_hand():
+    events = [ev("a", 0), ev("b", 30 * 60, amount=300.0), ev("c", 2 * H, amount=float("nan"), city="Cusco",
+                                                               device="d2")]
+    f = B.compute_offline(events)
+    assert f["a"]["user_txn_count_30d"] == 0 and f["a"]["user_device_is_new"] == 1.0
+    assert f["a"]["user_secs_since_prev"] == B.MAX_GAP_S and f["a"]["user_amount_ratio_30d"] == 1.0
+    b = f["b"]
+    assert b["user_txn_count_1h"] == 1 and b["user_amount_sum_1h"] == 100.0 and b["user_amount_ratio_30d"] == 3.0
+    assert b["user_secs_since_prev"] == 1800 and b["user_device_is_new"] == 0.0
+    c = f["c"]  # 2 h later in Cusco on a new device, amount missing
+    assert c["user_txn_count_1h"] == 0 and c["user_txn_count_1d"] == 2 and c["user_amount_mean_1d"] == 200.0
+    assert c["user_device_is_new"] == 1.0 and c["user_amount_ratio_30d"] == 1.0
+    km = F.haversine_km(*F.CITY_COORDS["Lima"], *F.CITY_COORDS["Cusco"])
+    assert c["user_travel_speed_kmh"] == pytest.approx(km / 1.5)
+    assert c["user_distinct_cities_1d"] == 1 and c["user_distinct_restaurants_1d"] == 1
+
+
+def test_same_second_events_do_not_see_each_other():
+    f = B.compute_offline([ev("a", 0), ev("b", 0), ev("c", 1)])
+    assert f["a"]["user_txn_count_1h"] == f["b"]["user_txn_count_1h"] == 0
+    assert f["c"]["user_txn_count_1h"] == 2
+
+
+def test_device_features():
+    f = B.compute_offline([ev("a", 0, user="u1"), ev("b", H, user="u2"), ev("c", 2 * H, user="u3"),
+                           ev("d", 3 * H, user="u4", device="")])
+    assert f["c"]["device_distinct_users_30d"] == 2 and f["c"]["device_txn_count_1d"] == 2
+    assert f["d"]["device_distinct_users_30d"] == 0  # unknown device: no history to share
+
+
+def test_restaurant_fraud_rate_uses_only_labels_older_than_the_delay():
+    events = [ev(f"old{i}", i * H, user=f"u{i}", label=1 if i < 2 else 0) for i in range(4)]  # day 0: 2/4 fraud
+    events += [ev("recent", 10 * D, user="x", label=1)]  # 3 days before the query: label not known yet
+    events += [ev("q", 13 * D, user="y")]
+    f = B.compute_offline(events)
+    assert f["q"]["restaurant_fraud_rate_delayed"] == pytest.approx(0.5)
+    assert f["q"]["restaurant_txn_count_7d"] == 1 and f["q"]["restaurant_txn_count_30d"] == 5
+    # At 6 days after day 0 nothing is old enough.
+    assert B.compute_offline(events[:4] + [ev("early", 6 * D, user="z")])["early"][
+        "restaurant_fraud_rate_delayed"] == 0.0
+
+
+def test_anomaly_score_terms():
+    history = [ev(f"h{i}", i * D + 20 * H, amount=100.0 + i) for i in range(5)]  # dinners in Lima
+    normal = ev("n", 5 * D + 20 * H, amount=104.0)
+    odd = ev("o", 5 * D + 4 * H, amount=5000.0, city="Cusco", device="new")  # new device, city, hour; 50x
+    f = B.compute_offline(history + [normal, odd])
+    assert f["n"]["user_anomaly_score"] < 1.0
+    assert f["o"]["user_anomaly_score"] >= 3.0 + 1.0  # new device + new city + big amount z (+ hour)
+
+
+def _replay_online(events):
+    state = B.OnlineFeatureState()
+    return {e.transaction_id: state.score_and_update(e) for e in sorted(events, key=lambda e: (e.time, e.transaction_id))}
+
+
+def test_offline_and_online_agree_on_a_generated_stream(tmp_path):
+    data = generate(tmp_path / "d", days=20, users=300)
+    frame = ingest.standardise(ingest.read_csv_dir(data), require_label=True).frame
+    events = B.events_from_frame(frame)
+    offline = B.compute_offline(events)
+    online = _replay_online(events)
+    assert len(offline) == len(online) == len(frame)
+    mismatches = [(tid, k) for tid in offline for k in F.BEHAVIOUR_FEATURES
+                  if not math.isclose(offline[tid][k], online[tid][k], rel_tol=1e-9, abs_tol=1e-9)]
+    assert not mismatches, mismatches[:5]
+    assert set(offline[events[0].transaction_id]) == set(F.BEHAVIOUR_FEATURES)
+    assert any(f["user_txn_count_1d"] > 0 for f in offline.values())
+    assert any(f["restaurant_fraud_rate_delayed"] > 0 for f in offline.values())
+
+
+def test_online_state_rejects_out_of_order_and_duplicates_and_cold_starts():
+    state = B.OnlineFeatureState()
+    state.score_and_update(ev("a", 100))
+    with pytest.raises(B.OutOfOrderEvent, match="time order"):
+        state.score_and_update(ev("b", 50))
+    with pytest.raises(B.DuplicateTransaction):
+        state.update(ev("a", 200))
+    cold = state.features(ev("z", 300, user="never-seen", device="never-seen", restaurant="never-seen"))
+    assert cold["user_txn_count_30d"] == 0 and cold["user_device_is_new"] == 1.0
+    assert cold["device_distinct_users_30d"] == 0 and cold["restaurant_txn_count_30d"] == 0
+
+
+event_strategy = st.builds(
+    lambda i, t, u, a, c, r, d, l: B.Event(f"t{i}", T0 + t, f"u{u}", a, c, f"R{r}", f"d{d}", l),
+    st.integers(0, 10**6), st.integers(0, 40 * D), st.integers(0, 3),
+    st.one_of(st.just(float("nan")), st.floats(0, 5000)), st.sampled_from(["Lima", "Cusco", "", "Atlantis"]),
+    st.integers(0, 2), st.integers(0, 3), st.sampled_from([0, 1, -1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event_strategy, min_size=2, max_size=40, unique_by=lambda e: e.transaction_id),
+       st.integers(0, 40 * D), st.randoms(use_true_random=False))
+def test_point_in_time_changing_the_future_never_changes_the_past(events, cut, rnd):
+    """Changing or deleting any row at or after t leaves every feature of rows before t unchanged."""
+    t = T0 + cut
+    before = {tid: f for tid, f in B.compute_offline(events).items()
+              if next(e for e in events if e.transaction_id == tid).time < t}
+    changed = []
+    for e in events:
+        if e.time < t:
+            changed.append(e)
+        elif rnd.random() < 0.5:  # delete it, or rewrite everything but its time-order position
+            changed.append(B.Event(e.transaction_id, e.time + rnd.randint(0, D), e.user_id,
+                                   rnd.uniform(0, 9999), "Cusco", "R0", "d0", 1))
+    after = B.compute_offline(changed)
+    for tid, feats in before.items():
+        assert after[tid] == pytest.approx(feats, nan_ok=True), tid

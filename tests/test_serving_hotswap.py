@@ -1,0 +1,149 @@
+"""Hot swap on the local server: versions pushed while clients keep sending requests.
+
+A new version is pushed the way TFX's Pusher does it (files first, saved_model.pb last) while REST and gRPC
+client loops run: no request may fail, and the new version must answer afterwards. Then a broken version
+(garbage saved_model.pb) is pushed: it is reported in the model status and the log, and the current version
+keeps serving; once the folder is rewritten with a good model it is retried and served.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import grpc
+import pytest
+import requests
+
+from fraud import features as F
+from serving.client_grpc import GrpcClient
+from serving.client_rest import RestClient, ServingError, json_safe
+from serving.example import example_transaction
+from serving.process import start_server
+from serving.testing import newest_version, push_version
+
+pytestmark = pytest.mark.slow
+TIMEOUT = 10
+
+
+class ClientLoops:
+    """REST and gRPC clients predicting in a loop; every outcome is recorded."""
+
+    def __init__(self, rest_url: str, grpc_target: str, threads_per_api: int = 2):
+        self.rest_url, self.grpc_target = rest_url, grpc_target
+        self.failures: list[str] = []
+        self.grpc_versions: list[tuple[float, int]] = []  # (time, version that answered)
+        self.ok = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(threads_per_api)]
+        self._threads += [threading.Thread(target=self._grpc, daemon=True) for _ in range(threads_per_api)]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(TIMEOUT + 5)
+
+    def _rest(self):
+        client = RestClient(self.rest_url, timeout=TIMEOUT)
+        row = json_safe(example_transaction())
+        while not self._stop.is_set():
+            try:
+                assert len(client.predict([row])) == 1
+                with self._lock:
+                    self.ok += 1
+            except (ServingError, requests.RequestException, AssertionError) as exc:
+                with self._lock:
+                    self.failures.append(f"REST: {exc}")
+
+    def _grpc(self):
+        client = GrpcClient(self.grpc_target, timeout=TIMEOUT)
+        row = example_transaction()
+        while not self._stop.is_set():
+            try:
+                scores, version = client.predict([row])
+                with self._lock:
+                    self.ok += 1
+                    self.grpc_versions.append((time.monotonic(), version))
+            except grpc.RpcError as exc:
+                with self._lock:
+                    self.failures.append(f"gRPC: {exc.code().name}: {exc.details()}")
+        client.close()
+
+    def latest_version(self) -> int | None:
+        with self._lock:
+            return self.grpc_versions[-1][1] if self.grpc_versions else None
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def statuses(rest_url: str) -> dict[int, dict]:
+    document = requests.get(f"{rest_url}/v1/models/{F.MODEL_NAME}", timeout=TIMEOUT).json()
+    return {int(s["version"]): s for s in document["model_version_status"]}
+
+
+def test_push_while_serving_then_broken_version(small_run, tmp_path):
+    source = newest_version(small_run.model_base)
+    base = tmp_path / "models" / F.MODEL_NAME
+    base.mkdir(parents=True)
+    first = int(source.name)
+    push_version(source, base, first)
+    server = start_server(base, tmp_path / "server.log", poll_seconds=0.2)
+    try:
+        with ClientLoops(server.rest_url, server.grpc_target) as loops:
+            wait_for(lambda: loops.latest_version() == first, 30, "the first version to answer")
+            time.sleep(1.0)
+
+            # 1. A new version arrives while requests are flowing.
+            second = first + 1
+            (base / "incomplete").mkdir()  # not a number: never a version
+            half = base / str(second + 50)
+            shutil.copytree(source / "variables", half / "variables")  # no saved_model.pb yet: not a version
+            push_version(source, base, second)
+            swapped_at = wait_for(lambda: loops.latest_version() == second and time.monotonic(), 60,
+                                  "the pushed version to answer")
+            time.sleep(1.0)
+            after_swap = [v for t, v in loops.grpc_versions if t > swapped_at + 0.5]
+            assert after_swap and set(after_swap) == {second}, "requests after the swap went to an old version"
+            state = statuses(server.rest_url)
+            assert state[second]["state"] == "AVAILABLE" and state[first]["state"] == "END"
+            assert second + 50 not in state
+
+            # 2. A broken version: reported, and the current one keeps serving.
+            broken = second + 1
+            (base / str(broken)).mkdir()
+            (base / str(broken) / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+            report = wait_for(lambda: statuses(server.rest_url).get(broken, {}).get("status", {})
+                              .get("error_message"), 30, "the broken version to be reported")
+            assert statuses(server.rest_url)[broken]["state"] == "END"
+            assert str(broken) in report and "failed" in report
+            time.sleep(1.0)
+            assert loops.latest_version() == second
+            assert statuses(server.rest_url)[second]["state"] == "AVAILABLE"
+
+            # 3. The folder is rewritten with a good model: it is retried and served.
+            shutil.rmtree(base / str(broken))
+            push_version(source, base, broken)
+            wait_for(lambda: loops.latest_version() == broken, 60, "the repaired version to answer")
+            time.sleep(0.5)
+        assert loops.failures == [], loops.failures[:5]
+        assert loops.ok > 50
+        log = server.log()
+        assert f"Loading servable {{name: {F.MODEL_NAME} version: {broken}}} failed" in log
+        assert "still serving version(s)" in log
+        assert server.alive()
+    finally:
+        server.stop()
