@@ -103,5 +103,5 @@ def BehaviouralFeatures(
                  os.path.join(augmented_examples.uri, f"Split-{s}", "data_tfrecord"),
                  file_name_suffix=".gz", compression_type=beam.io.filesystem.CompressionTypes.GZIP))
     augmented_examples.split_names = examples.split_names
-    for key, value in examples.custom_properties.items():  # row counts, time ranges per split
+    for key, value in examples.mlmd_artifact.custom_properties.items():  # row counts, time ranges per split
         augmented_examples.mlmd_artifact.custom_properties[key].CopyFrom(value)

@@ -1,14 +1,21 @@
 """`fraudctl`: generate data, run the pipeline, score transactions. Each subcommand has --help."""
 from __future__ import annotations
 
+import os
 import sys
 import time
+import warnings
 from datetime import date, datetime
 from pathlib import Path
 
 import click
 
 from fraud import features as F
+
+# google-api-core warns about Python 3.10 on every import of TFX; the stack is pinned (see README).
+warnings.filterwarnings("ignore", category=FutureWarning)
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # Beam worker processes too
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def _date(ctx, param, value):

@@ -182,7 +182,7 @@ def _raw_path(request: Request) -> str:
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    value = int(text)
+    value = int(text) if len(text) <= 20 else _INT64_MAX + 1
     if value > _INT64_MAX:
         raise errors.invalid(f"Failed to convert version: {text} to numeric.")
     return value

@@ -6,6 +6,7 @@ so a client mistake is an INVALID_ARGUMENT with a readable message rather than a
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,15 @@ def read_signature_defs(export_dir: str | Path) -> dict:
     path = Path(export_dir) / "saved_model.pb"
     saved_model = saved_model_pb2.SavedModel()
     try:
-        saved_model.ParseFromString(path.read_bytes())
-    except Exception as exc:
-        raise LoadError(f"cannot parse {path}: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the pure-Python protobuf only *warns* on some corrupt input
+            saved_model.ParseFromString(path.read_bytes())
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # DecodeError, or the warning turned error (its text is unhelpful)
+        raise LoadError(f"{path} is not a valid SavedModel: it cannot be parsed") from exc
+    if not saved_model.meta_graphs:
+        raise LoadError(f"{path} is not a valid SavedModel: it holds no meta graph")
     for meta_graph in saved_model.meta_graphs:
         if not meta_graph.meta_info_def.tags or "serve" in meta_graph.meta_info_def.tags:
             return dict(meta_graph.signature_def)

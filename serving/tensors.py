@@ -26,7 +26,7 @@ from serving.errors import invalid
 
 MAX_BATCH_SIZE = 10_000  # rows (instances, examples, 0th dimension) per request; more -> 400
 MAX_TENSOR_ELEMENTS = 10_000_000  # a gRPC TensorProto may not declare more elements than this
-MAX_RANK = 32
+MAX_RANK = 16  # dimensions of one JSON value (numpy arrays stop at 32, the batch adds one)
 MAX_ERROR_VALUE_CHARS = 200  # long JSON values are cut in error messages (upstream prints them whole)
 
 ROW = "row"
@@ -85,6 +85,8 @@ def parse_json(body: bytes | str) -> dict:
         raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}")
     except RecursionError:
         raise invalid("JSON Parse error: the document is nested too deeply")
+    except ValueError as exc:  # e.g. an integer literal beyond Python's int-from-text digit limit
+        raise invalid(f"JSON Parse error: {exc}")
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {value_to_string(doc)} Is not object")
     return doc
