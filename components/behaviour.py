@@ -18,6 +18,8 @@ from tfx.types import artifact_utils, standard_artifacts
 from fraud import behaviour as B
 from fraud import features as F
 
+_GZIP = beam.io.filesystem.CompressionTypes.GZIP
+
 
 def _value(feature: tf.train.Feature):
     kind = feature.WhichOneof("kind")
@@ -63,6 +65,40 @@ class _Join(beam.DoFn):
         yield split, add_features(record, feats)
 
 
+def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS):
+    """The Beam graph: `inputs` maps split name -> file pattern of gzipped tf.Example TFRecords; every split
+    is written to <output_dir>/Split-<name>/ with the behavioural features added."""
+    tagged = [
+        p | f"Read[{s}]" >> beam.io.ReadFromTFRecord(pattern, compression_type=_GZIP)
+        | f"Tag[{s}]" >> beam.Map(lambda r, s=s: (s, r))
+        for s, pattern in inputs.items()
+    ]
+    records = tagged | "AllSplits" >> beam.Flatten()
+    events = records | "ToEvent" >> beam.Map(lambda sr: (to_event(sr[1]), sr))
+    by_tid = events | "KeyExample" >> beam.Map(lambda es: (es[0].transaction_id, es[1]))
+
+    def per_entity(name, key_fn, fn):
+        return (events
+                | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
+                | f"Group[{name}]" >> beam.GroupByKey()
+                | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
+
+    user = per_entity("user", lambda e: e.user_id, B.user_features_for_entity)
+    device = per_entity("device", lambda e: e.device_id, B.device_features_for_entity)
+    restaurant = per_entity(
+        "restaurant", lambda e: e.restaurant_id,
+        lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days))
+    feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
+    joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
+    for s in inputs:
+        (joined
+         | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
+         | f"Record[{s}]" >> beam.Map(lambda kv: kv[1])
+         | f"Write[{s}]" >> beam.io.WriteToTFRecord(
+             os.path.join(output_dir, f"Split-{s}", "data_tfrecord"), file_name_suffix=".gz",
+             compression_type=_GZIP))
+
+
 @component(use_beam=True)
 def BehaviouralFeatures(
     examples: InputArtifact[standard_artifacts.Examples],
@@ -72,36 +108,8 @@ def BehaviouralFeatures(
 ):
     splits = artifact_utils.decode_split_names(examples.split_names)
     with beam_pipeline as p:
-        tagged = [
-            p | f"Read[{s}]" >> beam.io.ReadFromTFRecord(
-                os.path.join(examples.uri, f"Split-{s}", "*"), compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-            | f"Tag[{s}]" >> beam.Map(lambda r, s=s: (s, r))
-            for s in splits
-        ]
-        records = tagged | "AllSplits" >> beam.Flatten()
-        events = records | "ToEvent" >> beam.Map(lambda sr: (to_event(sr[1]), sr))
-        by_tid = events | "KeyExample" >> beam.Map(lambda es: (es[0].transaction_id, es[1]))
-
-        def per_entity(name, key_fn, fn):
-            return (events
-                    | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
-                    | f"Group[{name}]" >> beam.GroupByKey()
-                    | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
-
-        user = per_entity("user", lambda e: e.user_id, B.user_features_for_entity)
-        device = per_entity("device", lambda e: e.device_id, B.device_features_for_entity)
-        restaurant = per_entity(
-            "restaurant", lambda e: e.restaurant_id,
-            lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days))
-        feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
-        joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
-        for s in splits:
-            (joined
-             | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
-             | f"Record[{s}]" >> beam.Map(lambda kv: kv[1])
-             | f"Write[{s}]" >> beam.io.WriteToTFRecord(
-                 os.path.join(augmented_examples.uri, f"Split-{s}", "data_tfrecord"),
-                 file_name_suffix=".gz", compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+        build(p, {s: os.path.join(examples.uri, f"Split-{s}", "*") for s in splits}, augmented_examples.uri,
+              label_delay_days=label_delay_days)
     augmented_examples.split_names = examples.split_names
     for key, value in examples.mlmd_artifact.custom_properties.items():  # row counts, time ranges per split
         augmented_examples.mlmd_artifact.custom_properties[key].CopyFrom(value)

@@ -1001,7 +1001,7 @@ def plot_calibration(data: ReportData) -> str:
         y = k / n
         lo, hi = _wilson(k, n)
         color = _COLORS[model]
-        ax.errorbar(x + shift, y, yerr=[y - lo, hi - y], fmt="none", ecolor=color, alpha=0.45, lw=1)
+        ax.errorbar(x + shift, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="none", ecolor=color, alpha=0.45, lw=1)
         big = n >= 20
         ax.scatter(x[big] + shift, y[big], s=28, color=color, label=f"{model} (TFMA calibration plot)", zorder=3)
         ax.scatter(x[~big] + shift, y[~big], s=28, facecolors="white", edgecolors=color, zorder=3,
