@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from fraud import features as F
 
-DAY = 86400
+DAY = 86400  # seconds
 MAX_GAP_S = 30 * DAY
 UNKNOWN_LABEL = -1
 

@@ -617,7 +617,8 @@ def alert_budget_table(data_eval, curves: Curves | None, thresholds: list[tuple[
         tp, fp, fn = source["tp"], source["fp"], source["fn"]
         caught, missed = float(amounts[mask & labels].sum()), float(amounts[~mask & labels].sum())
         rows.append({
-            "budget_per_day": budget, "budgets": budgets, "threshold": t, "operating": operating is not None and abs(t - operating) < 1e-9,
+            "budget_per_day": budget, "budgets": budgets, "threshold": t,
+            "operating": operating is not None and abs(t - operating) < 1e-9,
             "alerts": tp + fp, "alerts_per_day": (tp + fp) / max(days, 1), "tp": tp, "fp": fp,
             "false_alarms_per_day": fp / max(days, 1),
             "precision": tp / (tp + fp) if tp + fp else float("nan"),
@@ -1001,7 +1002,8 @@ def plot_calibration(data: ReportData) -> str:
         y = k / n
         lo, hi = _wilson(k, n)
         color = _COLORS[model]
-        ax.errorbar(x + shift, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="none", ecolor=color, alpha=0.45, lw=1)
+        ax.errorbar(x + shift, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="none", ecolor=color,
+                    alpha=0.45, lw=1)
         big = n >= 20
         ax.scatter(x[big] + shift, y[big], s=28, color=color, label=f"{model} (TFMA calibration plot)", zorder=3)
         ax.scatter(x[~big] + shift, y[~big], s=28, facecolors="white", edgecolors=color, zorder=3,
@@ -1125,8 +1127,8 @@ def _section_decision(d: ReportData) -> str:
                    '<th>candidate</th><th>baseline</th><th>margin</th><th class="l">result</th></tr>')
         for r in d.decision:
             cls = {"FAILED": "FAILED", "passed": "passed"}.get(r.status, "na")
-            margin_note = ("" if r.kind == "value" else
-                           f' title="candidate - baseline = {_num(None if r.candidate is None or r.baseline is None else r.candidate - r.baseline)}"')
+            diff = None if r.candidate is None or r.baseline is None else r.candidate - r.baseline
+            margin_note = "" if r.kind == "value" else f' title="candidate - baseline = {_num(diff)}"'
             out.append(f'<tr data-threshold="{_e(r.metric)}:{r.kind}" data-status="{r.status}"><td class="l">'
                        f'{_e(r.rule)}</td><td>{r.bound:+g}</td>{_cell(r.candidate, _CANDIDATE, r.metric)}'
                        f'{_cell(r.baseline, _BASELINE, r.metric)}<td{margin_note}>{_num(r.margin)}</td>'
@@ -1150,7 +1152,8 @@ def _section_headline(d: ReportData) -> str:
         out.append('<div class="kpi">'
                    f'<div><span>operating threshold</span><b>{op.threshold:.3f}</b>'
                    f'<span>budget {op.alerts_per_day_budget:g} alerts/day</span></div>'
-                   f'<div><span>fraud caught (recall)</span><b>{_pct(c.get(OP_RECALL))}</b><span>eval split</span></div>'
+                   f'<div><span>fraud caught (recall)</span><b>{_pct(c.get(OP_RECALL))}</b>'
+                   '<span>eval split</span></div>'
                    f'<div><span>alerts that are fraud</span><b>{_pct(c.get(OP_PRECISION))}</b>'
                    f'<span>precision</span></div>'
                    f'<div><span>alerts per day</span><b>{_num(c.get(OP_ALERTS_PER_DAY), 1)}</b>'
@@ -1242,7 +1245,8 @@ def _section_alerts(d: ReportData) -> str:
            '<th>fraud missed (PEN)</th><th>share of fraud PEN caught</th></tr>']
     for r in d.alert_table:
         out.append(f'<tr class="{"op" if r["operating"] else ""}" data-threshold="{r["threshold"]}">'
-                   f'<td>{", ".join(f"{b:g}" for b in r["budgets"])}</td><td>{r["threshold"]:.3f}</td><td>{r["alerts_per_day"]:.1f}</td>'
+                   f'<td>{", ".join(f"{b:g}" for b in r["budgets"])}</td><td>{r["threshold"]:.3f}</td>'
+                   f'<td>{r["alerts_per_day"]:.1f}</td>'
                    f'<td>{r["false_alarms_per_day"]:.1f}</td><td>{_pct(r["precision"])}</td>'
                    f'<td>{_pct(r["recall"])}</td><td>{_pen(r["pen_caught"])}</td><td>{_pen(r["pen_missed"])}</td>'
                    f'<td>{_pct(r["pen_caught_share"])}</td></tr>')
@@ -1339,7 +1343,8 @@ def _section_references(d: ReportData) -> str:
                '<th>recall @1% FPR</th><th>threshold</th><th>precision @budget</th><th>recall @budget</th>'
                '<th>alerts/day</th><th>calibration</th><th>seconds</th></tr>')
     c = d.candidate
-    out.append(f'<tr class="op"><td class="l">candidate (TFMA)</td>{_cell(c.get(F.METRIC_PR_AUC), _CANDIDATE, F.METRIC_PR_AUC)}'
+    out.append(f'<tr class="op"><td class="l">candidate (TFMA)</td>'
+               f'{_cell(c.get(F.METRIC_PR_AUC), _CANDIDATE, F.METRIC_PR_AUC)}'
                f'{_cell(c.get(F.METRIC_ROC_AUC), _CANDIDATE, F.METRIC_ROC_AUC)}'
                f'{_cell(c.get(METRIC_RECALL_AT_1PCT_FPR), _CANDIDATE, METRIC_RECALL_AT_1PCT_FPR)}'
                f'<td>{_num(d.operating.threshold if d.operating else None, 3)}</td><td>{_pct(c.get(OP_PRECISION))}</td>'
@@ -1374,10 +1379,12 @@ def _section_run(d: ReportData) -> str:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in d.timings.items())
     warnings = "".join(f'<p class="note FAILED">{_e(w)}</p>' for w in d.warnings)
     return f"""<section id="run"><h2>9. Run details and the TFMA result in a notebook</h2>
-<table><tr><th class="l">component</th><th class="l">state</th><th>seconds</th><th class="l">error</th></tr>{rows}</table>
+<table><tr><th class="l">component</th><th class="l">state</th><th>seconds</th><th class="l">error</th></tr>
+{rows}</table>
 <p class="note">To explore the TFMA result interactively (Jupyter with the TFMA widgets):</p>
 <pre id="notebook">{_e(notebook)}</pre>
-<p class="note">Built from ML Metadata at <code>{_e(os.path.join(d.root, "metadata.sqlite"))}</code> ({_e(timings)}).</p>
+<p class="note">Built from ML Metadata at <code>{_e(os.path.join(d.root, "metadata.sqlite"))}</code>
+({_e(timings)}).</p>
 {warnings}</section>"""
 
 

@@ -11,7 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from fraud import features as F
 
-HEADLINE_METRICS = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, "recall_at_1pct_fpr", F.METRIC_PRECISION,
+HEADLINE_METRICS = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, "recall_at_1pct_fpr", "card_precision_at_k", F.METRIC_PRECISION,
                     F.METRIC_RECALL, F.METRIC_CALIBRATION, F.METRIC_EXAMPLE_COUNT)
 _STATE = metadata_store_pb2.Execution.State
 

@@ -238,10 +238,10 @@ def build_tables(raw: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]
         home = profile[F.HOME_CITY].get(uid)
         age = profile[F.USER_AGE].get(uid)
         if age is not None:
-            try:
-                age = int(round(float(age)))
-            except ValueError:
+            number = pd.to_numeric(pd.Series([age]), errors="coerce")[0]
+            if math.isnan(number):
                 raise ingest.DataContractError(f"column {F.USER_AGE!r} must be numeric, got {age!r} for {uid}")
+            age = int(round(number))
         row = {F.USER_ID: uid, VALID_FROM: int(first[uid]) - int(rng.integers(0, SIGNUP_MAX_DAYS * 86400)),
                F.HOME_CITY: home, F.USER_AGE: age, F.USER_GENDER: profile[F.USER_GENDER].get(uid)}
         user_rows.append(row)
@@ -348,9 +348,13 @@ def write_database(url: str, source: pd.DataFrame | str | Path, *, seed: int = 0
                     conn.execute(md.tables[name].insert(), records[i:i + _CHUNK])
                 say(f"wrote table {name} ({len(records)} rows)")
     except sa_exc.DBAPIError as exc:
-        raise DataSourceError(f"writing the tables into {safe} failed: {_reason(exc)}") from exc
+        failure = f"writing the tables into {safe} failed: {_reason(exc)}"
+    else:
+        failure = None
     finally:
         engine.dispose()
+    if failure:
+        raise DataSourceError(failure)
     users, devices = tables[USERS], tables[DEVICES]
     return WriteSummary(
         url=safe, transactions=len(tables[TRANSACTIONS]), users=users[F.USER_ID].nunique(),
@@ -405,8 +409,10 @@ def _engine(url: str, *, must_exist: bool) -> tuple[sa.engine.Engine, str]:
     try:
         parsed = make_url(url)
     except sa_exc.ArgumentError:
+        parsed = None
+    if parsed is None:
         raise DataSourceError(f"{safe!r} is not a database URL; expected e.g. sqlite:////abs/path/transactions.db "
-                              "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+                              "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     backend = parsed.get_backend_name()
     connect_args = {}
     if backend == "sqlite":
@@ -420,11 +426,11 @@ def _engine(url: str, *, must_exist: bool) -> tuple[sa.engine.Engine, str]:
     elif backend == "postgresql" and parsed.get_driver_name() == "psycopg2":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
-        engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=NullPool, future=True)
+        return sa.create_engine(parsed, connect_args=connect_args, poolclass=NullPool, future=True), safe
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
-        raise DataSourceError(f"no SQLAlchemy dialect/driver for {safe}: {exc}. Supported here: sqlite:///PATH "
-                              "and postgresql://... (psycopg2)") from None
-    return engine, safe
+        reason = str(exc)
+    raise DataSourceError(f"no SQLAlchemy dialect/driver for {safe}: {reason}. Supported here: sqlite:///PATH "
+                          "and postgresql://... (psycopg2)")
 
 
 def _reason(exc: BaseException) -> str:
@@ -437,11 +443,14 @@ def _connect(engine: sa.engine.Engine, safe: str):
     try:
         return engine.connect()
     except sa_exc.DBAPIError as exc:
-        url = engine.url
-        where = f" at {url.host}:{url.port or 'its default port'}" if url.host else ""
-        raise DataSourceError(
-            f"cannot connect to the database {safe}: {_reason(exc)}. Check that the server is running and accepts "
-            f"connections{where}, and that the database name, user and password in the URL are right") from exc
+        reason = _reason(exc)
+    # Raised outside the except block, so this message (not the driver's) is the root of the error chain
+    # that the pipeline runner reports; the driver's first line is part of it.
+    url = engine.url
+    where = f" at {url.host}:{url.port or 'its default port'}" if url.host else ""
+    raise DataSourceError(
+        f"cannot connect to the database {safe}: {reason}. Check that the server is running and accepts "
+        f"connections{where}, and that the database name, user and password in the URL are right")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,9 +575,13 @@ def read_with_report(url: str) -> tuple[pd.DataFrame, ReadReport]:
                 names = list(result.keys())
                 rows = result.fetchall()
     except sa_exc.DBAPIError as exc:
-        raise DataSourceError(f"reading the transactions from {safe} failed: {_reason(exc)}") from exc
+        failure = f"reading the transactions from {safe} failed: {_reason(exc)}"
+    else:
+        failure = None
     finally:
         engine.dispose()
+    if failure:
+        raise DataSourceError(failure)
 
     values = list(zip(*rows)) if rows else [()] * len(names)
     raw = dict(zip(names, values))

@@ -10,10 +10,13 @@ from fraud import features as F
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
+METRIC_CARD_PRECISION = "card_precision_at_k"
+DEFAULT_CARD_PRECISION_K = 100
 
 
-def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None, **config) -> tfma.MetricConfig:
-    metric = tfma.MetricConfig(class_name=class_name, config=json.dumps(config))
+def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None, module: str = "",
+            **config) -> tfma.MetricConfig:
+    metric = tfma.MetricConfig(class_name=class_name, config=json.dumps(config), module=module)
     if threshold is not None:
         # Gate on the overall slice only: small slices (a city with no fraud in the eval week) have no
         # meaningful PR-AUC. Slices are reported, not gated.
@@ -39,8 +42,8 @@ def regression_threshold(tolerance: float) -> tfma.MetricThreshold:
         direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -tolerance}))
 
 
-def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float,
-                      operating_threshold: float) -> tfma.EvalConfig:
+def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float, operating_threshold: float,
+                      card_precision_k: int = DEFAULT_CARD_PRECISION_K) -> tfma.EvalConfig:
     def spec(name: str, is_baseline: bool) -> tfma.ModelSpec:
         return tfma.ModelSpec(name=name, signature_name=F.EXAMPLES_SIGNATURE, label_key=F.LABEL,
                               prediction_key=F.SCORE_OUTPUT, is_baseline=is_baseline)
@@ -54,8 +57,10 @@ def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float,
         _metric("AUC", regression_threshold(regression_tolerance), name=F.METRIC_ROC_AUC, num_thresholds=10000),
         _metric("Precision", name=F.METRIC_PRECISION, thresholds=[operating_threshold]),
         _metric("Recall", name=F.METRIC_RECALL, thresholds=[operating_threshold]),
-        _metric("SensitivityAtSpecificity", name=METRIC_RECALL_AT_1PCT_FPR, specificity=0.99,
-                num_thresholds=10000),
+        _metric("SensitivityAtSpecificity", regression_threshold(regression_tolerance),
+                name=METRIC_RECALL_AT_1PCT_FPR, specificity=0.99, num_thresholds=10000),
+        _metric("CardPrecisionAtK", regression_threshold(regression_tolerance), module="fraud.tfma_metrics",
+                name=METRIC_CARD_PRECISION, k=card_precision_k),
         _metric("Calibration", name=F.METRIC_CALIBRATION),
         _metric("CalibrationPlot", name="calibration_plot", num_buckets=20),
         _metric("ConfusionMatrixPlot", name="confusion_matrix_plot"),

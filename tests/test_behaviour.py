@@ -126,3 +126,19 @@ def test_point_in_time_changing_the_future_never_changes_the_past(events, cut, r
     after = B.compute_offline(changed)
     for tid, feats in before.items():
         assert after[tid] == pytest.approx(feats, nan_ok=True), tid
+
+
+def test_card_precision_at_k_by_hand():
+    from fraud.tfma_metrics import card_precision_at_k
+    import numpy as np
+
+    days = np.array([0, 0, 0, 0, 1, 1, 1])
+    cards = np.array(["a", "b", "b", "c", "a", "d", "e"])
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.99, 0.5, 0.4])
+    labels = np.array([1, 0, 0, 0, 1, 1, 0])
+    # Day 0, k=2: cards a (0.9, fraud) and b (0.8) -> 1/2. Day 1: a already flagged; d (fraud), e -> 1/2.
+    assert card_precision_at_k(days, cards, scores, labels, k=2) == 0.5
+    # k=1: day 0 -> a (fraud) 1/1; day 1 -> d (a excluded) fraud -> 1/1.
+    assert card_precision_at_k(days, cards, scores, labels, k=1) == 1.0
+    # Precision is over k even when fewer cards exist (investigators had spare capacity).
+    assert card_precision_at_k(days, cards, scores, labels, k=4) == pytest.approx((1 / 4 + 1 / 4) / 2)

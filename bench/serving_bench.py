@@ -1,0 +1,172 @@
+"""Serving benchmark: REST and gRPC against the same SavedModel signature called in-process, in one run.
+
+    .venv/bin/python bench/serving_bench.py --model-base runs/demo/serving_models/fraud_detector
+
+Measures, for one transaction per request (the card-authorisation case):
+- single-request latency p50 / p99 (sequential calls) for in-process, REST and gRPC;
+- throughput (requests/s) with 1, 8 and 32 concurrent clients;
+each also as a ratio to in-process. The server runs as its own process (`python -m fraud.serve_cli`) on the
+same machine as the clients, so on a small machine clients and server compete for the same cores: read the
+figures as "what the serving layer costs here", not as capacity planning. Results are printed as a table and,
+with --json, written as JSON (bench/results/ is git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the repo root
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fraud import features as F  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latencies(call, n: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def throughput(make_call, clients: int, seconds: float) -> float:
+    """Requests per second with `clients` threads, each with its own client (connection)."""
+    calls = [make_call() for _ in range(clients)]
+    for call in calls:
+        call()
+    counts = [0] * clients
+    errors: list[BaseException] = []
+    start = threading.Barrier(clients + 1)
+    stop = threading.Event()
+
+    def worker(i: int):
+        start.wait()
+        try:
+            while not stop.is_set():
+                calls[i]()
+                counts[i] += 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
+    return sum(counts) / elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-base", required=True, type=Path,
+                        help=f"model base dir (<serving-dir>/{F.MODEL_NAME}) or a serving dir")
+    parser.add_argument("--requests", type=int, default=500, help="sequential requests per latency measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import grpc
+    import requests
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from serving.client_grpc import GrpcClient
+    from serving.example import example_transaction, typed
+    from serving.process import start_server
+    from serving.server import resolve_model_base
+    from serving.testing import newest_version
+
+    base = resolve_model_base(args.model_base, F.MODEL_NAME)
+    version_dir = newest_version(base)
+    signature = tf.saved_model.load(str(version_dir)).signatures[F.SERVING_SIGNATURE]
+    inputs = sorted(signature.structured_input_signature[1])
+    row = typed(example_transaction(inputs))
+    from serving.client_grpc import input_arrays
+
+    tensors = {k: tf.constant(v) for k, v in input_arrays([row]).items()}
+
+    def in_process():
+        return signature(**tensors)[F.SCORE_OUTPUT].numpy()
+
+    log_dir = Path(tempfile.mkdtemp(prefix="serving_bench_"))
+    server = start_server(base, log_dir / "server.log")
+    body = json.dumps({"signature_name": F.SERVING_SIGNATURE, "instances": [row]})
+    url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
+    request_proto = GrpcClient(server.grpc_target).predict_request([row])
+
+    def make_rest():
+        session = requests.Session()
+
+        def call():
+            response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+            if response.status_code != 200:
+                raise RuntimeError(response.text)
+        return call
+
+    def make_grpc():
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
+        return lambda: stub.Predict(request_proto, timeout=30)
+
+    results = {"model_version": int(version_dir.name), "cpus": os.cpu_count(), "requests": args.requests,
+               "seconds": args.seconds, "latency_ms": {}, "throughput_rps": {}}
+    try:
+        for name, call in (("in-process", in_process), ("REST", make_rest()), ("gRPC", make_grpc())):
+            values = latencies(call, args.requests)
+            results["latency_ms"][name] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
+                                           "mean": statistics.fmean(values)}
+        for clients in [int(c) for c in args.clients.split(",")]:
+            results["throughput_rps"][str(clients)] = {
+                "in-process": throughput(lambda: in_process, clients, args.seconds),
+                "REST": throughput(make_rest, clients, args.seconds),
+                "gRPC": throughput(make_grpc, clients, args.seconds),
+            }
+    finally:
+        server.stop()
+
+    print(f"\nServing benchmark: {F.MODEL_NAME} version {results['model_version']}, one transaction per request, "
+          f"{results['cpus']} CPUs (clients and server on the same machine)\n")
+    lat = results["latency_ms"]
+    base_lat = lat["in-process"]
+    print(f"{'single request':<22}{'p50 ms':>10}{'p99 ms':>10}{'p50 x in-proc':>15}{'p99 x in-proc':>15}")
+    for name in ("in-process", "REST", "gRPC"):
+        print(f"{name:<22}{lat[name]['p50']:>10.2f}{lat[name]['p99']:>10.2f}"
+              f"{lat[name]['p50'] / base_lat['p50']:>15.2f}{lat[name]['p99'] / base_lat['p99']:>15.2f}")
+    print(f"\n{'throughput (req/s)':<22}{'in-process':>12}{'REST':>10}{'gRPC':>10}{'REST/in-proc':>14}"
+          f"{'gRPC/in-proc':>14}")
+    for clients, row_ in results["throughput_rps"].items():
+        print(f"{clients + ' client(s)':<22}{row_['in-process']:>12.0f}{row_['REST']:>10.0f}{row_['gRPC']:>10.0f}"
+              f"{row_['REST'] / row_['in-process']:>14.2f}{row_['gRPC'] / row_['in-process']:>14.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"\nwritten to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
