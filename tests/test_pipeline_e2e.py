@@ -52,9 +52,8 @@ def test_pushed_model_signatures_answer(small_run):
     raw = model.signatures[F.SERVING_SIGNATURE]
     inputs = {name: spec for name, spec in raw.structured_input_signature[1].items()}
     assert set(inputs) == set(F.MODEL_INPUTS)
-    row = {F.AMOUNT: [150.25], F.USER_AGE: [float("nan")], F.EVENT_TIME: [1780355707]}
-    row.update({k: [""] for k in F.CATEGORICAL_FEATURES})
-    row[F.CITY] = ["Lima"]
+    row = {k: {"float": [0.0], "int": [1780355707], "string": [""]}[F.input_kind(k)] for k in F.MODEL_INPUTS}
+    row.update({F.AMOUNT: [150.25], F.USER_AGE: [float("nan")], F.CITY: ["Lima"]})
     score = raw(**{k: tf.constant(v, dtype=inputs[k].dtype) for k, v in row.items()})[F.SCORE_OUTPUT].numpy()
     assert score.shape == (1,) and 0.0 <= score[0] <= 1.0
 
