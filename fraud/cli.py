@@ -39,9 +39,15 @@ def main():
 @click.option("--users", default=4000, show_default=True, type=click.IntRange(50, 10_000_000), help="Card holders.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed (same seed, same bytes).")
 @click.option("--start", default="2026-06-01", show_default=True, callback=_date, help="First day, YYYY-MM-DD.")
-def generate(out_dir: Path, days: int, users: int, seed: int, start: date):
-    """Write a synthetic, labelled transactions data set (CSV files, one per month)."""
+@click.option("--sqlite", "sqlite_path", default=None, type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the data set into this new SQLite file as normalized tables (transactions, users, "
+                   "devices, restaurants; profiles with history); train on it with --data sqlite:////ABS/PATH.")
+def generate(out_dir: Path, days: int, users: int, seed: int, start: date, sqlite_path: Path | None):
+    """Write a synthetic, labelled transactions data set (CSV files, one per month; optionally SQLite)."""
     from fraud import datagen
+
+    if sqlite_path is not None and sqlite_path.exists():  # checked before spending time on the CSVs
+        raise click.ClickException(f"{sqlite_path} already exists; choose a new path for --sqlite")
 
     started = time.time()
     try:
@@ -53,6 +59,17 @@ def generate(out_dir: Path, days: int, users: int, seed: int, start: date):
                f"from {summary.first_day} to {summary.last_day} into {out_dir} in {time.time() - started:.1f} s")
     for scenario, count in sorted(summary.scenarios.items()):
         click.echo(f"  {scenario:<24} {count}")
+    if sqlite_path is not None:
+        from fraud import sql_source
+
+        try:
+            db = sql_source.write_sqlite(out_dir, sqlite_path, seed=seed)
+        except ValueError as exc:
+            raise click.ClickException(str(exc))
+        click.echo(f"Wrote {db.transactions} transactions, {db.user_profile_rows} user profile rows "
+                   f"({db.moved_users} users move city), {db.device_profile_rows} device profile rows "
+                   f"({db.upgraded_devices} OS upgrades) and {db.restaurants} restaurants into {sqlite_path} "
+                   f"in {db.seconds:.1f} s; train on it with --data {db.url}")
 
 
 @main.group()

@@ -48,6 +48,9 @@ class PipelineSettings(BaseModel):
     @classmethod
     def _data_source(cls, value) -> str:
         value = str(value)
+        if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+            # A relative SQLite path would change meaning under Airflow's working directory.
+            value = "sqlite:///" + os.path.abspath(os.path.expanduser(value[len("sqlite:///"):]))
         if is_url(value):
             return value
         path = os.path.abspath(os.path.expanduser(value))

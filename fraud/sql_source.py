@@ -94,7 +94,8 @@ RESTAURANT_PROFILE = (F.CITY,)
 _covered = set(TRANSACTION_COLUMNS + USER_PROFILE + DEVICE_PROFILE + RESTAURANT_PROFILE)
 if _covered != set(datagen.OUTPUT_COLUMNS):  # a new contract column must get a home in some table
     raise ImportError(f"sql_source tables do not cover the CSV contract: missing "
-                      f"{sorted(set(datagen.OUTPUT_COLUMNS) - _covered)}, extra {sorted(_covered - set(datagen.OUTPUT_COLUMNS))}")
+                      f"{sorted(set(datagen.OUTPUT_COLUMNS) - _covered)}, "
+                      f"extra {sorted(_covered - set(datagen.OUTPUT_COLUMNS))}")
 OUTPUT_COLUMNS = datagen.OUTPUT_COLUMNS  # the CSV header: order of read_transactions()' columns
 
 # Columns the join needs (the rest of the contract is checked by ingestion, as for CSVs).
@@ -326,7 +327,8 @@ def write_database(url: str, source: pd.DataFrame | str | Path, *, seed: int = 0
     """Write the normalized tables of `source` (a raw frame or a CSV directory) into the database at `url`.
 
     Refuses a database that already has any of the four tables unless `replace` (which drops them first).
-    Everything happens in one transaction: on failure nothing is left half-written.
+    One transaction: on PostgreSQL a failure leaves nothing half-written (SQLite's driver commits DDL at once,
+    which is why `write_sqlite()` writes a temporary file and renames it at the end).
     """
     started = time.time()
     say = echo or (lambda _msg: None)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fraud.settings import PipelineSettings
+from fraud.settings import PipelineSettings, is_url
 
 EXIT_PUSHED, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BLESSED, EXIT_DATA_REJECTED = 0, 1, 2, 3, 4
 DATA_ERRORS = ("DataContractError", "DataValidationError")
@@ -85,8 +85,13 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
     settings.pipeline_root.mkdir(parents=True, exist_ok=True)
     pipeline = create_pipeline(**settings.pipeline_kwargs())
     progress = _Progress(str(settings.artifacts_root), COMPONENT_IDS, echo)
+    shown = settings.data_dir
+    if is_url(shown):
+        from fraud.sql_source import redact
+
+        shown = redact(shown)  # never print a database password
     echo(f"Running pipeline {settings.pipeline_name!r} ({len(COMPONENT_IDS)} components) "
-         f"on {settings.data_dir} -> {settings.pipeline_root}")
+         f"on {shown} -> {settings.pipeline_root}")
     log_path = settings.pipeline_root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     echo(f"Component logs (TensorFlow, Beam, TFX): {log_path}")
