@@ -94,6 +94,9 @@ def pipeline():
               help="Blessing: largest allowed drop in PR-AUC/ROC-AUC against the last blessed model.")
 @click.option("--operating-threshold", default=0.3, show_default=True, type=float,
               help="Score above which a transaction is flagged (precision/recall reported there).")
+@click.option("--alerts-per-day", default=50.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Alert budget: the operating threshold is the lowest score threshold with at most this many "
+                   "alerts per day on the valid split; it is recorded with the model.")
 @click.option("--feature-set", type=click.Choice(F.FEATURE_SETS), default=F.FEATURE_SET_BEHAVIOURAL,
               show_default=True, help="Model inputs: single-row features only, or with behavioural history.")
 @click.option("--label-delay-days", default=F.LABEL_DELAY_DAYS, show_default=True, type=int,
@@ -121,6 +124,22 @@ def pipeline_run(beam_args, verbose, **kwargs):
     from pipeline.local_runner import run_pipeline
 
     sys.exit(run_pipeline(settings, echo=click.echo, verbose=verbose).exit_code)
+
+
+@main.command()
+@click.option("--root", "pipeline_root", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Pipeline root of the run (the --root of `fraudctl pipeline run`).")
+@click.option("--out", default=None, type=click.Path(path_type=Path, dir_okay=False),
+              help="HTML file to write [default: ROOT/reports/<run id>.html].")
+@click.option("--run", "run_id", default=None, help="Run id as printed in the summary [default: the latest].")
+def report(pipeline_root: Path, out, run_id):
+    """Build the HTML evaluation report of a past run from ML Metadata (one file, opens offline)."""
+    from fraud.report_cli import ReportError, report_main
+
+    try:
+        report_main(pipeline_root, out, run_id=run_id, echo=click.echo)
+    except ReportError as exc:
+        raise click.ClickException(str(exc))
 
 
 @main.command()

@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from fraud import features as F
+from pipeline.eval_config import BASELINE as _BASELINE
+from pipeline.eval_config import CANDIDATE as _CANDIDATE
+from pipeline.eval_config import METRIC_CARD_PRECISION, METRIC_RECALL_AT_1PCT_FPR
 
 REPORTS_DIR = "reports"
 # A slice is judged only with enough fraud in it; below that its metrics are noise.
@@ -46,8 +49,6 @@ TOP_DRIFTS = 8
 # (its shift is the fraud rate per split, shown in the data table).
 _DRIFT_EXCLUDED = (F.TRANSACTION_ID, F.USER_ID, F.DEVICE_ID, F.IP_ADDRESS, F.EVENT_TIME, F.LABEL, F.FRAUD_SCENARIO)
 _BUDGET_FACTORS = (0.2, 0.5, 1.0, 2.0, 5.0)
-_CANDIDATE, _BASELINE = "candidate", "baseline"
-METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"  # pipeline.eval_config's name (imported lazily there)
 # Keys of per-model metric dicts that the report derives at the operating threshold from TFMA's matrices.
 OP_PRECISION, OP_RECALL, OP_ALERTS_PER_DAY = "precision_at_op", "recall_at_op", "alerts_per_day_at_op"
 
@@ -313,29 +314,54 @@ def _local_eval_config(eval_config):
                            metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def tfma_metrics_from_scores(labels, scores, eval_config) -> tuple[dict, Curves | None]:
+def tfma_metrics_from_scores(labels, scores, eval_config, features=None) -> tuple[dict, Curves | None]:
     """The run's TFMA metrics (and plots) computed in-process by TFMA's own metric code on (labels, scores).
 
-    TFMA's combiners flatten array inputs, so one call with all rows gives the same histograms and matrices as the
-    Evaluator's Beam pipeline (only ExampleCount counts calls, so it is set from the row count).
+    Each row goes through TFMA's combiners as one example, as in the Evaluator's Beam pipeline, with its raw
+    features (`features`: a DataFrame of the eval rows) for metrics that read them (card precision reads the
+    card and the day). So the candidate's recomputed metrics equal the stored TFMA result, and reference models
+    are scored by exactly the same definitions.
     """
     from tensorflow_model_analysis.metrics import metric_specs, metric_types
     from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
     config = _local_eval_config(eval_config)
-    labels = np.asarray(labels, dtype=np.float32)
-    scores = np.asarray(scores, dtype=np.float32)
-    inputs = metric_types.StandardMetricInputs(labels=labels, predictions=scores,
-                                               example_weights=np.ones_like(labels), features={})
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1, 1)
+    weight = np.ones(1, dtype=np.float32)
+    columns = {}
+    if features is not None:
+        for name in features.columns:
+            values = features[name].to_numpy()
+            if values.dtype == object:
+                values = np.array([str(v).encode() for v in values], dtype=object)
+            columns[name] = values.reshape(-1, 1)
     # Computations are shared between metrics (the same histogram, the same matrices): run each once, like TFMA.
     unique = list(dict.fromkeys(metric_specs.to_computations(config.metrics_specs, eval_config=config)))
+    combiners = [c.combiner for c in unique if isinstance(c, metric_types.MetricComputation)]
+    accumulators = []
+    for combiner in combiners:
+        combiner.setup()
+        accumulators.append(combiner.create_accumulator())
+    # TFMA's calibration histogram (behind every AUC, matrix and plot) flattens its inputs, so it takes all rows
+    # at once; every other combiner sees one example at a time.
+    batched = [type(c).__name__ == "_CalibrationHistogramCombiner" for c in combiners]
+    everything = metric_types.StandardMetricInputs(labels=labels.reshape(-1), predictions=scores.reshape(-1),
+                                                   example_weights=np.ones(len(labels), np.float32), features={})
+    for j, combiner in enumerate(combiners):
+        if batched[j]:
+            accumulators[j] = combiner.add_input(accumulators[j], everything)
+    per_example = [j for j in range(len(combiners)) if not batched[j]]
+    for i in range(len(labels) if per_example else 0):
+        element = metric_types.StandardMetricInputs(
+            labels=labels[i], predictions=scores[i], example_weights=weight,
+            features={name: values[i] for name, values in columns.items()})
+        for j in per_example:
+            accumulators[j] = combiners[j].add_input(accumulators[j], element)
     results: dict = {}
     with np.errstate(divide="ignore", invalid="ignore"):  # TFMA's own 0/0 at empty thresholds
-        for c in unique:
-            if isinstance(c, metric_types.MetricComputation):
-                combiner = c.combiner
-                combiner.setup()
-                results.update(combiner.extract_output(combiner.add_input(combiner.create_accumulator(), inputs)))
+        for combiner, accumulator in zip(combiners, accumulators):
+            results.update(combiner.extract_output(accumulator))
         for c in unique:
             if isinstance(c, metric_types.DerivedMetricComputation):
                 results.update(c.result(results))
@@ -351,8 +377,6 @@ def tfma_metrics_from_scores(labels, scores, eval_config) -> tuple[dict, Curves 
                 plot_data.calibration_histogram_buckets.CopyFrom(value)
         elif np.ndim(value) == 0:
             metrics[key.name] = float(value)
-    if F.METRIC_EXAMPLE_COUNT in metrics:
-        metrics[F.METRIC_EXAMPLE_COUNT] = float(len(labels))
     return metrics, curves_from_plot(plot_data)
 
 
@@ -449,6 +473,15 @@ def rejudge(data: ReportData, eval_config) -> ReportData:
                                failed_thresholds=failed, pushed={})
 
 
+def _metric_config(eval_config, name: str) -> dict:
+    for spec in eval_config.metrics_specs:
+        for m in spec.metrics:
+            cfg = json.loads(m.config or "{}")
+            if cfg.get("name") == name:
+                return cfg
+    return {}
+
+
 def fixed_tfma_threshold(eval_config) -> float | None:
     """The threshold of the EvalConfig's Precision metric (the pipeline's --operating-threshold), if any."""
     for spec in eval_config.metrics_specs:
@@ -527,7 +560,7 @@ def _drift_details(train, evals) -> dict:
         if g is None:
             continue
         if f.HasField("num_stats"):
-            out[name] = f"mean {f.num_stats.mean:,.2f} -> {g.num_stats.mean:,.2f}"
+            out[name] = f"mean {f.num_stats.mean:,.4g} -> {g.num_stats.mean:,.4g}"
         elif f.HasField("string_stats"):
             def shares(feat):
                 total = feat.string_stats.common_stats.num_non_missing or 1
@@ -741,12 +774,12 @@ def reference_models(train, valid, evals, eval_config, alerts_per_day: float, se
         t0 = time.time()
         s_valid, s_eval = fit_and_score()
         threshold, _ = choose_threshold(s_valid, valid_days, alerts_per_day)
-        metrics, curves = tfma_metrics_from_scores(labels, s_eval, eval_config)
+        metrics, curves = tfma_metrics_from_scores(labels, s_eval, eval_config, evals)
         at = curves.at(threshold) if curves is not None else None
         if at:
             metrics[OP_PRECISION], metrics[OP_RECALL] = at["precision"], at["recall"]
             metrics[OP_ALERTS_PER_DAY] = at["alerts"] / max(split_days(evals[F.EVENT_TIME]), 1)
-        out.append(Reference(name, metrics, threshold, s_eval, curves, time.time() - t0 + prep_seconds / 3, note))
+        out.append(Reference(name, metrics, threshold, s_eval, curves, time.time() - t0, note))
 
     def logistic():
         model = LogisticRegression(max_iter=2000, C=1.0)
@@ -767,7 +800,9 @@ def reference_models(train, valid, evals, eval_config, alerts_per_day: float, se
         rank = lambda z: np.searchsorted(ref, -model.score_samples(z), side="right") / len(ref)  # noqa: E731
         return rank(z_valid), rank(z_eval)
 
-    add("Logistic regression", logistic)
+    out_note = (f"the shared feature preparation (imputation, scaling, one-hot encoding; {prep_seconds:.1f} s) "
+                "is not included in its seconds")
+    add("Logistic regression", logistic, note=out_note)
     add("Random forest", forest)
     add("Isolation forest (unsupervised)", isolation,
         note="trained without labels; its score is an anomaly rank, so calibration does not apply")
@@ -793,10 +828,11 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
     examples = examples_artifact(nodes)
     splits = split_rows(examples) if examples is not None else {}
     warnings = []
+    anomalies = None
     try:
         anomalies = list_anomalies(nodes)
     except Exception as exc:  # a report of a broken run must still render
-        anomalies, _ = None, warnings.append(f"anomalies not read: {exc}")
+        warnings.append(f"anomalies not read: {exc}")
     drifts = []
     stats, schema = _find_output(nodes, "statistics"), nodes.get("ImportSchemaGen")
     if stats is not None and schema is not None and schema.artifact("schema") is not None:
@@ -869,7 +905,7 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
     data.eval_frame = frame
 
     # Scores -> TFMA's own metric code: must reproduce the stored result.
-    recomputed, _ = tfma_metrics_from_scores(frame["label"], frame["score"], evaluation.eval_config)
+    recomputed, _ = tfma_metrics_from_scores(frame["label"], frame["score"], evaluation.eval_config, eval_frame)
     stored = data.candidate
     common = [k for k in recomputed if k in stored and not math.isnan(stored[k]) and not math.isnan(recomputed[k])]
     data.recompute_max_diff = max((abs(recomputed[k] - stored[k]) for k in common), default=None)
@@ -884,13 +920,16 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
             target[OP_PRECISION], target[OP_RECALL] = at["precision"], at["recall"]
             target[OP_ALERTS_PER_DAY] = at["alerts"] / max(data.eval_days, 1)
 
+    # Other budgets: the same rule on the split the operating threshold was chosen on.
+    choice_scores, choice_days = ((eval_scores, data.eval_days) if op.split == F.SPLIT_EVAL
+                                  else (valid_scores, valid_days))
     budgets = sorted({round(op.alerts_per_day_budget * f, 1) for f in _BUDGET_FACTORS})
     pairs = []
     for budget in budgets:
         if abs(budget - op.alerts_per_day_budget) < 1e-9:
             pairs.append((budget, op.threshold))
         else:
-            pairs.append((budget, choose_threshold(valid_scores, valid_days, budget)[0]))
+            pairs.append((budget, choose_threshold(choice_scores, choice_days, budget)[0]))
     data.alert_table = alert_budget_table(frame, evaluation.curves.get("", {}).get(_CANDIDATE), pairs,
                                           data.eval_days, op.threshold)
     data.slices = slice_rows(evaluation, op.threshold,
@@ -937,13 +976,16 @@ def _png(fig) -> str:
 def _curve_sets(data: ReportData) -> list[tuple[str, Curves, float | None, str]]:
     ev = data.evaluation
     sets = []
-    for model, op in ((_CANDIDATE, data.operating), (_BASELINE, data.baseline_operating)):
-        c = ev.curves.get("", {}).get(model)
-        if c is not None:
-            sets.append((model, c, op.threshold if op else None, "-"))
+    # Drawn in this order: the candidate last, on top (it hides an identical baseline, not the reverse).
+    baseline = ev.curves.get("", {}).get(_BASELINE)
+    if baseline is not None:
+        sets.append((_BASELINE, baseline, data.baseline_operating.threshold if data.baseline_operating else None, "-"))
     for ref in data.references:
         if ref.curves is not None:
             sets.append((ref.name, ref.curves, ref.threshold, "--"))
+    candidate = ev.curves.get("", {}).get(_CANDIDATE)
+    if candidate is not None:
+        sets.append((_CANDIDATE, candidate, data.operating.threshold if data.operating else None, "-"))
     return sets
 
 
@@ -991,7 +1033,7 @@ def plot_calibration(data: ReportData) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 4.6))
     ax.plot([0, 1], [0, 1], ":", color="#666", lw=1, label="perfect calibration")
-    for model, shift in ((_CANDIDATE, 0.0), (_BASELINE, 0.006)):
+    for model, shift in ((_BASELINE, 0.006), (_CANDIDATE, 0.0)):  # candidate on top
         c = data.evaluation.curves.get("", {}).get(model)
         if c is None:
             continue
@@ -1057,6 +1099,7 @@ tr.weak td{background:#fdecea}tr.few td{color:#8a9099}tr.op td{background:#e8f0f
 .pill{display:inline-block;padding:1px 7px;border-radius:9px;font-size:11.5px}
 .pill.weak{background:#f6c6c0;color:#8f1d12}.pill.few{background:#e9ebee;color:#5b6472}
 .pill.ok{background:#d9f0df;color:#14632f}
+.scroll{overflow-x:auto}#slice-table{font-size:12px}#slice-table td.l:last-child{min-width:90px}
 img{max-width:100%;border:1px solid #eceef1;border-radius:4px}
 .grid2{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}
 code,pre{font-family:Menlo,Consolas,monospace;font-size:12px;background:#f3f4f6;border-radius:4px}
@@ -1087,9 +1130,10 @@ def _pen(value) -> str:
     return f"S/ {value:,.0f}"
 
 
-def _cell(value, model: str, metric: str, digits: int = 4) -> str:
+def _cell(value, model: str, metric: str, digits: int = 4, shown: str | None = None) -> str:
     raw = "" if value is None else repr(float(value))
-    return f'<td data-model="{model}" data-metric="{_e(metric)}" data-value="{raw}">{_num(value, digits)}</td>'
+    text = _num(value, digits) if shown is None else shown
+    return f'<td data-model="{model}" data-metric="{_e(metric)}" data-value="{raw}">{text}</td>'
 
 
 _HEADLINE = (
@@ -1099,6 +1143,8 @@ _HEADLINE = (
     (OP_PRECISION, "Precision at operating threshold", "share of alerts that are fraud"),
     (OP_RECALL, "Recall at operating threshold", "share of fraud that raises an alert"),
     (OP_ALERTS_PER_DAY, "Alerts per day at operating threshold", "eval split"),
+    (METRIC_CARD_PRECISION, "Card precision at k",
+     "share of the k highest-scored cards each day (not flagged before) that had fraud that day"),
     (F.METRIC_CALIBRATION, "Calibration", "mean score / fraud rate: 1.0 is right, below 1 under-predicts"),
     (F.METRIC_MEAN_LABEL, "Fraud rate", "share of eval transactions that are fraud"),
     (F.METRIC_EXAMPLE_COUNT, "Eval transactions", ""),
@@ -1109,9 +1155,9 @@ def _section_decision(d: ReportData) -> str:
     if d.blessed is True:
         banner = '<div class="banner blessed" id="verdict">BLESSED: the candidate passed every threshold</div>'
     elif d.blessed is False:
-        names = sorted({r.metric for r in d.decision if r.status == "FAILED"})
+        rules = [r.rule for r in d.decision if r.status == "FAILED"]
         banner = ('<div class="banner not-blessed" id="verdict">NOT BLESSED: failed '
-                  + _e(", ".join(names) or "a threshold") + "; the model was not pushed</div>")
+                  + _e("; ".join(rules) or "a threshold") + " &middot; the model was not pushed</div>")
     else:
         failed = [n for n in d.nodes.values() if n.state == "FAILED"]
         why = f"the pipeline failed in {failed[0].node_id}" if failed else "the Evaluator did not run"
@@ -1130,7 +1176,7 @@ def _section_decision(d: ReportData) -> str:
             diff = None if r.candidate is None or r.baseline is None else r.candidate - r.baseline
             margin_note = "" if r.kind == "value" else f' title="candidate - baseline = {_num(diff)}"'
             out.append(f'<tr data-threshold="{_e(r.metric)}:{r.kind}" data-status="{r.status}"><td class="l">'
-                       f'{_e(r.rule)}</td><td>{r.bound:+g}</td>{_cell(r.candidate, _CANDIDATE, r.metric)}'
+                       f'{_e(r.rule)}</td><td>{r.bound:g}</td>{_cell(r.candidate, _CANDIDATE, r.metric)}'
                        f'{_cell(r.baseline, _BASELINE, r.metric)}<td{margin_note}>{_num(r.margin)}</td>'
                        f'<td class="l {cls}">{_e(r.status)}</td></tr>')
         out.append("</table>")
@@ -1165,6 +1211,11 @@ def _section_headline(d: ReportData) -> str:
                '<th>candidate - baseline</th><th class="l">meaning</th></tr>')
     for key, label, meaning in _HEADLINE:
         cv, bv = c.get(key), b.get(key)
+        if cv is None and bv is None and key == METRIC_CARD_PRECISION:
+            continue  # a run evaluated before the metric existed
+        if key == METRIC_CARD_PRECISION and d.evaluation is not None:
+            k = _metric_config(d.evaluation.eval_config, METRIC_CARD_PRECISION).get("k")
+            label = f"Card precision at k={k}" if k else label
         digits = 0 if key == F.METRIC_EXAMPLE_COUNT else (1 if key == OP_ALERTS_PER_DAY else 4)
         diff = None if cv is None or bv is None else cv - bv
         out.append(f'<tr><td class="l">{_e(label)}</td>{_cell(cv, _CANDIDATE, key, digits)}'
@@ -1269,7 +1320,7 @@ def _section_slices(d: ReportData) -> str:
            'Precision/recall at the operating threshold come from TFMA\'s per-slice confusion matrices.</p>',
            f'<p id="weak-summary"><b>{len(weak)} weak slice(s)</b>'
            + (": " + _e(", ".join(r["slice"] for r in weak)) if weak else "") + "</p>",
-           '<table id="slice-table"><tr><th class="l">slice</th><th>transactions</th><th>fraud</th>'
+           '<div class="scroll"><table id="slice-table"><tr><th class="l">slice</th><th>transactions</th><th>fraud</th>'
            '<th>fraud rate</th><th>PR-AUC</th><th>ROC-AUC</th><th>recall @1% FPR</th><th>precision @op</th>'
            '<th>recall @op</th><th>alerts/day @op</th><th>calibration</th>'
            + ('<th>baseline PR-AUC</th><th>baseline recall @op</th>' if d.has_baseline else "")
@@ -1280,14 +1331,18 @@ def _section_slices(d: ReportData) -> str:
         out.append(
             f'<tr class="{r["status"]}" data-slice="{_e(r["slice"])}"><td class="l">{_e(r["slice"])}</td>'
             f'<td>{r["examples"]:,.0f}</td><td>{r["fraud"]:,}</td><td>{_pct(r["fraud_rate"], 2)}</td>'
-            f'{_cell(r["pr_auc"], _CANDIDATE, F.METRIC_PR_AUC)}{_cell(r["roc_auc"], _CANDIDATE, F.METRIC_ROC_AUC)}'
+            # With no fraud in a slice TFMA reports 0 for the AUCs: undefined, shown as a dash.
+            f'{_cell(r["pr_auc"], _CANDIDATE, F.METRIC_PR_AUC, shown=None if r["fraud"] else "&ndash;")}'
+            f'{_cell(r["roc_auc"], _CANDIDATE, F.METRIC_ROC_AUC, shown=None if r["fraud"] else "&ndash;")}'
             f'{_cell(r["recall_at_1pct_fpr"], _CANDIDATE, METRIC_RECALL_AT_1PCT_FPR, 3)}'
             f'<td>{_pct(r["precision_at_op"])}</td><td>{_pct(r["recall_at_op"])}</td>'
             f'<td>{_num(r["alerts_per_day"], 1)}</td><td>{_num(r["calibration"], 2)}</td>'
-            + (f'<td>{_num(r["baseline_pr_auc"])}</td><td>{_pct(r["baseline_recall_at_op"])}</td>'
+            + (f'<td>{_num(r["baseline_pr_auc"]) if r["fraud"] else "&ndash;"}</td>'
+               f'<td>{_pct(r["baseline_recall_at_op"])}</td>'
                if d.has_baseline else "")
-            + f'<td class="l"><span class="pill {pill}">{label}</span> {_e(r["why"])}</td></tr>')
-    out.append("</table></section>")
+            + f'<td class="l" title="{_e(r["why"])}"><span class="pill {pill}">{label}</span>'
+            + (f' {_e(r["why"])}' if r["status"] == "weak" else "") + '</td></tr>')
+    out.append("</table></div></section>")
     return "\n".join(out)
 
 
@@ -1332,21 +1387,23 @@ def _section_references(d: ReportData) -> str:
     if d.evaluation is None:
         return ""
     out = ['<section id="reference-models"><h2>8. Reference models on the same split</h2>',
-           '<p class="note">Simple scikit-learn models on per-transaction features (amount in PEN, hour, day of '
-           'week, distance from the home city, currency, and the categorical columns one-hot encoded), trained on '
-           'the train split, thresholded for the same alert budget on the valid split, and scored on eval with '
-           'the run\'s TFMA metric code. The gap to the candidate is what the deep model adds.</p>']
+           '<p class="note">Simple scikit-learn models on the same rows: per-transaction features (amount in PEN, '
+           'hour, day of week, distance from the home city, currency, the categorical columns one-hot encoded) '
+           'plus the behavioural history features when the examples carry them; trained on the train split, '
+           'thresholded for the same alert budget on the valid split, and scored on eval with the run\'s TFMA '
+           'metric code. The gap to the candidate is what the deep model adds.</p>']
     if not d.references:
         out.append('<p>Not computed.</p></section>')
         return "\n".join(out)
     out.append('<table id="reference-table"><tr><th class="l">model</th><th>PR-AUC</th><th>ROC-AUC</th>'
-               '<th>recall @1% FPR</th><th>threshold</th><th>precision @budget</th><th>recall @budget</th>'
-               '<th>alerts/day</th><th>calibration</th><th>seconds</th></tr>')
+               '<th>recall @1% FPR</th><th>card precision @k</th><th>threshold</th><th>precision @budget</th>'
+               '<th>recall @budget</th><th>alerts/day</th><th>calibration</th><th>seconds</th></tr>')
     c = d.candidate
     out.append(f'<tr class="op"><td class="l">candidate (TFMA)</td>'
                f'{_cell(c.get(F.METRIC_PR_AUC), _CANDIDATE, F.METRIC_PR_AUC)}'
                f'{_cell(c.get(F.METRIC_ROC_AUC), _CANDIDATE, F.METRIC_ROC_AUC)}'
                f'{_cell(c.get(METRIC_RECALL_AT_1PCT_FPR), _CANDIDATE, METRIC_RECALL_AT_1PCT_FPR)}'
+               f'{_cell(c.get(METRIC_CARD_PRECISION), _CANDIDATE, METRIC_CARD_PRECISION)}'
                f'<td>{_num(d.operating.threshold if d.operating else None, 3)}</td><td>{_pct(c.get(OP_PRECISION))}</td>'
                f'<td>{_pct(c.get(OP_RECALL))}</td><td>{_num(c.get(OP_ALERTS_PER_DAY), 1)}</td>'
                f'<td>{_num(c.get(F.METRIC_CALIBRATION), 2)}</td><td>&ndash;</td></tr>')
@@ -1357,6 +1414,7 @@ def _section_references(d: ReportData) -> str:
                    f'{_cell(m.get(F.METRIC_PR_AUC), r.name, F.METRIC_PR_AUC)}'
                    f'{_cell(m.get(F.METRIC_ROC_AUC), r.name, F.METRIC_ROC_AUC)}'
                    f'{_cell(m.get(METRIC_RECALL_AT_1PCT_FPR), r.name, METRIC_RECALL_AT_1PCT_FPR)}'
+                   f'{_cell(m.get(METRIC_CARD_PRECISION), r.name, METRIC_CARD_PRECISION)}'
                    f'<td>{r.threshold:.3f}</td><td>{_pct(m.get(OP_PRECISION))}</td><td>{_pct(m.get(OP_RECALL))}</td>'
                    f'<td>{_num(m.get(OP_ALERTS_PER_DAY), 1)}</td><td>{calibration}</td><td>{r.seconds:.1f}</td></tr>')
     out.append("</table>")

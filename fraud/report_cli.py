@@ -20,13 +20,13 @@ def report_main(root: Path, out: Path | None = None, run_id: str | None = None,
 
     Default output: <root>/reports/<run id>.html, next to the run's artifacts.
     """
-    from fraud.report import build_report, list_runs
-
     root = Path(root).expanduser().resolve()
     metadata = root / "metadata.sqlite"
     if not metadata.exists():
         raise ReportError(f"{str(root)!r} is not a pipeline root: no metadata.sqlite in it "
                           "(give the --root used with `fraudctl pipeline run`)")
+    from fraud.report import build_report, list_runs  # TF/TFMA: seconds to import
+
     runs = list_runs(str(metadata))
     if not runs:
         raise ReportError(f"no pipeline run recorded in {metadata}")

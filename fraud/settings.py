@@ -36,6 +36,7 @@ class PipelineSettings(BaseModel):
     operating_threshold: float = Field(0.3, gt=0.0, lt=1.0)
     feature_set: Literal["single_row", "behavioural"] = F.FEATURE_SET_BEHAVIOURAL
     label_delay_days: int = Field(F.LABEL_DELAY_DAYS, ge=0, le=120)
+    alerts_per_day: float = Field(50.0, gt=0.0)
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     seed: int = 42
 
@@ -87,6 +88,7 @@ class PipelineSettings(BaseModel):
             regression_tolerance=self.regression_tolerance,
             operating_threshold=self.operating_threshold,
             feature_set=self.feature_set,
+            alerts_per_day=self.alerts_per_day,
             label_delay_days=self.label_delay_days,
             beam_pipeline_args=list(self.beam_args),
             seed=self.seed,

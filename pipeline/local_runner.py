@@ -107,10 +107,13 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
             progress.stop.set()
         echo(f"Pipeline finished in {time.time() - started:.0f} s (full log: {log_path})\n")
         summary = summarize(str(settings.metadata_path), settings.pipeline_name)
+        report_path, report_error = _write_report(settings)
     echo(format_summary(summary))
     echo(f"Blessing needs: PR-AUC >= {settings.pr_auc_floor:g} on the eval split, and PR-AUC/ROC-AUC no more "
          f"than {settings.regression_tolerance:g} below the last blessed model"
          + ("" if summary.baseline else " (no blessed model yet: regression check skipped)"))
+    echo(f"Evaluation report: {report_path}" if report_path else
+         f"Evaluation report not written ({report_error}); retry: fraudctl report --root {settings.pipeline_root}")
     if error is not None:
         message = _root_message(error)
         failed = [c for c in summary.components if c.state == "FAILED"]
@@ -124,6 +127,17 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
         return RunOutcome(EXIT_PUSHED, summary)
     echo("\nThe new model was NOT pushed: it did not pass the thresholds above.")
     return RunOutcome(EXIT_NOT_BLESSED, summary)
+
+
+def _write_report(settings: PipelineSettings):
+    """<root>/reports/<run id>.html next to the artifacts; a report that cannot be built never changes the
+    exit code."""
+    from fraud.report import build_report
+
+    try:
+        return build_report(settings.pipeline_root, settings.pipeline_name), ""
+    except Exception as exc:  # noqa: BLE001 - reported to the user with the command to retry
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _chain_text(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from tfx.proto import transform_pb2
 
 from components.behaviour import BehaviouralFeatures
 from components.ingestion import FraudExampleGen
+from components.threshold import OperatingThresholdSelector
 from components.validation import DataValidationGate
 from fraud import features as F
 from pipeline.eval_config import build_eval_config
@@ -21,7 +22,7 @@ SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # Component ids, in execution order (used by the runner's progress and summary).
 COMPONENT_IDS = (
     "FraudExampleGen", "BehaviouralFeatures", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
-    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "Transform", "Trainer", "OperatingThresholdSelector", "latest_blessed_model_resolver", "Evaluator", "Pusher",
 )
 
 
@@ -41,6 +42,7 @@ def create_pipeline(
     beam_pipeline_args: list[str],
     feature_set: str = F.FEATURE_SET_BEHAVIOURAL,
     label_delay_days: int = F.LABEL_DELAY_DAYS,
+    alerts_per_day: float = 50.0,
     schema_file: str = SCHEMA_FILE,
     seed: int = 42,
 ) -> tfx.dsl.Pipeline:
@@ -74,6 +76,11 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),
         custom_config={"seed": seed, "feature_set": feature_set},
     )
+    # The operating threshold for the alert budget, recorded inside a copy of the model: the Evaluator
+    # evaluates and the Pusher pushes that copy, so every pushed version carries its threshold.
+    threshold_selector = OperatingThresholdSelector(
+        trained_model=trainer.outputs["model"], examples=examples, alerts_per_day=alerts_per_day,
+        split=F.SPLIT_VALID)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -82,19 +89,19 @@ def create_pipeline(
     evaluator = tfx.components.Evaluator(
         examples=examples,
         example_splits=[F.SPLIT_EVAL],
-        model=trainer.outputs["model"],
+        model=threshold_selector.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(pr_auc_floor=pr_auc_floor, regression_tolerance=regression_tolerance,
                                       operating_threshold=operating_threshold),
     )
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=threshold_selector.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     components = [example_gen, behaviour, statistics_gen, schema_gen, example_validator, gate, transform, trainer,
-                  model_resolver, evaluator, pusher]
+                  threshold_selector, model_resolver, evaluator, pusher]
     assert tuple(c.id for c in components) == COMPONENT_IDS
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

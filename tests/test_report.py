@@ -1,0 +1,295 @@
+"""The evaluation report: built from a real run (every section, values equal to the TFMA result, opens in headless
+Chromium), a not-blessed decision that names the failing threshold, and the operating threshold chosen for an
+alert budget and recorded with the model."""
+import base64
+import copy
+import io
+import json
+import math
+import re
+import subprocess
+import time
+import types
+
+import numpy as np
+import pytest
+
+from fraud import features as F
+from tests.conftest import require_system_tool
+
+SECTIONS = ("decision", "headline", "operating-threshold", "plots", "alert-budget", "slices", "data",
+            "reference-models", "run")
+HEADLINE = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, "recall_at_1pct_fpr", F.METRIC_CALIBRATION, F.METRIC_EXAMPLE_COUNT)
+
+
+def _payload(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    assert match, "no embedded report data"
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def _section(html: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.S)
+    assert match, f"section {section_id!r} missing"
+    return match.group(1)
+
+
+def _cells(html: str, model: str, metric: str) -> list[tuple[str, str]]:
+    """(data-value, displayed text) of every table cell of one model's metric."""
+    return re.findall(rf'<td data-model="{re.escape(model)}" data-metric="{re.escape(metric)}" '
+                      r'data-value="([^"]*)">([^<]*)</td>', html)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Fast: the threshold rule, without a pipeline
+# -------------------------------------------------------------------------------------------------------------
+def test_threshold_for_a_budget_is_the_lowest_grid_threshold_within_it_and_counts_like_tfma():
+    from components import threshold as T
+    from fraud.report import tfma_metrics_from_scores
+    from pipeline.eval_config import build_eval_config
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(3000) < 0.02).astype(np.float32)
+    scores = np.clip(rng.beta(0.3, 12, 3000) + labels * rng.random(3000) * 0.6, 0, 1).astype(np.float32)
+    days, budget = 7, 10.0
+    t, alerts = T.choose_threshold(scores, days, budget)
+    assert alerts <= budget * days < T.flagged(scores, t - 1 / T.THRESHOLD_GRID).sum()
+    assert abs(t * T.THRESHOLD_GRID - round(t * T.THRESHOLD_GRID)) < 1e-9  # on TFMA's plot grid
+    assert T.flagged(scores, t).sum() == alerts
+    # TFMA's own confusion matrix at that threshold counts the same alerts.
+    import pandas as pd
+
+    config = build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02, operating_threshold=0.3)
+    rows = pd.DataFrame({F.USER_ID: [f"U{i % 900}" for i in range(len(labels))],
+                         F.EVENT_TIME: 1780300000 + np.arange(len(labels)) * 86})
+    metrics, curves = tfma_metrics_from_scores(labels, scores, config, rows)
+    assert metrics[F.METRIC_EXAMPLE_COUNT] == len(labels)
+    at = curves.at(t)
+    assert at is not None and at["alerts"] == alerts
+    assert at["tp"] == (T.flagged(scores, t) & (labels > 0)).sum()
+
+
+def test_threshold_file_round_trips(tmp_path):
+    from components import threshold as T
+
+    op = T.OperatingThreshold(threshold=0.123, alerts_per_day_budget=50.0, split="valid", split_days=7,
+                              split_rows=4000, split_alerts=341)
+    T.write_threshold(str(tmp_path), op)
+    assert T.read_threshold(str(tmp_path)) == op
+    assert json.loads((tmp_path / T.THRESHOLD_FILE).read_text())["rule"] == f"alert when {F.SCORE_OUTPUT} > threshold"
+    assert T.read_threshold(str(tmp_path / "elsewhere")) is None
+
+
+def test_report_of_a_directory_that_is_not_a_pipeline_root_says_so(tmp_path):
+    from fraud.report_cli import ReportError, report_main
+
+    with pytest.raises(ReportError, match="not a pipeline root: no metadata.sqlite"):
+        report_main(tmp_path / "nowhere")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Slow: a report of the real run
+# -------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(small_run):
+    from fraud.report_cli import report_main
+
+    started = time.time()
+    path = report_main(small_run.root, None, echo=lambda _: None)
+    seconds = time.time() - started
+    html = path.read_text(encoding="utf-8")
+    return types.SimpleNamespace(path=path, html=html, data=_payload(html), seconds=seconds)
+
+
+@pytest.mark.slow
+def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
+    from fraud.report import read_run
+
+    run_id, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    assert built.path.parent == small_run.root / "reports" and built.data["run_id"] == run_id
+    print(f"report built in {built.seconds:.0f} s, {len(built.html) / 1e6:.1f} MB")
+    for section in SECTIONS:
+        _section(built.html, section)
+    assert 'id="verdict">BLESSED' in built.html
+    assert "http://" not in built.html.replace("http://www.w3.org", "") and "https://" not in built.html
+    images = re.findall(r'<img id="([^"]+)"[^>]*src="data:image/png;base64,([^"]+)"', built.html)
+    assert {name for name, _ in images} == {"plot-pr-roc", "plot-calibration", "plot-scores"}
+    from PIL import Image
+    for name, data in images:
+        assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 300, name
+    for table in ("thresholds", "headline-table", "alert-table", "slice-table", "split-table", "drift-table",
+                  "reference-table"):
+        assert f'id="{table}"' in built.html, table
+    data = built.data
+    assert len(data["alert_table"]) >= 3 and any(r["operating"] for r in data["alert_table"])
+    assert all(r["pen_caught"] + r["pen_missed"] > 0 for r in data["alert_table"])
+    assert {r["name"] for r in data["references"]} == {
+        "Logistic regression", "Random forest", "Isolation forest (unsupervised)"}
+    assert all(0 <= r["metrics"][F.METRIC_PR_AUC] <= 1 for r in data["references"])
+    assert data["anomalies"] == [] and "None: every split" in _section(built.html, "data")
+    assert data["drifts"] and all(d["feature"] not in (F.TRANSACTION_ID, F.EVENT_TIME) for d in data["drifts"])
+    assert {s.split("=")[0] for s in (r["slice"] for r in data["slices"])} == set(F.SLICE_COLUMNS)
+    op = data["operating_threshold"]
+    assert op["split"] == F.SPLIT_VALID and op["split_alerts"] <= op["alerts_per_day_budget"] * op["split_days"]
+    if "OperatingThresholdSelector" in nodes:  # wired into the pipeline: the report reads the model's file
+        assert data["operating_threshold_source"].endswith("operating_threshold.json")
+    assert "tfma.load_eval_result(" in _section(built.html, "run")
+
+
+@pytest.mark.slow
+def test_values_match_the_tfma_result(small_run, built):
+    import tensorflow_model_analysis as tfma
+
+    from fraud.report import Curves, curves_from_plot
+    from fraud.run_summary import overall_metrics, summarize
+
+    data, html = built.data, built.html
+    candidate, baseline = overall_metrics(data["eval_uri"])
+    assert candidate and set(HEADLINE) <= set(candidate)
+    for name, value in candidate.items():
+        assert data["candidate"][name] == pytest.approx(value, rel=0, abs=1e-12), name
+    for name, value in baseline.items():  # empty on the first run of a root
+        assert data["baseline"][name] == pytest.approx(value, rel=0, abs=1e-12), name
+    headline = _section(html, "headline")
+    for name in HEADLINE:
+        cells = _cells(headline, "candidate", name)
+        assert cells, name
+        raw, shown = cells[0]
+        assert float(raw) == pytest.approx(candidate[name], abs=1e-12)
+        digits = 0 if name == F.METRIC_EXAMPLE_COUNT else 4
+        assert shown == f"{candidate[name]:.{digits}f}"
+    # The decision table shows TFMA's value against the bound.
+    row = next(r for r in data["decision"] if r["metric"] == F.METRIC_PR_AUC and r["kind"] == "value")
+    assert row["candidate"] == pytest.approx(candidate[F.METRIC_PR_AUC]) and row["status"] == "passed"
+    assert row["margin"] == pytest.approx(candidate[F.METRIC_PR_AUC] - row["bound"])
+    # Precision/recall at the operating threshold and the alert table: TFMA's confusion-matrix plot.
+    overall_plot = None
+    for per_slice in tfma.load_plots(data["eval_uri"]):
+        if not per_slice.slice_key.single_slice_keys:
+            merged = type(per_slice.plot_keys_and_values[0].value)()
+            for kv in per_slice.plot_keys_and_values:
+                merged.MergeFrom(kv.value)
+            overall_plot = curves_from_plot(merged)
+    assert isinstance(overall_plot, Curves)
+    at = overall_plot.at(data["operating_threshold"]["threshold"])
+    assert data["candidate"]["precision_at_op"] == pytest.approx(at["precision"], abs=1e-12)
+    assert data["candidate"]["recall_at_op"] == pytest.approx(at["recall"], abs=1e-12)
+    for r in data["alert_table"]:
+        at = overall_plot.at(r["threshold"])
+        assert (r["tp"], r["fp"]) == (at["tp"], at["fp"]) and r["count_mismatch"] == 0
+    # Per-slice metrics.
+    slices = {r["slice"]: r for r in data["slices"]}
+    for per_slice in tfma.load_metrics(data["eval_uri"]):
+        keys = per_slice.slice_key.single_slice_keys
+        if not keys:
+            continue
+        value = keys[0].bytes_value.decode() or "(missing)"
+        row = slices[f"{keys[0].column}={value}"]
+        values = {kv.key.name: kv.value.double_value.value for kv in per_slice.metric_keys_and_values
+                  if kv.value.HasField("double_value") and not kv.key.is_diff}
+        assert row["examples"] == values[F.METRIC_EXAMPLE_COUNT]
+        for metric in (F.METRIC_PR_AUC, F.METRIC_ROC_AUC):
+            if row[metric] is None:
+                assert math.isnan(values[metric])
+            else:
+                assert row[metric] == pytest.approx(values[metric], abs=1e-12)
+    # Scores recomputed from the SavedModel reproduce TFMA's metrics; the data table matches ML Metadata.
+    assert data["recompute_max_diff"] is not None and data["recompute_max_diff"] < 1e-6
+    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    for split, v in summary.splits.items():
+        assert (data["splits"][split]["rows"], data["splits"][split]["fraud"]) == (v["rows"], v["fraud"])
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium(built, tmp_path):
+    from PIL import Image
+
+    chromium = require_system_tool("chromium", "chromium")
+    png = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    shot = subprocess.run([chromium, *flags, f"--screenshot={png}", "--window-size=1200,3000", built.path.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    page_errors = [line for line in shot.stderr.splitlines()
+                   if ":CONSOLE(" in line or "net::ERR" in line or "Failed to load resource" in line]
+    assert not page_errors, page_errors
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    assert pixels.shape == (3000, 1200)
+    assert pixels.std() > 20 and (pixels < 200).mean() > 0.03, "the screenshot is (nearly) blank"
+    dom = subprocess.run([chromium, *flags, "--dump-dom", built.path.as_uri()], capture_output=True, text=True,
+                         timeout=180)
+    assert dom.returncode == 0
+    for section in SECTIONS:  # Chromium parsed every section
+        assert f'<section id="{section}">' in dom.stdout
+
+
+@pytest.mark.slow
+def test_a_run_that_is_not_blessed_says_so_and_names_the_failing_threshold(small_run):
+    """The real run re-judged by TFMA's validator with a PR-AUC floor of 0.99 (as `--pr-auc-floor 0.99` would)."""
+    from fraud.report import collect, rejudge, render_html
+
+    data = collect(small_run.root, references=False)
+    strict = copy.deepcopy(data.evaluation.eval_config)
+    for spec in strict.metrics_specs:
+        for metric in spec.metrics:
+            if json.loads(metric.config).get("name") == F.METRIC_PR_AUC:
+                for per_slice in metric.per_slice_thresholds:
+                    per_slice.threshold.value_threshold.lower_bound.value = 0.99
+    judged = rejudge(data, strict)
+    assert judged.blessed is False and not judged.evaluation.validation.validation_ok
+    html = render_html(judged)
+    verdict = re.search(r'id="verdict">([^<]*)<', html).group(1)
+    assert verdict.startswith("NOT BLESSED") and F.METRIC_PR_AUC in verdict
+    decision = _section(html, "decision")
+    assert re.search(rf'data-threshold="{F.METRIC_PR_AUC}:value" data-status="FAILED"', decision)
+    assert f"{F.METRIC_PR_AUC} &gt;= 0.99" in decision
+    assert re.search(r'class="FAILED failure">Failed: pr_auc &gt;= 0.99: candidate 0\.\d{4}, margin -0\.\d{4}',
+                     decision)
+    assert _payload(html)["blessed"] is False and "Pushed as version" not in decision
+
+
+@pytest.mark.slow
+def test_operating_threshold_selector_records_the_threshold_inside_the_model(small_run, tmp_path):
+    from components import threshold as T
+    from fraud.report import operating_threshold_of, read_run
+
+    _, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    trained = nodes["Trainer"].artifact("model")
+    examples = nodes["Evaluator"].artifact("examples", output=False)
+    budget = 20.0
+    op = T.select_and_record(trained.uri, examples.uri, str(tmp_path / "model"), alerts_per_day=budget)
+    model_dir = tmp_path / "model" / "Format-Serving"  # what the Pusher copies to <serving>/<version>/
+    assert (model_dir / "saved_model.pb").exists() and (model_dir / T.THRESHOLD_FILE).exists()
+    assert T.read_threshold(str(model_dir)) == op and op.split == F.SPLIT_VALID
+    serialized, frame = T.read_split(examples.uri, F.SPLIT_VALID)
+    scores = T.score_serialized(T.load_examples_signature(str(model_dir)), serialized)
+    assert op.split_rows == len(scores) and op.split_days == T.split_days(frame[F.EVENT_TIME])
+    assert T.flagged(scores, op.threshold).sum() == op.split_alerts <= budget * op.split_days
+    if op.threshold > 0:  # the lowest such threshold: one grid step lower breaks the budget
+        assert T.flagged(scores, op.threshold - 1 / T.THRESHOLD_GRID).sum() > budget * op.split_days
+    recorded, source = operating_threshold_of(types.SimpleNamespace(uri=str(tmp_path / "model")))
+    assert recorded == op and source.endswith("operating_threshold.json")
+
+
+@pytest.mark.slow
+def test_reference_models_train_in_under_30_seconds_on_50k_rows(small_run, built):
+    import pandas as pd
+
+    from components.threshold import read_split
+    from fraud.report import read_run, reference_models
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    _, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    examples = nodes["Evaluator"].artifact("examples", output=False)
+    frames = {s: read_split(examples.uri, s)[1] for s in F.SPLITS}
+    train = frames[F.SPLIT_TRAIN]
+    train = pd.concat([train] * math.ceil(50_000 / len(train)), ignore_index=True).iloc[:50_000]
+    eval_config = eval_config_writer.load_eval_run(built.data["eval_uri"])[0]
+    started = time.time()
+    refs = reference_models(train, frames[F.SPLIT_VALID], frames[F.SPLIT_EVAL], eval_config, 50.0)
+    seconds = time.time() - started
+    print(f"reference models on {len(train)} train rows: {seconds:.1f} s "
+          + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in refs))
+    assert len(refs) == 3 and seconds < 30
