@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup system-deps lock clean help
+.PHONY: demo test test-fast setup system-deps lock clean help serve test-serving bench-serving
 
 help:
 	@echo "make demo   - set up, generate data, run the whole TFX pipeline, print the summary"
 	@echo "make test   - set up, then run every test (slow ones included)"
+	@echo "make serve  - serve the demo's pushed model (TF Serving REST :8501, gRPC :8500, Prometheus metrics)"
 	@echo "make lock   - recompile requirements/lock.txt from requirements/requirements.in"
 
 setup: $(STAMP)
@@ -41,3 +42,13 @@ lock:
 
 clean:
 	rm -rf runs .pytest_cache
+
+serve: setup
+	@$(VENV)/bin/fraudctl serve --model-base $(DEMO_DIR)/serving_models/fraud_detector --monitoring-config-file serving/monitoring.config
+
+test-serving: setup system-deps
+	@$(PY) -m pytest tests/test_serving_contract.py tests/test_serving_hotswap.py tests/test_serving_monitoring.py tests/test_serving_badinput.py $(PYTEST_ARGS)
+
+bench-serving: setup
+	@mkdir -p bench/results
+	@$(PY) bench/serving_bench.py --model-base $(DEMO_DIR)/serving_models/fraud_detector --json bench/results/serving.json

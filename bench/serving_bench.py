@@ -80,6 +80,23 @@ def throughput(make_call, clients: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
+def server_side_means(exposition: str) -> dict:
+    """Mean server-side time per request (request_latency, by entrypoint) and in the model
+    (runtime_latency), in microseconds, from the server's own metrics over the whole run."""
+    import re
+
+    sums: dict = {}
+    for line in exposition.splitlines():
+        match = re.match(r":tensorflow:serving:(request|runtime)_latency_(sum|count)\{(.*)\} (\S+)$", line)
+        if not match:
+            continue
+        kind, field, labels, value = match.groups()
+        where = re.search(r'entrypoint="([^"]*)"', labels) if kind == "request" else None
+        key = f"request {where.group(1)}" if where else "model runtime (REST+gRPC)"
+        sums.setdefault(key, {"sum": 0.0, "count": 0.0})[field] += float(value)
+    return {k: v["sum"] / v["count"] for k, v in sums.items() if v["count"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base", required=True, type=Path,
@@ -99,7 +116,8 @@ def main(argv=None) -> int:
     from serving.example import example_transaction, typed
     from serving.process import start_server
     from serving.server import resolve_model_base
-    from serving.testing import newest_version
+    from serving.config import parse_monitoring_config, prometheus_path
+    from serving.testing import MONITORING_CONFIG, newest_version
 
     base = resolve_model_base(args.model_base, F.MODEL_NAME)
     version_dir = newest_version(base)
@@ -114,7 +132,7 @@ def main(argv=None) -> int:
         return signature(**tensors)[F.SCORE_OUTPUT].numpy()
 
     log_dir = Path(tempfile.mkdtemp(prefix="serving_bench_"))
-    server = start_server(base, log_dir / "server.log")
+    server = start_server(base, log_dir / "server.log", monitoring_config_file=MONITORING_CONFIG)
     body = json.dumps({"signature_name": F.SERVING_SIGNATURE, "instances": [row]})
     url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
     request_proto = GrpcClient(server.grpc_target).predict_request([row])
@@ -145,6 +163,8 @@ def main(argv=None) -> int:
                 "REST": throughput(make_rest, clients, args.seconds),
                 "gRPC": throughput(make_grpc, clients, args.seconds),
             }
+        metrics_path = prometheus_path(parse_monitoring_config(MONITORING_CONFIG))
+        results["server_side_us"] = server_side_means(requests.get(server.rest_url + metrics_path, timeout=30).text)
     finally:
         server.stop()
 
@@ -161,6 +181,9 @@ def main(argv=None) -> int:
     for clients, row_ in results["throughput_rps"].items():
         print(f"{clients + ' client(s)':<22}{row_['in-process']:>12.0f}{row_['REST']:>10.0f}{row_['gRPC']:>10.0f}"
               f"{row_['REST'] / row_['in-process']:>14.2f}{row_['gRPC'] / row_['in-process']:>14.2f}")
+    print("\nserver-side mean per request (its own metrics, whole run): " + ", ".join(
+        f"{k} {v / 1000:.2f} ms" for k, v in sorted(results["server_side_us"].items())))
+    print(f"load average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

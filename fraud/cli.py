@@ -166,5 +166,9 @@ def score(model_dir: Path, input_csv: Path, output_csv: Path, from_date):
     click.echo(f"Scored {result.rows} transactions with {result.model_version_dir} -> {output_csv}")
 
 
+from fraud.serve_cli import serve_command  # noqa: E402 - options only; the server imports lazily
+
+main.add_command(serve_command, "serve")
+
 if __name__ == "__main__":
     main()

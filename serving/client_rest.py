@@ -2,6 +2,7 @@
 
     python -m serving.client_rest --url http://localhost:8501            # score one example transaction
     python -m serving.client_rest --url http://localhost:8501 --label stable --status
+    python -m serving.client_rest --print-request > request.json   # a body for curl, every model input
 
 Every call has a timeout and checks the status; errors carry TF Serving's `{"error": ...}` message.
 The model name and signature names come from fraud.features.
@@ -83,7 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--label")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--status", action="store_true", help="print the model status first")
+    parser.add_argument("--print-request", action="store_true",
+                        help="print a :predict body with one synthetic transaction and exit (for curl -d @file)")
     args = parser.parse_args(argv)
+    if args.print_request:
+        print(json.dumps({"signature_name": F.SERVING_SIGNATURE, "instances": [typed(example_transaction())]},
+                         indent=2))
+        return 0
     client = RestClient(args.url, version=args.version, label=args.label, timeout=args.timeout)
     try:
         if args.status:

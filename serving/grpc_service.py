@@ -7,7 +7,6 @@ import logging
 import time
 
 import grpc
-import numpy as np
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
@@ -16,8 +15,8 @@ from serving import errors, tensors
 from serving.config import ConfigError, model_settings_from_proto
 from serving.errors import ServingError
 from serving.metrics import ENTRYPOINT_GRPC, RUNTIME_NAME
-from serving.servable import (CLASSIFY_METHOD, CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES, REGRESS_METHOD,
-                              REGRESS_OUTPUTS, signature_def_map)
+from serving.servable import (CLASSIFY_METHOD, REGRESS_METHOD, classification_result, regression_result,
+                              signature_def_map)
 
 log = logging.getLogger("serving")
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
@@ -33,38 +32,6 @@ def _spec(model_spec):
 
 def _abort(context, exc: ServingError):
     context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
-
-
-def classification_result(outputs: dict, batch: int) -> classification_pb2.ClassificationResult:
-    classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
-    scores = outputs.get(CLASSIFY_OUTPUT_SCORES)
-    if classes is None and scores is None:
-        raise errors.invalid(f"Expected classification signature outputs {CLASSIFY_OUTPUT_CLASSES!r} and/or "
-                             f"{CLASSIFY_OUTPUT_SCORES!r}")
-    for name, array in ((CLASSIFY_OUTPUT_CLASSES, classes), (CLASSIFY_OUTPUT_SCORES, scores)):
-        if array is not None and (array.ndim != 2 or array.shape[0] != batch):
-            raise errors.invalid(f"Expected Tensor shape: [{batch} K] but got {list(array.shape)} for output {name}")
-    k = (classes if classes is not None else scores).shape[1]
-    result = classification_pb2.ClassificationResult()
-    for i in range(batch):
-        item = result.classifications.add()
-        for j in range(k):
-            label = classes[i, j].decode("utf-8", "replace") if classes is not None else ""
-            item.classes.add(label=label, score=float(scores[i, j]) if scores is not None else 0.0)
-    return result
-
-
-def regression_result(outputs: dict, batch: int) -> regression_pb2.RegressionResult:
-    values = outputs.get(REGRESS_OUTPUTS)
-    if values is None:
-        raise errors.invalid(f"Expected regression signature output {REGRESS_OUTPUTS!r}")
-    values = np.asarray(values).reshape(-1)
-    if values.shape[0] != batch:
-        raise errors.invalid(f"Expected output Tensor shape to be [{batch}] but got {list(values.shape)}")
-    result = regression_pb2.RegressionResult()
-    for value in values:
-        result.regressions.add(value=float(value))
-    return result
 
 
 class _Timed:

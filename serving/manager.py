@@ -134,8 +134,9 @@ class ModelManager:
         for version, fingerprint in list(self._failed.items()):
             if version not in on_disk or on_disk[version][1] != fingerprint:
                 del self._failed[version]  # rewritten or removed: worth another try
-                if version not in on_disk:
-                    self._states.pop(version, None)
+        for version in [v for v, s in self._states.items()
+                        if s.state == END and v not in on_disk and v not in self._serving]:
+            del self._states[version]  # deleted from disk after it was unloaded: forget it (bounded memory)
         candidates = [v for v in on_disk if v not in self._failed]
         chosen = settings.policy.choose(candidates)
         for version in sorted(chosen, reverse=True):  # newest first: it is the one clients get by default

@@ -21,7 +21,8 @@ from werkzeug.wrappers import Request, Response
 from serving import errors, tensors
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE, ENTRYPOINT_REST, RUNTIME_NAME, ServingMetrics
-from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, signature_def_map
+from serving.servable import (CLASSIFY_METHOD, REGRESS_METHOD, classification_result, regression_result,
+                              signature_def_map)
 
 log = logging.getLogger("serving")
 
@@ -154,14 +155,10 @@ class RestApi:
         self.metrics.request_example_counts.observe(len(examples.serialized), model=name)
         self.metrics.request_example_count_total.inc(len(examples.serialized), model=name)
         if api == "classify":
-            from serving.grpc_service import classification_result
-
             outputs, runtime_us = servable.run_examples(signature, examples.serialized, CLASSIFY_METHOD)
             result = classification_result(outputs, len(examples.serialized))
             document = tensors.classification_response(result)
         else:
-            from serving.grpc_service import regression_result
-
             outputs, runtime_us = servable.run_examples(signature, examples.serialized, REGRESS_METHOD)
             document = tensors.regression_response(regression_result(outputs, len(examples.serialized)))
         self.metrics.runtime_latency.observe(runtime_us, model_name=name, API=api, runtime=RUNTIME_NAME,

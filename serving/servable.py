@@ -188,3 +188,41 @@ def signature_def_map(servable: Servable):
     for name, definition in servable.signature_defs.items():
         out.signature_def[name].CopyFrom(definition)
     return out
+
+
+def classification_result(outputs: dict, batch: int):
+    """A classify signature's outputs -> tensorflow.serving.ClassificationResult (as TF Serving's classifier)."""
+    from tensorflow_serving.apis import classification_pb2
+
+    classes = outputs.get(CLASSIFY_OUTPUT_CLASSES)
+    scores = outputs.get(CLASSIFY_OUTPUT_SCORES)
+    if classes is None and scores is None:
+        raise errors.invalid(f"Expected classification signature outputs {CLASSIFY_OUTPUT_CLASSES!r} and/or "
+                             f"{CLASSIFY_OUTPUT_SCORES!r}")
+    for name, array in ((CLASSIFY_OUTPUT_CLASSES, classes), (CLASSIFY_OUTPUT_SCORES, scores)):
+        if array is not None and (array.ndim != 2 or array.shape[0] != batch):
+            raise errors.invalid(f"Expected Tensor shape: [{batch} K] but got {list(array.shape)} for output {name}")
+    k = (classes if classes is not None else scores).shape[1]
+    result = classification_pb2.ClassificationResult()
+    for i in range(batch):
+        item = result.classifications.add()
+        for j in range(k):
+            label = classes[i, j].decode("utf-8", "replace") if classes is not None else ""
+            item.classes.add(label=label, score=float(scores[i, j]) if scores is not None else 0.0)
+    return result
+
+
+def regression_result(outputs: dict, batch: int):
+    """A regress signature's `outputs` -> tensorflow.serving.RegressionResult."""
+    from tensorflow_serving.apis import regression_pb2
+
+    values = outputs.get(REGRESS_OUTPUTS)
+    if values is None:
+        raise errors.invalid(f"Expected regression signature output {REGRESS_OUTPUTS!r}")
+    values = np.asarray(values).reshape(-1)
+    if values.shape[0] != batch:
+        raise errors.invalid(f"Expected output Tensor shape to be [{batch}] but got {list(values.shape)}")
+    result = regression_pb2.RegressionResult()
+    for value in values:
+        result.regressions.add(value=float(value))
+    return result

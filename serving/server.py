@@ -129,6 +129,10 @@ class ModelServer:
         log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
 
         class QuietHandler(WSGIRequestHandler):
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm holds the
+            # second one back until the client's (delayed) ACK, adding milliseconds to every response.
+            disable_nagle_algorithm = True
+
             def log_request(self, *args, **kwargs):  # one log line per request would drown the real news
                 pass
 
@@ -136,9 +140,10 @@ class ModelServer:
         try:
             self._http = make_server(options.host, options.rest_port, app, threaded=True,
                                      request_handler=QuietHandler)
-        except (OSError, SystemExit) as exc:
+        except (OSError, SystemExit) as exc:  # werkzeug exits (SystemExit) when the port is taken
             self._grpc.stop(0)
-            raise OSError(f"cannot listen for HTTP on {options.host}:{options.rest_port}: {exc}") from exc
+            reason = "the address is in use" if isinstance(exc, SystemExit) else str(exc)
+            raise OSError(f"cannot listen for HTTP on {options.host}:{options.rest_port}: {reason}") from None
         self._http.daemon_threads = True
         self.rest_port = self._http.server_port
         self._spawn("http", self._http.serve_forever)

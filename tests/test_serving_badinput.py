@@ -21,11 +21,11 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from fraud import features as F
 from serving.client_grpc import GrpcClient
+from serving.errors import ServingError
 from serving.example import example_transaction, typed
 from serving.tensors import MAX_BATCH_SIZE
 from serving.testing import ENV_REST, serving_target
 
-pytestmark = pytest.mark.slow
 TIMEOUT = 20
 FUZZ_REST_REQUESTS = 1200
 FUZZ_GRPC_REQUESTS = 300
@@ -87,6 +87,62 @@ WRONG_VALUES = {  # values of the wrong JSON type for each input kind
 
 
 # --------------------------------------------------------------------------------------------------
+# The JSON codec on its own (fast: no server)
+# --------------------------------------------------------------------------------------------------
+def test_codec_rows_columns_b64_and_types():
+    from serving import tensors
+
+    dtypes = {"a": types_pb2.DT_FLOAT, "t": types_pb2.DT_INT64, "s": types_pb2.DT_STRING}
+    doc = tensors.parse_json('{"instances": [{"a": 1, "t": 5, "s": {"b64": "TGltYQ=="}}, '
+                             '{"a": NaN, "t": -1, "s": "\u00f1"}]}')
+    parsed = tensors.parse_predict(doc, lambda signature: dtypes)
+    assert parsed.format == tensors.ROW and parsed.signature_name == ""
+    assert parsed.inputs["a"].dtype == np.float32 and np.isnan(parsed.inputs["a"][1])
+    assert parsed.inputs["t"].tolist() == [5, -1] and parsed.inputs["t"].dtype == np.int64
+    assert parsed.inputs["s"].tolist() == [b"Lima", "\u00f1".encode()]
+    columnar = tensors.parse_predict({"inputs": [[1, 2], [3, 4]]}, lambda signature: {"x": types_pb2.DT_FLOAT})
+    assert columnar.format == tensors.COLUMNAR and columnar.inputs["x"].shape == (2, 2)
+    deep = 1.0
+    for _ in range(tensors.MAX_RANK + 1):
+        deep = [deep]
+    for bad in ({"instances": [{"a": 16777217, "t": 1, "s": ""}]},  # not exactly representable as float32
+                {"instances": [{"a": 1.0, "t": 1.5, "s": ""}]},  # int64 from a JSON float
+                {"instances": [{"a": True, "t": 1, "s": ""}]},  # a bool is not a number here
+                {"instances": [{"a": 1.0, "t": 1, "s": {"b64": "***"}}]},
+                {"instances": [{"a": deep, "t": 1, "s": ""}]},
+                {"instances": [{"a": 1.0, "t": 1, "s": ""}, {"a": [1.0], "t": 1, "s": ""}]}):
+        with pytest.raises(ServingError) as info:
+            tensors.parse_predict(bad, lambda signature: dtypes)
+        assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
+
+
+def test_codec_responses_as_tf_serving_writes_them():
+    from serving import tensors
+
+    score = np.array([0.1, np.nan, np.inf], dtype=np.float32)
+    assert tensors.dumps(tensors.predict_response({"p": score}, tensors.ROW)) == \
+        b'{"predictions":[0.1,NaN,Infinity]}'  # shortest float32 text, not 0.10000000149011612
+    two = tensors.predict_response({"p": score[:1], "c": np.array([[b"0", b"1"]], dtype=object)}, tensors.ROW)
+    assert two == {"predictions": [{"c": ["0", "1"], "p": 0.1}]}
+    assert tensors.predict_response({"p": score[:1]}, tensors.COLUMNAR) == {"outputs": [0.1]}
+    raw = tensors.predict_response({"x_bytes": np.array([b"\xff"], dtype=object)}, tensors.COLUMNAR)
+    assert raw == {"outputs": [{"b64": "/w=="}]}
+
+
+def test_model_specific_names_come_from_fraud_features():
+    """The server is generic; where TF Serving's API fixes a name, our model must use exactly that name."""
+    from fraud import export
+    from serving import servable
+
+    assert F.SERVING_SIGNATURE == servable.DEFAULT_SIGNATURE  # requests without signature_name reach it
+    assert F.CLASSIFY_INPUT == servable.CLASSIFY_INPUTS
+    assert export.CLASSIFY_METHOD == servable.CLASSIFY_METHOD
+
+
+# --------------------------------------------------------------------------------------------------
+# Against the server
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_malformed_json(target):
     bodies = ["", "{", "[1, 2]", "null", '"instances"', '{"instances": ', "{'instances': []}", '{"instances": [}',
               "\xff\xfe not utf-8", '{"instances": [' * 5000, "1" * 5000, '{"instances": [NaN' + "]" * 3]
@@ -98,6 +154,7 @@ def test_malformed_json(target):
         client_error(send(target, ":classify", data=body), status=400)
 
 
+@pytest.mark.slow
 def test_wrong_types(target, row):
     for key in row:
         for value in WRONG_VALUES[kind_of(key)]:
@@ -110,6 +167,7 @@ def test_wrong_types(target, row):
     client_error(send(target, ":predict", {"instances": [row], "inputs": {}}), status=400)
 
 
+@pytest.mark.slow
 def test_missing_and_extra_features(target, row):
     for key in row:
         partial = {k: v for k, v in row.items() if k != key}
@@ -126,6 +184,7 @@ def test_missing_and_extra_features(target, row):
                                                                                                   F.CITY: None}]}))
 
 
+@pytest.mark.slow
 def test_unknown_model_version_label(target, row):
     body = {"instances": [row]}
     versions = [int(s["version"]) for s in requests.get(target.model_url, timeout=TIMEOUT).json()
@@ -147,6 +206,7 @@ def test_unknown_model_version_label(target, row):
     client_error(requests.put(target.model_url + ":predict", data="{}", timeout=TIMEOUT), status=400)
 
 
+@pytest.mark.slow
 def test_oversized_batch(target, row):
     if target.local is None:
         pytest.skip("the 10,000-row limit is this server's; TF Serving has none")
@@ -262,6 +322,7 @@ def generate_request(rng: random.Random, row: dict) -> tuple[str, str, bytes, bo
     return method, suffix, json.dumps(body).encode(), must_fail
 
 
+@pytest.mark.slow
 def test_fuzzing_rest(target, row):
     rng = random.Random(20260601)
     cases = [generate_request(rng, row) for _ in range(FUZZ_REST_REQUESTS)]
@@ -304,6 +365,7 @@ def _tensor(dtype, dims, **values) -> tensor_pb2.TensorProto:
         dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]), **values)
 
 
+@pytest.mark.slow
 def test_fuzzing_grpc(target, row):
     import tensorflow as tf
 
