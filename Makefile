@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup system-deps lock clean help serve test-serving bench-serving
+.PHONY: demo test test-fast setup system-deps lock clean help serve test-serving bench-serving airflow
 
 help:
 	@echo "make demo   - set up, generate data, run the whole TFX pipeline, print the summary"
 	@echo "make test   - set up, then run every test (slow ones included)"
+	@echo "make airflow - local Airflow (UI http://localhost:8080) running the pipeline's DAG; see docs/airflow.md"
 	@echo "make serve  - serve the demo's pushed model (TF Serving REST :8501, gRPC :8500, Prometheus metrics)"
 	@echo "make lock   - recompile requirements/lock.txt from requirements/requirements.in"
 
@@ -52,3 +53,6 @@ test-serving: setup system-deps
 bench-serving: setup
 	@mkdir -p bench/results
 	@$(PY) bench/serving_bench.py --model-base $(DEMO_DIR)/serving_models/fraud_detector --json bench/results/serving.json
+
+airflow: setup
+	@bash scripts/airflow_standalone.sh

@@ -28,9 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fraud.settings import PipelineSettings
+from fraud.settings import PipelineSettings, is_url
 
 ENV_PREFIX = "FRAUD_"
 DAG_ENV_PREFIX = "FRAUD_DAG_"
@@ -44,7 +44,7 @@ PATH_FIELDS = ("data_dir", "pipeline_root", "serving_dir")
 RUN_PARAMS = ("data_dir", "eval_days", "valid_days", "train_steps")
 PARAM_SCHEMA = {
     "data_dir": {"type": "string", "minLength": 1,
-                 "description": "Absolute path of the folder of transactions CSVs to train on."},
+                 "description": "Absolute path of the folder of transactions CSVs, or an SQLAlchemy URL."},
     "eval_days": {"type": "integer", "minimum": 1, "maximum": 365,
                   "description": "The last N Lima calendar days form the eval split (Evaluator)."},
     "valid_days": {"type": "integer", "minimum": 1, "maximum": 365,
@@ -62,8 +62,9 @@ class SettingsError(ValueError):
 # `dags test` run took half the CPU time of DirectRunner's multi-processing mode, StatisticsGen 13 s instead
 # of 27 s, Transform 46 s instead of 75 s, Evaluator 18 s instead of 41 s); it also leaves no Beam worker
 # processes behind when Airflow kills a task on timeout. Parallelism comes from Airflow's executor across
-# tasks, and scale from a distributed Beam runner (docs/airflow.md). The runner is named explicitly: Beam
-# 2.74 otherwise tries to download its "prism" runner.
+# tasks, and scale from a distributed Beam runner (docs/airflow.md). The runner is named explicitly, as in
+# fraud/settings.py (even so, Beam 2.74's DirectRunner first tries to download its "prism" runner; offline it
+# falls back at once).
 AIRFLOW_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 
 
@@ -72,9 +73,11 @@ class DagPipelineSettings(PipelineSettings):
 
     beam_args: tuple[str, ...] = AIRFLOW_BEAM_ARGS
 
-    @model_validator(mode="after")
-    def _data_exists(self):  # overrides the parent's check of the same name; runs check it per task
-        return self
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_source(cls, value) -> str:  # same name: replaces the parent's check; each task runs it (run_settings)
+        value = str(value)
+        return value if is_url(value) else os.path.normpath(value)
 
 
 class DagOptions(BaseModel):
@@ -117,7 +120,7 @@ def run_settings(settings: AirflowSettings, conf: Mapping[str, Any] | None) -> P
     if unknown:
         raise SettingsError(f"dag_run.conf has unknown key(s) {', '.join(map(repr, unknown))}; "
                             f"a run may override only {', '.join(RUN_PARAMS)}")
-    if "data_dir" in conf:
+    if "data_dir" in conf and not is_url(str(conf["data_dir"])):
         _require_absolute("data_dir", conf["data_dir"], "dag_run.conf")
     values = {**settings.pipeline.model_dump(), **conf}
     try:
@@ -153,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AirflowSettings:
                                 + ", ".join(DAG_ENV_PREFIX + f.upper() for f in DagOptions.model_fields))
         if field in ("beam_args", "tags"):
             value = shlex.split(value)
-        if field in PATH_FIELDS:
+        if field in PATH_FIELDS and not (field == "data_dir" and is_url(value)):
             _require_absolute(key, value, "the environment")
         raw[section][field] = value
         origin[(section, field)] = key
@@ -193,7 +196,7 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
             raise SettingsError(f"{path}: section {section!r} must be a mapping")
         values = dict(values)
         for field in PATH_FIELDS:
-            if section == "pipeline" and isinstance(values.get(field), str):
+            if section == "pipeline" and isinstance(values.get(field), str) and not is_url(values[field]):
                 if values[field].startswith("~"):
                     raise SettingsError(f"{path}: pipeline.{field}={values[field]!r}: '~' is not expanded "
                                         "(the scheduler's $HOME is not yours); use an absolute path")
