@@ -289,10 +289,13 @@ class OnlineFeatureState:
                                        label_delay_days=self.label_delay_days))
         return out
 
-    def update(self, e: Event) -> None:
+    def _check_order(self, e: Event) -> None:
         if self.watermark is not None and e.time < self.watermark:
             raise OutOfOrderEvent(f"transaction {e.transaction_id} at {e.time} is older than the state's "
                                   f"latest event ({self.watermark}); replay streams in time order")
+
+    def update(self, e: Event) -> None:
+        self._check_order(e)
         if e.transaction_id in self.seen_ids:
             raise DuplicateTransaction(f"transaction {e.transaction_id} was already recorded")
         self.seen_ids.add(e.transaction_id)
@@ -302,9 +305,7 @@ class OnlineFeatureState:
         self.restaurants.setdefault(e.restaurant_id, RestaurantHistory()).append(e)
 
     def score_and_update(self, e: Event) -> dict[str, float]:
-        if self.watermark is not None and e.time < self.watermark:
-            raise OutOfOrderEvent(f"transaction {e.transaction_id} at {e.time} is older than the state's "
-                                  f"latest event ({self.watermark}); replay streams in time order")
+        self._check_order(e)
         out = self.features(e)
         self.update(e)
         return out
