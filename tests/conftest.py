@@ -81,3 +81,15 @@ def small_run(tmp_path_factory, small_data) -> PipelineRun:
     run = run_pipeline(small_data, base / "root", base / "serving")
     assert run.exit_code == 0, f"pipeline failed (exit {run.exit_code}):\n{run.output[-4000:]}"
     return run
+
+
+@pytest.fixture(scope="module")
+def target(request, tmp_path_factory):
+    """The TF Serving under test: the one named by TFSERVING_REST_URL/TFSERVING_GRPC_TARGET if set,
+    else the local server on small_run's pushed model (shared by the serving test modules)."""
+    from serving.testing import ENV_REST, serving_target
+
+    if os.environ.get(ENV_REST):
+        return serving_target(request.config, None, None)
+    small_run = request.getfixturevalue("small_run")
+    return serving_target(request.config, small_run.model_base, tmp_path_factory.mktemp("serving"))

@@ -7,7 +7,6 @@ this server adds (at most 10,000 rows per request, bounded tensor sizes) are che
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
 import threading
@@ -24,7 +23,6 @@ from serving.client_grpc import GrpcClient
 from serving.errors import ServingError
 from serving.example import example_transaction, typed
 from serving.tensors import MAX_BATCH_SIZE
-from serving.testing import ENV_REST, serving_target
 
 TIMEOUT = 20
 FUZZ_REST_REQUESTS = 1200
@@ -32,14 +30,6 @@ FUZZ_GRPC_REQUESTS = 300
 CLIENT_ERROR_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                       grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
                       grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-@pytest.fixture(scope="module")
-def target(request, tmp_path_factory):
-    if os.environ.get(ENV_REST):
-        return serving_target(request.config, None, None)
-    small_run = request.getfixturevalue("small_run")
-    return serving_target(request.config, small_run.model_base, tmp_path_factory.mktemp("serving"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 
 import grpc
 import numpy as np
@@ -22,19 +21,10 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from fraud import features as F
 from serving.client_grpc import GrpcClient, input_arrays, to_example
 from serving.example import example_transaction, typed
-from serving.testing import ENV_REST, serving_target
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 10  # seconds, on every call
 CLASSIFY_METHOD = "tensorflow/serving/classify"
-
-
-@pytest.fixture(scope="module")
-def target(request, tmp_path_factory):
-    if os.environ.get(ENV_REST):
-        return serving_target(request.config, None, None)
-    small_run = request.getfixturevalue("small_run")
-    return serving_target(request.config, small_run.model_base, tmp_path_factory.mktemp("serving"))
 
 
 @pytest.fixture(scope="module")
