@@ -48,7 +48,7 @@ serve: setup
 	@$(VENV)/bin/fraudctl serve --model-base $(DEMO_DIR)/serving_models/fraud_detector --monitoring-config-file serving/monitoring.config
 
 test-serving: setup system-deps
-	@$(PY) -m pytest tests/test_serving_contract.py tests/test_serving_hotswap.py tests/test_serving_monitoring.py tests/test_serving_badinput.py $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/serving $(PYTEST_ARGS)
 
 bench-serving: setup
 	@mkdir -p bench/results

@@ -10,7 +10,7 @@ with airflow.models.DagBag (fresh AIRFLOW_HOME in a temp dir, the DAG file linke
 `airflow dags report` shows) and the wall time of the whole process.
 
     .venv/bin/python bench/dag_import_time.py              # 3 runs, human-readable
-    .venv/bin/python bench/dag_import_time.py --runs 1 --json   # one run, JSON (tests/test_airflow_dag.py)
+    .venv/bin/python bench/dag_import_time.py --runs 1 --json   # one run, JSON (tests/airflow/test_airflow_dag.py)
     .venv/bin/python bench/dag_import_time.py --breakdown  # also the slowest imports (python -X importtime)
 
 The FRAUD_* settings are taken from the environment when set, otherwise temp paths are used (the data

@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     from serving.process import start_server
     from serving.server import resolve_model_base
     from serving.config import parse_monitoring_config, prometheus_path
-    from serving.testing import MONITORING_CONFIG, newest_version
+    from tests.serving.support import MONITORING_CONFIG, newest_version
 
     base = resolve_model_base(args.model_base, F.MODEL_NAME)
     version_dir = newest_version(base)

@@ -26,7 +26,7 @@ import pytest
 
 from fraud import features as F
 from pipeline.pipeline import COMPONENT_IDS
-from tests.conftest import REPO, SMALL_TRAIN_STEPS, generate
+from tests.helpers import REPO, SMALL_TRAIN_STEPS, generate
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 DAG_ID = F.PIPELINE_NAME

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fraud import features as F
-from tests.conftest import require_system_tool
+from tests.helpers import require_system_tool
 
 SECTIONS = ("decision", "headline", "operating-threshold", "plots", "alert-budget", "slices", "data",
             "reference-models", "run")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from fraud import features as F
 from fraud import ingest
 from fraud import sql_source as S
-from tests.conftest import generate, require_system_tool, run_pipeline
+from tests.helpers import generate, require_system_tool, run_pipeline
 
 DATA = dict(days=30, users=1000, seed=11)  # ~6k rows: seconds to write and read
 PIPELINE_DATA = dict(days=45, users=1000, seed=7)  # enough fraud in every split for a blessed model

@@ -26,9 +26,9 @@ from fraud import features as F
 from serving.config import (BatchingParameters, ConfigError, parse_batching_parameters, parse_model_server_config,
                             parse_monitoring_config, prometheus_path)
 from serving.metrics import ServingMetrics
-from serving.testing import BATCHING_CONFIG, CANARY, MODELS_CONFIG, MONITORING_CONFIG, SERVING_DIR, STABLE, \
+from tests.serving.support import BATCHING_CONFIG, CANARY, MODELS_CONFIG, MONITORING_CONFIG, SERVING_DIR, STABLE, \
     serving_target
-from tests.conftest import require_system_tool
+from tests.helpers import require_system_tool
 
 PROMETHEUS_YML = SERVING_DIR / "prometheus.yml"
 ALERT_RULES = SERVING_DIR / "alert_rules.yml"

@@ -9,7 +9,7 @@ import tensorflow_model_analysis as tfma
 from fraud import features as F
 from fraud.run_summary import summarize
 from pipeline.pipeline import COMPONENT_IDS
-from tests.conftest import generate, run_fraudctl, run_pipeline
+from tests.helpers import generate, run_fraudctl, run_pipeline
 
 pytestmark = pytest.mark.slow
 

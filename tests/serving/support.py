@@ -1,9 +1,9 @@
-"""Test support for the serving suites (tests/test_serving_*.py); not used at run time.
+"""Test support for the serving suites (tests/serving/); not part of the product.
 
 `serving_target()` gives the suites the server to test:
 - any TF Serving named by environment variables (TFSERVING_REST_URL, TFSERVING_GRPC_TARGET, optionally
   TFSERVING_LABELS="stable,canary"), e.g. the real container from serving/docker-compose.yml;
-- otherwise one local server (python -m fraud.serve_cli) shared by every suite of the session, on free ports,
+- otherwise one local server (`fraudctl serve` in a child process) shared by every suite of the session, on free ports,
   serving two versions of the pipeline's pushed model under the checked-in serving/models.config (its
   version numbers replaced by the local ones) and serving/monitoring.config.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from fraud import features as F
 from serving.process import ServerProcess, start_server
 
-SERVING_DIR = Path(__file__).resolve().parent
+SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"  # the product's configuration files
 MODELS_CONFIG = SERVING_DIR / "models.config"
 MONITORING_CONFIG = SERVING_DIR / "monitoring.config"
 BATCHING_CONFIG = SERVING_DIR / "batching.config"

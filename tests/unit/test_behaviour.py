@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from fraud import behaviour as B
 from fraud import features as F
 from fraud import ingest
-from tests.conftest import generate
+from tests.helpers import generate
 
 H, D = 3600, 86400
 T0 = 1_780_000_000

@@ -9,7 +9,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 import trainer_module
 from fraud import features as F
-from tests.conftest import REPO, run_fraudctl
+from tests.helpers import REPO, run_fraudctl
 
 
 def test_schema_file_is_generated_from_the_feature_module():

@@ -21,7 +21,7 @@ from serving.client_rest import RestClient, ServingError
 from serving.example import example_transaction, typed
 from serving.process import start_server
 from serving.servable import read_signature_defs
-from serving.testing import newest_version, push_version
+from tests.serving.support import newest_version, push_version
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 10
