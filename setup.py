@@ -8,10 +8,10 @@ setup(
     version="0.1.0",
     description="TFX fraud detection for luxury restaurants in Peru",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["fraud", "fraud.*", "pipeline", "pipeline.*", "components",
+    packages=find_packages(include=["fraud", "fraud.*", "fraudctl", "fraudctl.*", "pipeline", "pipeline.*", "components",
                                     "components.*", "serving", "serving.*"]),
     py_modules=["transform_module", "trainer_module"],
     package_data={"": ["*.pbtxt", "*.config"]},
     install_requires=[],  # pinned in requirements/lock.txt; kept empty so Beam workers reuse their stack
-    entry_points={"console_scripts": ["fraudctl=fraud.cli:main"]},
+    entry_points={"console_scripts": ["fraudctl=fraudctl.main:main"]},
 )

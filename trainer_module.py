@@ -6,16 +6,14 @@ weighting (odds / w), so serving returns calibrated probabilities while training
 from __future__ import annotations
 
 import math
-import os
 
 import keras
-import numpy as np
-import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from fraud import features as F
 from fraud import export as export_lib
+from fraud import features as F
+from fraud.settings import required_config
 
 BATCH_SIZE = 256
 EMBEDDING_DIM = 4
@@ -81,9 +79,8 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput) -> dict[str, in
 
 def run_fn(fn_args):
     """TFX entry point (referenced as `trainer_module.run_fn`)."""
-    config = fn_args.custom_config or {}
-    keras.utils.set_random_seed(int(config.get("seed", 42)))
-    feature_set = config.get("feature_set", F.FEATURE_SET_BEHAVIOURAL)
+    keras.utils.set_random_seed(int(required_config(fn_args.custom_config, F.CONFIG_SEED)))
+    feature_set = required_config(fn_args.custom_config, F.CONFIG_FEATURE_SET)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     positives, total = count_labels(_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                                              feature_set, num_epochs=1, shuffle=False))

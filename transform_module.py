@@ -16,9 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from fraud import features as F
-
-_LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
-
+from fraud.settings import required_config
 
 def _as_2d(x):
     """Dense [batch, 1]: FixedLen features already are; tolerate [batch] for ad-hoc callers."""
@@ -73,15 +71,16 @@ def home_distance_km(home_city, city):
 
 def lima_hour_and_weekday(event_time_utc):
     """Hour 0-23 and weekday (Monday=0) in Lima local time; 1970-01-01 was a Thursday (=3)."""
-    local = tf.cast(event_time_utc, tf.int64) + _LIMA_OFFSET_S
+    local = tf.cast(event_time_utc, tf.int64) + F.LIMA_UTC_OFFSET_S  # the graph twin of fraud.timeutil.to_lima
     hour = tf.math.floormod(tf.math.floordiv(local, 3600), 24)
     weekday = tf.math.floormod(tf.math.floordiv(local, 86400) + 3, 7)
     return hour, weekday
 
 
 def preprocessing_fn(inputs, custom_config=None):
-    """TFX calls this with the Transform component's custom_config ({"feature_set": ...})."""
-    feature_set = (custom_config or {}).get("feature_set", F.FEATURE_SET_BEHAVIOURAL)
+    """TFX calls this with the Transform component's custom_config ({F.CONFIG_FEATURE_SET: ...}, set by
+    create_pipeline from the settings)."""
+    feature_set = required_config(custom_config, F.CONFIG_FEATURE_SET)
     out = {}
 
     raw_amount = tf.cast(_as_2d(inputs[F.AMOUNT]), tf.float32)

@@ -12,6 +12,11 @@ with airflow.models.DagBag (fresh AIRFLOW_HOME in a temp dir, the DAG file linke
     .venv/bin/python bench/dag_import_time.py              # 3 runs, human-readable
     .venv/bin/python bench/dag_import_time.py --runs 1 --json   # one run, JSON (tests/airflow/test_airflow_dag.py)
     .venv/bin/python bench/dag_import_time.py --breakdown  # also the slowest imports (python -X importtime)
+    .venv/bin/python bench/dag_import_time.py --layout folder   # dags_folder = the repo's pipeline/ folder
+
+Layouts of the dags folder (--layout): `link` (default: a symlink to pipeline/airflow_dag.py, as `make airflow`
+does), `copy` (a copy of the file: the DAG imports only the installed project), `folder` (Airflow's dags_folder
+is the repository's pipeline/ folder itself; pipeline/.airflowignore keeps Airflow to the DAG file).
 
 The FRAUD_* settings are taken from the environment when set, otherwise temp paths are used (the data
 folder need not exist to parse the DAG).
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 DAG_FILE = REPO / "pipeline" / "airflow_dag.py"
 STANDALONE_SCRIPT = REPO / "scripts" / "airflow_standalone.sh"
 AIRFLOW_DEFAULT_TIMEOUT = 30.0
+LAYOUTS = ("link", "copy", "folder")
 
 # Runs in the child process: parse the DAG folder, print one JSON line describing the result and the DAG.
 _CHILD = r"""
@@ -72,12 +79,24 @@ def configured_timeout() -> float:
     return float(match.group(1)) if match else AIRFLOW_DEFAULT_TIMEOUT
 
 
-def child_env(home: Path) -> dict:
+def dags_folder(home: Path, layout: str = "link") -> Path:
+    """The dags folder for a layout (see the module docstring)."""
+    if layout == "folder":
+        return DAG_FILE.parent
     dags = home / "dags"
     dags.mkdir(parents=True, exist_ok=True)
-    link = dags / "fraud_detection_dag.py"
-    if not link.exists():
-        link.symlink_to(DAG_FILE)
+    target = dags / "fraud_detection_dag.py"
+    if not target.exists():
+        if layout == "copy":
+            shutil.copy2(DAG_FILE, target)
+        else:
+            target.symlink_to(DAG_FILE)
+    return dags
+
+
+def child_env(home: Path, layout: str = "link") -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    dags = dags_folder(home, layout)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
                AIRFLOW__CORE__LOAD_EXAMPLES="False",
@@ -89,17 +108,17 @@ def child_env(home: Path) -> dict:
     return env
 
 
-def measure_once(home: Path) -> dict:
+def measure_once(home: Path, layout: str = "link") -> dict:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD], env=child_env(home), capture_output=True, text=True,
-                          timeout=900, cwd=home)
+    proc = subprocess.run([sys.executable, "-c", _CHILD], env=child_env(home, layout), capture_output=True,
+                          text=True, timeout=900, cwd=home)
     wall = time.perf_counter() - started
     line = next((l for l in proc.stdout.splitlines() if l.startswith("DAGREPORT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"DagBag load failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     report = json.loads(line[len("DAGREPORT "):])
     report["process_wall_s"] = wall
-    parse = [v for k, v in report["file_parse_s"].items() if k.endswith("fraud_detection_dag.py")]
+    parse = [v for k, v in report["file_parse_s"].items() if k.endswith(("fraud_detection_dag.py", DAG_FILE.name))]
     report["dag_file_parse_s"] = parse[0] if parse else None
     return report
 
@@ -120,12 +139,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object (last run's DAG report)")
     parser.add_argument("--breakdown", action="store_true", help="also list the slowest imports")
+    parser.add_argument("--layout", choices=LAYOUTS, default="link", help="how the DAG file reaches the dags folder")
     args = parser.parse_args(argv)
 
     timeout = configured_timeout()
     with tempfile.TemporaryDirectory(prefix="dag-import-") as tmp:
         home = Path(tmp) / "airflow_home"
-        reports = [measure_once(home) for _ in range(args.runs)]
+        reports = [measure_once(home, args.layout) for _ in range(args.runs)]
         slow = breakdown(home) if args.breakdown else []
     parses = [r["dag_file_parse_s"] for r in reports if r["dag_file_parse_s"] is not None]
     try:
@@ -138,7 +158,8 @@ def main(argv=None) -> int:
         "process_wall_s": [round(r["process_wall_s"], 1) for r in reports],
         "airflow_default_timeout_s": AIRFLOW_DEFAULT_TIMEOUT, "configured_timeout_s": timeout,
         "load_average_1min": load_avg, "cpus": os.cpu_count(),
-        "import_errors": reports[-1]["import_errors"],
+        "import_errors": reports[-1]["import_errors"], "layout": args.layout,
+        "parsed_files": sorted(reports[-1]["file_parse_s"]),
     }
     if args.json:
         print(json.dumps({**summary, "report": reports[-1], "slowest_imports": slow}))

@@ -16,7 +16,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import behaviour as component
 from components.ingestion import write_split
-from fraud import behaviour, datagen, ingest
+from fraud import behaviour, ingest
+from fraud import features as F
+from fraud.synth import datagen
 from fraud.settings import DEFAULT_BEAM_ARGS
 
 ROWS_PER_USER_DAY = 49503 / (4000 * 90)  # measured on the generator's defaults
@@ -36,7 +38,7 @@ def main():
             users = max(50, int(size / (ROWS_PER_USER_DAY * days)))
             datagen.generate(os.path.join(tmp, "csv"), days=days, users=users, seed=1)
             frame = ingest.standardise(ingest.read_csv_dir(os.path.join(tmp, "csv")), require_label=True).frame
-            write_split(frame, os.path.join(tmp, "examples", "Split-all"))
+            write_split(frame, F.split_dir(os.path.join(tmp, "examples"), "all"))
             rows = len(frame)
 
             started = time.perf_counter()
@@ -45,7 +47,8 @@ def main():
 
             started = time.perf_counter()
             with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-                component.build(p, {"all": os.path.join(tmp, "examples", "Split-all", "*")}, os.path.join(tmp, "out"))
+                component.build(p, {"all": os.path.join(F.split_dir(os.path.join(tmp, "examples"), "all"), "*")},
+                                os.path.join(tmp, "out"), label_delay_days=F.LABEL_DELAY_DAYS)
             beam_s = time.perf_counter() - started
         print(f"{rows:>9} {beam_s:>8.1f} {rows / beam_s:>12.0f} {rows / in_memory:>17.0f} "
               f"{in_memory / beam_s:>15.2f}", flush=True)

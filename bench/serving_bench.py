@@ -5,7 +5,7 @@
 Measures, for one transaction per request (the card-authorisation case):
 - single-request latency p50 / p99 (sequential calls) for in-process, REST and gRPC;
 - throughput (requests/s) with 1, 8 and 32 concurrent clients;
-each also as a ratio to in-process. The server runs as its own process (`python -m fraud.serve_cli`) on the
+each also as a ratio to in-process. The server runs as its own process (`python -m fraudctl serve`) on the
 same machine as the clients, so on a small machine clients and server compete for the same cores: read the
 figures as "what the serving layer costs here", not as capacity planning. Results are printed as a table and,
 with --json, written as JSON (bench/results/ is git-ignored).
@@ -22,7 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from the repo root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from the repo root
+MONITORING_CONFIG = REPO / "serving" / "monitoring.config"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -117,10 +119,10 @@ def main(argv=None) -> int:
     from serving.process import start_server
     from serving.server import resolve_model_base
     from serving.config import parse_monitoring_config, prometheus_path
-    from tests.serving.support import MONITORING_CONFIG, newest_version
+    from fraud.scoring import resolve_version_dir
 
     base = resolve_model_base(args.model_base, F.MODEL_NAME)
-    version_dir = newest_version(base)
+    version_dir = resolve_version_dir(base)
     signature = tf.saved_model.load(str(version_dir)).signatures[F.SERVING_SIGNATURE]
     inputs = sorted(signature.structured_input_signature[1])
     row = typed(example_transaction(inputs))

@@ -16,27 +16,18 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from fraud import behaviour as B
+from fraud import examples as X
 from fraud import features as F
+from fraud.errors import DuplicateTransaction
 
 _GZIP = beam.io.filesystem.CompressionTypes.GZIP
 
 
-def _value(feature: tf.train.Feature):
-    kind = feature.WhichOneof("kind")
-    values = getattr(feature, kind).value if kind else []
-    if not values:
-        return None
-    v = values[0]
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def to_event(record: bytes) -> B.Event:
     example = tf.train.Example.FromString(record)
-    f = example.features.feature
 
     def get(key, default):
-        v = _value(f[key]) if key in f else None
-        return default if v is None else v
+        return X.value(example, key, default)
 
     return B.Event(
         transaction_id=get(F.TRANSACTION_ID, ""), time=int(get(F.EVENT_TIME, 0)), user_id=get(F.USER_ID, ""),
@@ -47,9 +38,7 @@ def to_event(record: bytes) -> B.Event:
 
 def add_features(record: bytes, feats: dict) -> bytes:
     example = tf.train.Example.FromString(record)
-    for name in F.BEHAVIOUR_FEATURES:
-        example.features.feature[name].float_list.value[:] = [feats[name]]
-    return example.SerializeToString()
+    return X.set_floats(example, {name: feats[name] for name in F.BEHAVIOUR_FEATURES}).SerializeToString()
 
 
 class _Join(beam.DoFn):
@@ -57,7 +46,7 @@ class _Join(beam.DoFn):
         tid, grouped = item
         records, parts = grouped["example"], grouped["features"]
         if len(records) != 1:
-            raise ValueError(f"transaction id {tid!r} appears {len(records)} times across splits")
+            raise DuplicateTransaction(f"transaction id {tid!r} appears {len(records)} times across splits")
         feats = {}
         for part in parts:
             feats.update(part)
@@ -65,7 +54,7 @@ class _Join(beam.DoFn):
         yield split, add_features(record, feats)
 
 
-def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS):
+def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int):
     """The Beam graph: `inputs` maps split name -> file pattern of gzipped tf.Example TFRecords; every split
     is written to <output_dir>/Split-<name>/ with the behavioural features added."""
     tagged = [
@@ -95,7 +84,7 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
          | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
          | f"Record[{s}]" >> beam.Map(lambda kv: kv[1])
          | f"Write[{s}]" >> beam.io.WriteToTFRecord(
-             os.path.join(output_dir, f"Split-{s}", "data_tfrecord"), file_name_suffix=".gz",
+             os.path.join(F.split_dir(output_dir, s), F.EXAMPLES_FILE_PREFIX), file_name_suffix=".gz",
              compression_type=_GZIP))
 
 
@@ -103,12 +92,12 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
 def BehaviouralFeatures(
     examples: InputArtifact[standard_artifacts.Examples],
     augmented_examples: OutputArtifact[standard_artifacts.Examples],
-    label_delay_days: Parameter[int] = F.LABEL_DELAY_DAYS,
+    label_delay_days: Parameter[int],
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ):
     splits = artifact_utils.decode_split_names(examples.split_names)
     with beam_pipeline as p:
-        build(p, {s: os.path.join(examples.uri, f"Split-{s}", "*") for s in splits}, augmented_examples.uri,
+        build(p, {s: os.path.join(F.split_dir(examples.uri, s), "*") for s in splits}, augmented_examples.uri,
               label_delay_days=label_delay_days)
     augmented_examples.split_names = examples.split_names
     for key, value in examples.mlmd_artifact.custom_properties.items():  # row counts, time ranges per split

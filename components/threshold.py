@@ -1,213 +1,15 @@
-"""OperatingThresholdSelector: the score threshold that keeps fraud alerts within a daily budget, recorded WITH
-the model so that serving, the Evaluator's report and the business all use the same number.
+"""OperatingThresholdSelector: the TFX adapter of fraud.threshold (see its docstring for the design).
 
-Design (why a component between Trainer and Evaluator, and why a copy of the model):
-- It scores raw examples with the exported `serving_examples` signature: exactly what TFMA and TF Serving run,
-  Transform graph included (the Trainer only sees transformed tensors and the weighted Keras model).
-- Artifacts are immutable, so it does not write into the Trainer's model: it outputs a new Model artifact, a copy
-  of `Format-Serving/` plus `Format-Serving/assets.extra/operating_threshold.json`. The Evaluator evaluates and
-  blesses that artifact and the Pusher copies that whole directory, so every pushed version carries its threshold
-  (TF Serving ignores unknown files in `assets.extra/`, its conventional place for extra files), and the
-  latest-blessed resolver hands the next run a baseline that carries its own threshold too.
-- The threshold is also a custom property of the output artifact (`operating_threshold`), visible in ML Metadata.
-
-Which split: `valid` by default, not `eval`. The choice only looks at scores (never labels), so choosing on eval
-would not leak labels, but it would make "alerts per day on eval <= budget" true by construction; choosing on the
-days before eval turns the eval week into an honest check of the budget on days the choice never saw (the report
-shows both). The split is a parameter.
-
-Threshold grid: TFMA's ConfusionMatrixPlot reports thresholds k/1000 (num_thresholds=1000), so the threshold is
-rounded UP to that grid (fewer alerts, never more): TFMA's precision and recall at the operating threshold are
-then read from its own output, not re-derived. `flagged()` reproduces TFMA's histogram-based counting exactly.
-
-Serving rule: alert when fraud_score > threshold.
+It copies the Trainer's serving model into its own Model artifact, records the threshold chosen for the alert
+budget inside the copy (assets.extra/operating_threshold.json) and as custom properties of the artifact.
 """
-
-import dataclasses
-import glob
-import json
-import math
-import os
-
-import numpy as np
-import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from fraud import features as F
-
-THRESHOLD_FILE = os.path.join("assets.extra", "operating_threshold.json")
-DEFAULT_ALERTS_PER_DAY = 50.0
-DEFAULT_SPLIT = F.SPLIT_VALID
-# Custom properties of the output Model artifact.
-PROP_THRESHOLD = "operating_threshold"
-PROP_BUDGET = "alerts_per_day_budget"
-PROP_SPLIT = "threshold_split"
-
-# TFMA's discretisation (tensorflow_model_analysis.metrics): ConfusionMatrixPlot thresholds are k / 1000 and
-# every confusion matrix is derived from a 10,000-bucket calibration histogram of the predictions.
-THRESHOLD_GRID = 1000
-TFMA_HISTOGRAM_BUCKETS = 10000
-_TFMA_EPSILON = 1e-7
-_BATCH = 4096
-_LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
-
-
-@dataclasses.dataclass(frozen=True)
-class OperatingThreshold:
-    threshold: float  # alert when fraud_score > threshold
-    alerts_per_day_budget: float
-    split: str  # the split the threshold was chosen on
-    split_days: int
-    split_rows: int
-    split_alerts: int  # alerts the threshold gives on that split (<= budget * days)
-
-    @property
-    def split_alerts_per_day(self) -> float:
-        return self.split_alerts / max(self.split_days, 1)
-
-    def to_json(self) -> str:
-        return json.dumps({**dataclasses.asdict(self), "rule": f"alert when {F.SCORE_OUTPUT} > threshold"},
-                          indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "OperatingThreshold":
-        data = json.loads(text)
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Pure functions (no TFX): reading examples, scoring, TFMA-consistent counting, choosing, recording.
-# ---------------------------------------------------------------------------------------------------------------
-def split_files(examples_uri: str, split: str) -> list[str]:
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-    if not files:
-        raise FileNotFoundError(f"no examples for split {split!r} under {examples_uri}")
-    return files
-
-
-def read_split(examples_uri: str, split: str):
-    """(serialized tf.Examples, pandas frame of every feature) of one split of an Examples artifact."""
-    import pandas as pd
-
-    serialized = [r.numpy() for r in tf.data.TFRecordDataset(split_files(examples_uri, split),
-                                                             compression_type="GZIP")]
-    if not serialized:
-        return serialized, pd.DataFrame()
-    first = tf.train.Example.FromString(serialized[0]).features.feature
-    spec, kinds = {}, {}
-    for name, feature in first.items():
-        kind = feature.WhichOneof("kind")
-        dtype = {"float_list": tf.float32, "int64_list": tf.int64, "bytes_list": tf.string}[kind]
-        spec[name], kinds[name] = tf.io.FixedLenFeature([], dtype), kind
-    columns = {}
-    for start in range(0, len(serialized), 16384):
-        parsed = tf.io.parse_example(tf.constant(serialized[start:start + 16384]), spec)
-        for name, tensor in parsed.items():
-            columns.setdefault(name, []).append(tensor.numpy())
-    frame = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
-    for name, kind in kinds.items():
-        if kind == "bytes_list":
-            frame[name] = frame[name].str.decode("utf-8")
-    return serialized, frame
-
-
-def load_examples_signature(model_dir: str):
-    return tf.saved_model.load(model_dir).signatures[F.EXAMPLES_SIGNATURE]
-
-
-def score_serialized(signature, serialized: list[bytes]) -> np.ndarray:
-    """Fraud scores of serialized tf.Examples through the model's serving_examples signature."""
-    scores = [signature(**{F.EXAMPLES_INPUT: tf.constant(serialized[s:s + _BATCH])})[F.SCORE_OUTPUT].numpy()
-              for s in range(0, len(serialized), _BATCH)]
-    return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32)
-
-
-def split_days(event_times) -> int:
-    """Lima calendar days spanned by a split (first to last day, inclusive)."""
-    days = (np.asarray(event_times, dtype=np.int64) + _LIMA_OFFSET_S) // 86400
-    return int(days.max() - days.min() + 1) if len(days) else 0
-
-
-def _histogram_floor(scores) -> np.ndarray:
-    """The lower edge of the TFMA calibration-histogram bucket of each score (TFMA truncates to 1e-4)."""
-    p = np.asarray(scores, dtype=np.float64)
-    bucket = np.clip(np.floor(p * TFMA_HISTOGRAM_BUCKETS + 1), 0, TFMA_HISTOGRAM_BUCKETS + 1)
-    return np.where(bucket <= 0, -np.inf, np.where(bucket >= TFMA_HISTOGRAM_BUCKETS + 1, np.inf,
-                                                   (bucket - 1) / TFMA_HISTOGRAM_BUCKETS))
-
-
-def flagged(scores, threshold: float) -> np.ndarray:
-    """Which scores TFMA counts as positive at `threshold` (its confusion matrices come from a 1e-4 histogram:
-    this equals score > threshold except for scores less than 1e-4 above it)."""
-    cut = threshold + _TFMA_EPSILON if threshold != 0 else threshold
-    return _histogram_floor(scores) >= cut
-
-
-def grid_thresholds() -> np.ndarray:
-    return np.array([k / THRESHOLD_GRID for k in range(THRESHOLD_GRID + 1)])
-
-
-def choose_threshold(scores, days: int, alerts_per_day: float) -> tuple[float, int]:
-    """The lowest grid threshold whose alerts on these scores stay within alerts_per_day * days.
-
-    Returns (threshold, alerts). The lowest such threshold catches the most fraud the budget allows.
-    """
-    if alerts_per_day <= 0 or days <= 0:
-        raise ValueError(f"alerts_per_day and days must be positive, got {alerts_per_day} and {days}")
-    allowed = math.floor(alerts_per_day * days)
-    floors = np.sort(_histogram_floor(scores))
-    for t in grid_thresholds():
-        cut = t + _TFMA_EPSILON if t != 0 else t
-        alerts = len(floors) - int(np.searchsorted(floors, cut, side="left"))
-        if alerts <= allowed:
-            return float(t), alerts
-    return 1.0, 0  # unreachable: nothing is flagged above 1.0
-
-
-def threshold_path(model_dir: str) -> str:
-    return os.path.join(model_dir, THRESHOLD_FILE)
-
-
-def write_threshold(model_dir: str, op: OperatingThreshold) -> str:
-    path = threshold_path(model_dir)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(op.to_json())
-    return path
-
-
-def read_threshold(model_dir: str) -> "OperatingThreshold | None":
-    """The threshold recorded in a model directory (a pushed version dir or an artifact's Format-Serving)."""
-    path = threshold_path(model_dir)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return OperatingThreshold.from_json(f.read())
-
-
-def select_threshold(model_dir: str, examples_uri: str, split: str, alerts_per_day: float) -> OperatingThreshold:
-    """Score one split with the model and choose the threshold for the alert budget."""
-    serialized, frame = read_split(examples_uri, split)
-    scores = score_serialized(load_examples_signature(model_dir), serialized)
-    days = split_days(frame[F.EVENT_TIME])
-    threshold, alerts = choose_threshold(scores, days, alerts_per_day)
-    return OperatingThreshold(threshold=threshold, alerts_per_day_budget=float(alerts_per_day), split=split,
-                              split_days=days, split_rows=len(serialized), split_alerts=alerts)
-
-
-def select_and_record(trained_model_uri: str, examples_uri: str, output_model_uri: str, *,
-                      alerts_per_day: float = DEFAULT_ALERTS_PER_DAY,
-                      split: str = DEFAULT_SPLIT) -> OperatingThreshold:
-    """Copy the trained model's serving dir to the output artifact and record the threshold inside it."""
-    source = path_utils.serving_model_path(trained_model_uri)
-    target = path_utils.serving_model_dir(output_model_uri)
-    io_utils.copy_dir(source, target)
-    op = select_threshold(target, examples_uri, split, alerts_per_day)
-    write_threshold(target, op)
-    return op
+from fraud import threshold as T
 
 
 @component
@@ -215,13 +17,16 @@ def OperatingThresholdSelector(
     trained_model: InputArtifact[standard_artifacts.Model],
     examples: InputArtifact[standard_artifacts.Examples],
     model: OutputArtifact[standard_artifacts.Model],
-    alerts_per_day: Parameter[float] = DEFAULT_ALERTS_PER_DAY,
-    split: Parameter[str] = DEFAULT_SPLIT,
+    alerts_per_day: Parameter[float],
+    split: Parameter[str],
 ):
-    op = select_and_record(trained_model.uri, examples.uri, model.uri, alerts_per_day=alerts_per_day, split=split)
-    model.set_float_custom_property(PROP_THRESHOLD, op.threshold)
-    model.set_float_custom_property(PROP_BUDGET, op.alerts_per_day_budget)
-    model.set_string_custom_property(PROP_SPLIT, op.split)
+    # Artifacts are immutable: the threshold goes into a copy of the Trainer's serving model.
+    target = path_utils.serving_model_dir(model.uri)
+    io_utils.copy_dir(path_utils.serving_model_path(trained_model.uri), target)
+    op = T.select_and_record(target, examples.uri, alerts_per_day=alerts_per_day, split=split)
+    model.set_float_custom_property(F.PROP_THRESHOLD, op.threshold)
+    model.set_float_custom_property(F.PROP_BUDGET, op.alerts_per_day_budget)
+    model.set_string_custom_property(F.PROP_THRESHOLD_SPLIT, op.split)
     print(f"operating threshold {op.threshold:.3f}: {op.split_alerts} alerts in {op.split_days} days of the "
           f"{op.split} split ({op.split_alerts_per_day:.1f}/day, budget {op.alerts_per_day_budget:g}/day)",
           flush=True)

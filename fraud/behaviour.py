@@ -28,6 +28,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 from fraud import features as F
+from fraud import timeutil
+from fraud.errors import DuplicateTransaction, OutOfOrderEvent
 
 DAY = 86400  # seconds
 MAX_GAP_S = 30 * DAY
@@ -47,7 +49,7 @@ class Event:
 
     @property
     def lima_hour(self) -> int:
-        return ((self.time + F.LIMA_UTC_OFFSET_HOURS * 3600) // 3600) % 24
+        return timeutil.lima_hour(self.time)
 
 
 def _lookup_km(city_a: str, city_b: str) -> float | None:
@@ -257,14 +259,6 @@ def compute_offline(events) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------------------------
 # Online: an incremental state, one transaction at a time (for the live scoring service).
 # ------------------------------------------------------------------------------------------------
-class OutOfOrderEvent(ValueError):
-    pass
-
-
-class DuplicateTransaction(ValueError):
-    pass
-
-
 class OnlineFeatureState:
     """Keeps each entity's history; `score_and_update(e)` returns e's features, then records e.
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from fraud import features as F
-from serving import warmup
+from fraud import warmup
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 CLASS_LABELS = ("0", "1")  # legitimate, fraudulent
@@ -73,15 +73,29 @@ def export_serving_model(model, tf_transform_output, export_dir: str, *, positiv
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     _set_method_name(export_dir, F.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
-    warmup.write_warmup_requests(export_dir)  # TF Serving's warm-up records: synthetic rows only
+    # TF Serving's warm-up records: synthetic rows only
+    warmup.write_warmup_requests(export_dir, read_signature_defs(export_dir))
+
+
+def _read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(export_dir, F.SAVED_MODEL_FILE), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return saved_model
+
+
+def read_signature_defs(export_dir: str) -> dict:
+    """signature name -> SignatureDef of an exported model's 'serve' meta graph (protos only, nothing loaded)."""
+    for meta_graph in _read_saved_model(export_dir).meta_graphs:
+        if not meta_graph.meta_info_def.tags or "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{export_dir} has no meta graph tagged 'serve'")
 
 
 def _set_method_name(export_dir: str, signature: str, method_name: str) -> None:
     """tf.saved_model.save marks every signature 'predict'; TF Serving's Classify API needs 'classify'."""
-    path = os.path.join(export_dir, "saved_model.pb")
-    saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(path, "rb") as f:
-        saved_model.ParseFromString(f.read())
+    path = os.path.join(export_dir, F.SAVED_MODEL_FILE)
+    saved_model = _read_saved_model(export_dir)
     for meta_graph in saved_model.meta_graphs:
         meta_graph.signature_def[signature].method_name = method_name
     with tf.io.gfile.GFile(path, "wb") as f:

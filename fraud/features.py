@@ -1,11 +1,14 @@
-"""The single source of truth for names: raw columns, features, label, model name, signatures, metrics.
+"""The single source of truth for names: raw columns, features, label, model name, signatures, metrics,
+artifact properties, split folders and file names.
 
-Every other module (ingestion, generator, transform, trainer, evaluator config, scorer, serving)
-imports from here. Renaming a column here renames it everywhere.
+Every other module (ingestion, generator, transform, trainer, evaluator config, scorer, report, serving)
+imports from here. Renaming a column here renames it everywhere. This module imports nothing of the
+project and no heavy library: the model server imports it too.
 """
 from __future__ import annotations
 
 import math
+import os
 
 # --------------------------------------------------------------------------------------------
 # Model identity and serving layout
@@ -53,6 +56,12 @@ OPTIONAL_STRING_COLUMNS = (
 )
 OPTIONAL_NUMERIC_COLUMNS = (USER_AGE,)
 
+# Every column of the contract, in the order the generator writes them (and the SQL source returns them).
+CONTRACT_COLUMNS = (
+    TRANSACTION_ID, TIMESTAMP, AMOUNT, CURRENCY, PAYMENT_METHOD, TRANSACTION_TYPE, USER_ID, HOME_CITY, USER_AGE,
+    USER_GENDER, DEVICE_ID, IP_ADDRESS, DEVICE_TYPE, OS_VERSION, RESTAURANT_ID, CITY, LABEL, FRAUD_SCENARIO,
+)
+
 # Columns ingestion adds.
 EVENT_TIME = "event_time_utc"  # int64 seconds since the Unix epoch, UTC
 TIME_OF_DAY = "time_of_day"  # slice only (Lima local time bucket); not a model feature
@@ -79,6 +88,8 @@ SLICE_COLUMNS = (CITY, PAYMENT_METHOD, TIME_OF_DAY)
 # Domain constants
 # --------------------------------------------------------------------------------------------
 LIMA_UTC_OFFSET_HOURS = -5  # Peru has no daylight saving time
+LIMA_UTC_OFFSET_S = LIMA_UTC_OFFSET_HOURS * 3600  # Lima local seconds = UTC seconds + this (fraud.timeutil)
+DAY_S = 86400
 USD_TO_PEN = 3.75  # fixed rate used to express USD charges in PEN
 
 # Cities with real coordinates (lat, lon). Keys are the canonical spelling used in the data.
@@ -170,12 +181,94 @@ METRIC_RECALL = "recall"
 METRIC_CALIBRATION = "calibration"  # mean prediction / mean label
 METRIC_EXAMPLE_COUNT = "example_count"
 METRIC_MEAN_LABEL = "mean_label"
+METRIC_MEAN_PREDICTION = "mean_prediction"
+METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"  # sensitivity at 99% specificity
+METRIC_CARD_PRECISION = "card_precision_at_k"  # fraud.tfma_metrics.CardPrecisionAtK
+METRIC_CALIBRATION_PLOT = "calibration_plot"
+METRIC_CONFUSION_MATRIX_PLOT = "confusion_matrix_plot"
+DEFAULT_CARD_PRECISION_K = 100
+# The metrics the run summary shows, in order.
+HEADLINE_METRICS = (METRIC_PR_AUC, METRIC_ROC_AUC, METRIC_RECALL_AT_1PCT_FPR, METRIC_CARD_PRECISION,
+                    METRIC_PRECISION, METRIC_RECALL, METRIC_CALIBRATION, METRIC_EXAMPLE_COUNT)
+# TFMA model names in the EvalConfig: the candidate and the last blessed model it is compared with.
+CANDIDATE = "candidate"
+BASELINE = "baseline"
 
 # Split names written by ingestion.
 SPLIT_TRAIN = "train"
 SPLIT_VALID = "valid"  # last days before eval: early stopping, never used for blessing
 SPLIT_EVAL = "eval"
 SPLITS = (SPLIT_TRAIN, SPLIT_VALID, SPLIT_EVAL)
+
+
+def split_dir(artifact_uri: str, split: str) -> str:
+    """The folder of one split inside a TFX artifact (Examples, statistics, anomalies): TFX's layout."""
+    return os.path.join(str(artifact_uri), f"Split-{split}")
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline layout: component ids, artifact properties and file names
+# --------------------------------------------------------------------------------------------
+# Component ids, in execution order (the pipeline, its progress, the summary and the report use them).
+NODE_EXAMPLE_GEN = "FraudExampleGen"
+NODE_BEHAVIOUR = "BehaviouralFeatures"
+NODE_STATISTICS = "StatisticsGen"
+NODE_SCHEMA = "ImportSchemaGen"
+NODE_EXAMPLE_VALIDATOR = "ExampleValidator"
+NODE_VALIDATION_GATE = "DataValidationGate"
+NODE_TRANSFORM = "Transform"
+NODE_TRAINER = "Trainer"
+NODE_THRESHOLD = "OperatingThresholdSelector"
+NODE_RESOLVER = "latest_blessed_model_resolver"
+NODE_EVALUATOR = "Evaluator"
+NODE_PUSHER = "Pusher"
+COMPONENT_IDS = (
+    NODE_EXAMPLE_GEN, NODE_BEHAVIOUR, NODE_STATISTICS, NODE_SCHEMA, NODE_EXAMPLE_VALIDATOR, NODE_VALIDATION_GATE,
+    NODE_TRANSFORM, NODE_TRAINER, NODE_THRESHOLD, NODE_RESOLVER, NODE_EVALUATOR, NODE_PUSHER,
+)
+
+# Custom properties of the Examples artifact written by ingestion.
+PROP_ROWS_IN = "rows_in"
+PROP_IMPUTED_COLUMNS = "imputed_columns"
+PROP_PAYLOAD_FORMAT = "payload_format"
+
+
+def prop_rows(split: str) -> str:
+    return f"rows_{split}"
+
+
+def prop_fraud(split: str) -> str:
+    return f"fraud_{split}"
+
+
+def prop_start(split: str) -> str:
+    return f"start_{split}"
+
+
+def prop_end(split: str) -> str:
+    return f"end_{split}"
+
+
+PROP_ANOMALY_COUNT = "anomaly_count"  # validated Schema artifact
+# Custom properties of the Model artifact that carries the operating threshold.
+PROP_THRESHOLD = "operating_threshold"
+PROP_BUDGET = "alerts_per_day_budget"
+PROP_THRESHOLD_SPLIT = "threshold_split"
+
+# Files.
+METADATA_FILE = "metadata.sqlite"  # ML Metadata, in the pipeline root
+ARTIFACTS_DIR = "artifacts"  # TFX's pipeline_root, inside the pipeline root
+LOGS_DIR = "logs"
+REPORTS_DIR = "reports"
+SCHEMA_FILE = "schema.pbtxt"  # the file inside a Schema artifact (and schema/schema.pbtxt in the repo)
+FEATURE_STATS_FILE = "FeatureStats.pb"  # inside a statistics split folder
+SCHEMA_DIFF_FILE = "SchemaDiff.pb"  # inside an anomalies split folder
+EXAMPLES_FILE_PREFIX = "data_tfrecord"
+EXTRA_ASSETS_DIR = "assets.extra"  # TF Serving ignores unknown files here; it reads the warm-up file
+WARMUP_FILE = os.path.join(EXTRA_ASSETS_DIR, "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warm-up records
+THRESHOLD_FILE = os.path.join(EXTRA_ASSETS_DIR, "operating_threshold.json")
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +294,9 @@ BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTA
 FEATURE_SET_SINGLE_ROW = "single_row"
 FEATURE_SET_BEHAVIOURAL = "behavioural"
 FEATURE_SETS = (FEATURE_SET_SINGLE_ROW, FEATURE_SET_BEHAVIOURAL)
+# Keys of the Transform's and the Trainer's custom_config (set by create_pipeline).
+CONFIG_FEATURE_SET = "feature_set"
+CONFIG_SEED = "seed"
 
 
 # Raw inputs of the default (behavioural) model's serving_default signature.

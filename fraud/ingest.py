@@ -1,7 +1,8 @@
 """Read and standardise the transactions table: the data contract, enforced in one place.
 
 Used by the ingestion component (training data) and by `fraudctl score` (backtesting), so both see
-exactly the same standardised rows.
+exactly the same standardised rows. Where the raw table comes from (a CSV folder, a database) is
+fraud.sources' business; this module only reads CSV folders and knows nothing of databases.
 
 Standardisation:
 - `timestamp` accepts four formats and becomes `event_time_utc` (int64 seconds, UTC):
@@ -22,13 +23,11 @@ import numpy as np
 import pandas as pd
 
 from fraud import features as F
+from fraud import timeutil
+from fraud.errors import DataContractError
 
-
-class DataContractError(ValueError):
-    """The input violates the data contract; the message says what to fix."""
-
-
-_LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
+__all__ = ["DataContractError", "Standardised", "list_csv_files", "normalise_device_id", "parse_timestamps",
+           "read_csv_dir", "split_by_time", "standardise"]
 _EPOCH_RE = re.compile(r"^\d{9,11}(\.\d+)?$")
 _LOCAL_RE = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}[ T]\d{1,2}:\d{2}(:\d{2})?$")
 _SEPARATORS_RE = re.compile(r"[^0-9a-z]")
@@ -59,15 +58,6 @@ def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def read_source(source: str) -> pd.DataFrame:
-    """The transactions table from a CSV directory or an SQLAlchemy URL (see fraud.sql_source)."""
-    if "://" in str(source):
-        from fraud import sql_source
-
-        return sql_source.read_transactions(str(source))
-    return read_csv_dir(source)
-
-
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse the accepted timestamp formats into int64 UTC epoch seconds; raise on anything else."""
     values = values.astype(str).str.strip()
@@ -85,7 +75,7 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         if retry.any():
             naive[retry] = pd.to_datetime(values[local][retry], dayfirst=True, errors="coerce")
         ok = naive.notna()
-        seconds = naive[ok].astype("int64") // 10**9 - _LIMA_OFFSET_S  # Lima local -> UTC
+        seconds = timeutil.from_lima(naive[ok].astype("int64") // 10**9)  # Lima local -> UTC
         out[seconds.index] = seconds
         parsed[seconds.index] = True
 
@@ -97,7 +87,7 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         ok = iso.notna()
         seconds = iso[ok].astype("int64") // 10**9
         naive = ~values[rest][ok].str.contains(_ZONE_RE)
-        seconds[naive] -= _LIMA_OFFSET_S
+        seconds[naive] = timeutil.from_lima(seconds[naive])
         out[seconds.index] = seconds
         parsed[seconds.index] = True
 
@@ -184,8 +174,7 @@ def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
                 f"label column {F.LABEL!r} must be 0 or 1 in every row; {int(bad.sum())} row(s) are not")
         out[F.LABEL] = label.astype(np.int64)
 
-    lima_hour = ((out[F.EVENT_TIME] + _LIMA_OFFSET_S) // 3600) % 24
-    out[F.TIME_OF_DAY] = lima_hour.map(F.time_of_day)
+    out[F.TIME_OF_DAY] = timeutil.lima_hour(out[F.EVENT_TIME]).map(F.time_of_day)
     out = out.sort_values([F.EVENT_TIME, F.TRANSACTION_ID], kind="stable").reset_index(drop=True)
     return Standardised(frame=out, rows_in=len(raw), imputed_columns=tuple(imputed))
 
@@ -195,7 +184,7 @@ def split_by_time(frame: pd.DataFrame, *, eval_days: int, valid_days: int) -> di
 
     Days are Lima calendar days, counted back from the last day present in the data.
     """
-    lima_day = (frame[F.EVENT_TIME] + _LIMA_OFFSET_S) // 86400
+    lima_day = timeutil.lima_day(frame[F.EVENT_TIME])
     last = int(lima_day.max())
     eval_start = last - eval_days + 1
     valid_start = eval_start - valid_days

@@ -2,23 +2,20 @@
 model's serving_default signature (so Transform runs inside the model, exactly as in serving)."""
 from __future__ import annotations
 
-import os
-import tempfile
-from datetime import date, datetime, timezone
+from datetime import date
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fraud import behaviour, ingest
+from fraud import atomic, behaviour, ingest, timeutil
 from fraud import features as F
+from fraud.errors import DataContractError, ModelNotFound
 
+__all__ = ["ModelNotFound", "ScoreResult", "load_signature", "model_inputs", "resolve_version_dir", "score_csv",
+           "score_frame", "signature_inputs"]
 BATCH = 4096
-
-
-class ModelNotFound(ValueError):
-    pass
 
 
 @dataclass
@@ -31,9 +28,9 @@ class ScoreResult:
 def resolve_version_dir(model_dir: Path) -> Path:
     """A version dir (has saved_model.pb) or a base dir of numeric versions (the newest wins)."""
     model_dir = Path(model_dir)
-    if (model_dir / "saved_model.pb").exists():
+    if (model_dir / F.SAVED_MODEL_FILE).exists():
         return model_dir
-    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / F.SAVED_MODEL_FILE).exists()]
     if not versions:
         nested = model_dir / F.MODEL_NAME
         if nested.is_dir():
@@ -80,22 +77,11 @@ def score_csv(model_dir: Path, input_csv: Path, output_csv: Path, from_date: dat
     raw = pd.read_csv(input_csv, dtype=str, keep_default_na=False, na_values=[])
     standard = behaviour.add_behaviour_columns(ingest.standardise(raw, require_label=False).frame)
     if from_date is not None:
-        start = int(datetime(from_date.year, from_date.month, from_date.day, tzinfo=timezone.utc).timestamp()) \
-            - F.LIMA_UTC_OFFSET_HOURS * 3600
-        standard = standard[standard[F.EVENT_TIME] >= start]
+        standard = standard[standard[F.EVENT_TIME] >= timeutil.lima_midnight_utc(from_date)]
         if standard.empty:
-            raise ingest.DataContractError(f"no transactions on or after {from_date} in {str(input_csv)!r}")
+            raise DataContractError(f"no transactions on or after {from_date} in {str(input_csv)!r}")
     scores = score_frame(load_signature(version_dir), standard)
     result = pd.DataFrame({F.TRANSACTION_ID: standard[F.TRANSACTION_ID], "score": scores})
-    output_csv = Path(output_csv)
-    output_csv.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a failure never leaves a half-written file behind.
-    fd, tmp = tempfile.mkstemp(dir=output_csv.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic.atomic_path(output_csv) as tmp:  # a failure never leaves a half-written file behind
         result.to_csv(tmp, index=False, float_format="%.6f")
-        os.replace(tmp, output_csv)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return ScoreResult(len(result), version_dir)

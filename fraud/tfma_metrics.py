@@ -17,9 +17,10 @@ from tensorflow_model_analysis.proto import config_pb2
 from tensorflow_model_analysis.utils import util
 
 from fraud import features as F
+from fraud import timeutil
 
-CARD_PRECISION_NAME = "card_precision_at_k"
-DEFAULT_K = 100
+CARD_PRECISION_NAME = F.METRIC_CARD_PRECISION
+DEFAULT_K = F.DEFAULT_CARD_PRECISION_K
 
 
 def card_precision_at_k(days: np.ndarray, cards: np.ndarray, scores: np.ndarray, labels: np.ndarray,
@@ -89,7 +90,7 @@ class _Combiner(beam.CombineFn):
         time = util.get_by_keys(element.features, [F.EVENT_TIME])
         card = np.asarray(card).reshape(-1)[0]
         card = card.decode() if isinstance(card, bytes) else str(card)
-        day = (int(np.asarray(time).reshape(-1)[0]) + F.LIMA_UTC_OFFSET_HOURS * 3600) // 86400
+        day = timeutil.lima_day(int(np.asarray(time).reshape(-1)[0]))
         accumulator.append((day, card, float(np.asarray(predictions).reshape(-1)[0]),
                             int(np.asarray(labels).reshape(-1)[0])))
         return accumulator

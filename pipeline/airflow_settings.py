@@ -6,7 +6,7 @@ yet, so the parse-time settings (`DagPipelineSettings`) are `fraud.settings.Pipe
 (see `run_settings()`): a missing data directory fails the run at its first task, with the same message as
 `fraudctl`, instead of breaking the DAG for every run.
 
-Sources, later ones winning:
+Loaded by fraud.settings' one loader (the same as `fraudctl`'s), with two sections. Sources, later ones winning:
   1. the defaults below and in fraud/settings.py;
   2. a YAML or JSON file named by FRAUD_SETTINGS_FILE, with two sections:
          pipeline: {data_dir: /data/transactions, pipeline_root: /srv/fraud/pipeline, train_steps: 2000}
@@ -21,21 +21,20 @@ and the CLI each run in a different directory).
 """
 from __future__ import annotations
 
-import json
 import os
-import shlex
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fraud.settings import PipelineSettings, is_url
+from fraud.errors import SettingsError
+from fraud.settings import (ENV_PREFIX, PATH_FIELDS, PipelineSettings, Section, is_url, load_sections,
+                            require_absolute, validate)
 
-ENV_PREFIX = "FRAUD_"
+__all__ = ["AIRFLOW_BEAM_ARGS", "AirflowSettings", "DagOptions", "DagPipelineSettings", "PARAM_SCHEMA", "RUN_PARAMS",
+           "SettingsError", "load_settings", "run_settings"]
 DAG_ENV_PREFIX = "FRAUD_DAG_"
 SETTINGS_FILE_ENV = "FRAUD_SETTINGS_FILE"
-PATH_FIELDS = ("data_dir", "pipeline_root", "serving_dir")
 
 # Settings a single run may override through `dag_run.conf` (`airflow dags trigger --conf '{...}'` or the
 # UI's trigger form). Only settings that reach the components as execution properties qualify: the
@@ -52,10 +51,6 @@ PARAM_SCHEMA = {
     "train_steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
                     "description": "Maximum training steps of the Trainer."},
 }
-
-
-class SettingsError(ValueError):
-    """The DAG's settings are missing or invalid; the message names the variable or file key to fix."""
 
 
 # Beam runs inside each Airflow task process. In-process by default (measured on the small data set: the
@@ -121,102 +116,28 @@ def run_settings(settings: AirflowSettings, conf: Mapping[str, Any] | None) -> P
         raise SettingsError(f"dag_run.conf has unknown key(s) {', '.join(map(repr, unknown))}; "
                             f"a run may override only {', '.join(RUN_PARAMS)}")
     if "data_dir" in conf and not is_url(str(conf["data_dir"])):
-        _require_absolute("data_dir", conf["data_dir"], "dag_run.conf")
-    values = {**settings.pipeline.model_dump(), **conf}
-    try:
-        return PipelineSettings.model_validate(values)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc, lambda loc: f"dag_run.conf[{loc[-1]!r}]"
-                                      if loc and loc[-1] in conf else f"setting {'.'.join(map(str, loc))}"))
+        require_absolute("data_dir", conf["data_dir"], "dag_run.conf")
+    return validate(PipelineSettings, {**settings.pipeline.model_dump(), **conf},
+                    lambda loc: f"dag_run.conf[{loc[-1]!r}]" if loc and loc[-1] in conf
+                    else f"setting {'.'.join(map(str, loc))}")
+
+
+SECTIONS = {"pipeline": Section(DagPipelineSettings, ENV_PREFIX, ("beam_args",)),
+            "dag": Section(DagOptions, DAG_ENV_PREFIX, ("tags",))}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> AirflowSettings:
     """Build the settings from FRAUD_SETTINGS_FILE and FRAUD_* variables; SettingsError names what to fix."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, dict[str, Any]] = {"pipeline": {}, "dag": {}}
-    origin: dict[tuple[str, str], str] = {}
-
-    settings_file = environ.get(SETTINGS_FILE_ENV, "").strip()
+    settings_file = environ.get(SETTINGS_FILE_ENV, "").strip() or None
     if settings_file:
-        _require_absolute(SETTINGS_FILE_ENV, settings_file, "the environment")
-        for section, values in _read_file(Path(settings_file)).items():
-            raw[section].update(values)
-            origin.update({(section, key): f"{section}.{key} in {settings_file}" for key in values})
-
-    pipeline_fields = set(DagPipelineSettings.model_fields)
-    for key, value in sorted(environ.items()):
-        if key.startswith(DAG_ENV_PREFIX):
-            section, field = "dag", key[len(DAG_ENV_PREFIX):].lower()
-        elif key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in pipeline_fields:
-            section, field = "pipeline", key[len(ENV_PREFIX):].lower()
-        else:
-            continue  # other FRAUD_* variables belong to other tools (serving, the standalone script)
-        if section == "dag" and field not in DagOptions.model_fields:
-            raise SettingsError(f"{key} is not a DAG setting; known: "
-                                + ", ".join(DAG_ENV_PREFIX + f.upper() for f in DagOptions.model_fields))
-        if field in ("beam_args", "tags"):
-            value = shlex.split(value)
-        if field in PATH_FIELDS and not (field == "data_dir" and is_url(value)):
-            _require_absolute(key, value, "the environment")
-        raw[section][field] = value
-        origin[(section, field)] = key
-
+        require_absolute(SETTINGS_FILE_ENV, settings_file, "the environment")
+    raw, origin = load_sections(SECTIONS, file=settings_file, environ=environ, require_absolute_paths=True)
     missing = [f for f in PATH_FIELDS if f not in raw["pipeline"]]
     if missing:
         raise SettingsError(
             "the fraud-detection DAG needs " + ", ".join(f"{ENV_PREFIX}{f.upper()}" for f in missing)
             + f" (absolute paths), set in the scheduler's environment or as pipeline.<name> in the YAML/JSON "
               f"file named by {SETTINGS_FILE_ENV}")
-
-    def where(loc):
-        key = tuple(str(part) for part in loc[:2])
-        return origin.get(key, ".".join(map(str, loc)))
-
-    try:
-        return AirflowSettings.model_validate(raw)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc, where)) from None
-
-
-def _read_file(path: Path) -> dict[str, dict[str, Any]]:
-    import yaml  # YAML is a superset of JSON; PyYAML comes with Airflow
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise SettingsError(f"{SETTINGS_FILE_ENV}={path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{SETTINGS_FILE_ENV}={path}: not valid YAML/JSON: {exc}") from None
-    if not isinstance(data, dict) or set(data) - {"pipeline", "dag"}:
-        raise SettingsError(f"{path}: expected a mapping with the sections 'pipeline' and/or 'dag', got "
-                            + (", ".join(map(repr, sorted(data))) if isinstance(data, dict) else type(data).__name__))
-    out = {}
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise SettingsError(f"{path}: section {section!r} must be a mapping")
-        values = dict(values)
-        for field in PATH_FIELDS:
-            if section == "pipeline" and isinstance(values.get(field), str) and not is_url(values[field]):
-                if values[field].startswith("~"):
-                    raise SettingsError(f"{path}: pipeline.{field}={values[field]!r}: '~' is not expanded "
-                                        "(the scheduler's $HOME is not yours); use an absolute path")
-                values[field] = str((path.parent / values[field]).resolve())
-        out[section] = values
-    return out
-
-
-def _require_absolute(name: str, value: Any, source: str) -> None:
-    if not isinstance(value, str) or not os.path.isabs(value):
-        raise SettingsError(f"{name}={value!r} (from {source}) must be an absolute path: the scheduler, "
-                            "the workers and the CLI run in different directories")
-
-
-def _describe(exc: ValidationError, where) -> str:
-    def one(err) -> str:
-        if not err["loc"]:  # a model-level check, e.g. "data directory ... does not exist"
-            return err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            return f"{where(err['loc'])}: required"
-        return f"{where(err['loc'])}: {err['msg']} (got {json.dumps(err.get('input'), default=str)})"
-
-    return "invalid settings: " + "; ".join(one(err) for err in exc.errors())
+    return validate(AirflowSettings, raw, lambda loc: origin.get(tuple(str(p) for p in loc[:2]),
+                                                                 ".".join(map(str, loc))))

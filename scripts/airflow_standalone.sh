@@ -3,9 +3,9 @@
 #
 #   AIRFLOW_HOME   <repo>/airflow_home (git-ignored; FRAUD_AIRFLOW_HOME to change). Any AIRFLOW_HOME already
 #                  in your shell is ignored on purpose: `make airflow` never touches ~/airflow.
-#   DAG folder     $AIRFLOW_HOME/dags, holding only a link to pipeline/airflow_dag.py. Not pipeline/ itself:
-#                  Airflow puts the DAG folder on sys.path, where pipeline/pipeline.py would shadow the
-#                  `pipeline` package (and every .py there mentioning "airflow" and "dag" would be parsed).
+#   DAG folder     $AIRFLOW_HOME/dags, holding only a link to pipeline/airflow_dag.py. (pipeline/ itself or a
+#                  copy of the file work as well: the DAG imports only the installed project, and
+#                  pipeline/.airflowignore keeps Airflow from parsing the DAG's library modules.)
 #   Metadata DB    SQLite in $AIRFLOW_HOME (SequentialExecutor: one task at a time) by default.
 #                  PostgreSQL + LocalExecutor for real use:
 #                    FRAUD_AIRFLOW_DB=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB make airflow

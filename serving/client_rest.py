@@ -15,12 +15,16 @@ import sys
 
 import requests
 
+from fraud.errors import FraudError
+
 from fraud import features as F
 
 DEFAULT_TIMEOUT_S = 2.0  # a card authorisation cannot wait longer; callers fall back to rules on timeout
 
 
-class ServingError(RuntimeError):
+class RestClientError(FraudError):
+    """The server answered a REST call with an error status (`status`: the HTTP code, `message`: its text)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
@@ -50,7 +54,7 @@ class RestClient:
         except ValueError:
             document = {"error": response.text[:500]}
         if response.status_code != 200:
-            raise ServingError(response.status_code, document.get("error", response.text[:500]))
+            raise RestClientError(response.status_code, document.get("error", response.text[:500]))
         return document
 
     def status(self) -> dict:
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
         transaction = typed(example_transaction())
         print(json.dumps({"transaction": transaction, F.SCORE_OUTPUT: client.predict([transaction])[0],
                           "classify": client.classify([transaction])[0]}, indent=2))
-    except (ServingError, requests.RequestException) as exc:
+    except (RestClientError, requests.RequestException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

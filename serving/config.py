@@ -15,11 +15,13 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
+from fraud.errors import SettingsError
+
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 TENSORFLOW_PLATFORM = "tensorflow"
 
 
-class ConfigError(ValueError):
+class ConfigError(SettingsError):
     """A configuration file that TF Serving would refuse; the message names the file."""
 
 

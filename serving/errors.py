@@ -5,6 +5,8 @@ same HTTP status from our server and from the real one.
 """
 from __future__ import annotations
 
+from fraud.errors import FraudError
+
 OK = "OK"
 CANCELLED = "CANCELLED"
 UNKNOWN = "UNKNOWN"
@@ -46,7 +48,7 @@ CODES = {
 NAME_BY_NUMBER = {number: name for name, (number, _) in CODES.items()}
 
 
-class ServingError(Exception):
+class ServingError(FraudError):
     """A request failed with a canonical status; `message` is what the client reads."""
 
     def __init__(self, code: str, message: str):

@@ -1,4 +1,4 @@
-"""Run `fraudctl serve` (python -m fraud.serve_cli) as a child process and wait until it serves.
+"""Run `fraudctl serve` (`python -m fraudctl serve`) as a child process and wait until it serves.
 
 Used by the tests and the benchmark: a separate process is what applications talk to, and it keeps the
 client's threads from competing with the server for one GIL. Ports default to 0 (free ports chosen by the
@@ -14,12 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fraud.errors import FraudError
+
 _GRPC_LINE = re.compile(r"Running gRPC ModelServer at (\S+):(\d+) \.\.\.")
 _REST_LINE = re.compile(r"Exporting HTTP/REST API at:(\S+):(\d+) \.\.\.")
 
 
-class ServerStartError(RuntimeError):
-    pass
+class ServerStartError(FraudError):
+    """The server process exited or did not start in time; the message holds the end of its log."""
 
 
 @dataclass
@@ -59,7 +61,7 @@ def start_server(model_base: str | Path | None, log_path: str | Path, *, model_c
                  monitoring_config_file=None, poll_seconds: float = 1.0, model_config_poll_seconds: float = 0.0,
                  rest_port: int = 0, grpc_port: int = 0, host: str = "127.0.0.1", extra_args=(),
                  timeout: float = 240.0) -> ServerProcess:
-    args = [sys.executable, "-m", "fraud.serve_cli", "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
+    args = [sys.executable, "-m", "fraudctl", "serve", "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
             "--host", host, "--poll-seconds", str(poll_seconds)]
     if model_base is not None:
         args += ["--model-base", str(model_base)]

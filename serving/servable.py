@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from fraud.errors import FraudError
 from serving import errors
 from serving.errors import ServingError, invalid
 from serving.tensors import MAX_BATCH_SIZE, dtype_string, tf_error_message
@@ -29,8 +30,8 @@ CLASSIFY_OUTPUT_SCORES = "scores"
 REGRESS_OUTPUTS = "outputs"
 
 
-class LoadError(Exception):
-    pass
+class LoadError(FraudError):
+    """A model version that cannot be loaded (unreadable or invalid SavedModel); the message names the file."""
 
 
 @dataclass(frozen=True)

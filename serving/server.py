@@ -3,7 +3,7 @@ with a poller thread that loads new versions and re-reads the model config.
 
 It stands in for `tensorflow_model_server` where that binary cannot be installed (see ../shared docs and
 serving/README.md); production runs the real `tensorflow/serving` image with the files in this folder.
-Start it with `fraudctl serve` (fraud/serve_cli.py) or embed it:
+Start it with `fraudctl serve` (fraudctl/serve.py, which calls serving/main.py) or embed it:
 
     server = ModelServer(ServerOptions(model_base=Path(".../fraud_detector"), rest_port=0, grpc_port=0))
     server.start(); ...; server.stop()

@@ -55,7 +55,7 @@ def run_fraudctl(*args, timeout=1200) -> subprocess.CompletedProcess:
 
 
 def generate(out_dir: Path, **overrides) -> Path:
-    from fraud import datagen
+    from fraud.synth import datagen
 
     params = {**SMALL_DATA, **overrides}
     datagen.generate(out_dir, **params)

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from fraud import features as F
-from pipeline.pipeline import COMPONENT_IDS
+from fraud.features import COMPONENT_IDS
 from tests.helpers import REPO, SMALL_TRAIN_STEPS, generate
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -48,6 +48,22 @@ def dag_report():
 def test_dag_file_imports_without_errors(dag_report):
     assert dag_report["import_errors"] == {}
     assert list(dag_report["report"]["dags"]) == [DAG_ID]
+
+
+@pytest.mark.parametrize("layout", ["copy", "folder"])
+def test_dag_imports_from_a_copy_or_with_the_pipeline_folder_as_dags_folder(layout):
+    """The three ways to deploy the DAG: a link to the file (the fixture above, as `make airflow` does), a copy
+    of it, or Airflow's dags_folder set to the repository's pipeline/ folder, where a module named like the
+    `pipeline` package would shadow it."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "dag_import_time.py"), "--runs", "1", "--json",
+                           "--layout", layout], capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["layout"] == layout
+    assert report["import_errors"] == {}, report["import_errors"]
+    assert set(report["report"]["dags"][DAG_ID]["tasks"]) == set(COMPONENT_IDS)
+    if layout == "folder":  # pipeline/.airflowignore: the DAG processor parses the DAG file only
+        assert [Path(f).name for f in report["parsed_files"]] == [DAG_FILE.name]
 
 
 def test_one_task_per_tfx_component_with_the_pipeline_edges(dag_report):
@@ -181,7 +197,7 @@ def test_airflow_metadata_handle_allows_retries_and_same_named_outputs(tmp_path,
         monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow_home"))
     for name, value in _env(tmp_path).items():  # the DAG file builds its DAG when imported
         monkeypatch.setenv(name, value)
-    from pipeline.airflow_dag import AirflowSafeMetadata
+    from pipeline.airflow_launch import AirflowSafeMetadata
 
     info = data_types.PipelineInfo(pipeline_name="p", pipeline_root=str(tmp_path), run_id="scheduled__1")
 

@@ -8,14 +8,14 @@ import tensorflow_model_analysis as tfma
 
 from fraud import features as F
 from fraud.run_summary import summarize
-from pipeline.pipeline import COMPONENT_IDS
+from fraud.features import COMPONENT_IDS
 from tests.helpers import generate, run_fraudctl, run_pipeline
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_component_ran_and_a_blessed_model_was_pushed(small_run):
-    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     states = {c.node_id: c.state for c in summary.components}
     assert set(states) == set(COMPONENT_IDS)
     assert all(state == "COMPLETE" for state in states.values()), states
@@ -29,15 +29,15 @@ def test_every_component_ran_and_a_blessed_model_was_pushed(small_run):
 
 
 def test_time_split_has_no_overlap(small_run):
-    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     gen = summary.component("FraudExampleGen").outputs["Examples"][0]
     props = {k: v.int_value for k, v in gen.custom_properties.items() if v.HasField("int_value")}
     assert props["end_train"] < props["start_valid"] <= props["end_valid"] < props["start_eval"]
-    assert sum(props[f"rows_{s}"] for s in F.SPLITS) == props["rows_in"]
+    assert sum(props[F.prop_rows(s)] for s in F.SPLITS) == props[F.PROP_ROWS_IN]
 
 
 def test_tfma_result_loads_with_slices(small_run):
-    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     # With no baseline yet (first run) TFMA stores one unnamed model.
     result = tfma.load_eval_result(summary.eval_uri)
     slices = {tuple(k for k, _ in slice_key) for slice_key, _ in result.slicing_metrics}
@@ -82,7 +82,7 @@ def test_validation_gate_stops_bad_data_before_training(tmp_path):
     run = run_pipeline(data, tmp_path / "root", tmp_path / "serving")
     assert run.exit_code == 4, run.output[-3000:]
     assert "DataValidationGate" in run.output and "payment_method" in run.output
-    summary = summarize(str(run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     ran = {c.node_id for c in summary.components}
     assert "Transform" not in ran and "Trainer" not in ran and "Pusher" not in ran
     assert not run.serving_dir.exists() or not any(run.serving_dir.rglob("saved_model.pb"))
@@ -119,16 +119,17 @@ def test_beam_behaviour_component_matches_the_shared_definition(small_run):
     train period's history (the boundary uses earlier splits)."""
     import glob
     import math
+    import os
 
     from fraud import behaviour, ingest
 
-    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     augmented = summary.component("BehaviouralFeatures").outputs["Examples"][0]
     expected = behaviour.compute_offline(behaviour.events_from_frame(
         ingest.standardise(ingest.read_csv_dir(small_run.data_dir), require_label=True).frame))
     seen, eval_with_history = 0, 0
     for split in F.SPLITS:
-        files = glob.glob(f"{augmented.uri}/Split-{split}/*.gz")
+        files = glob.glob(os.path.join(F.split_dir(augmented.uri, split), "*.gz"))
         assert files, split
         for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
             example = tf.train.Example.FromString(record.numpy())

@@ -17,7 +17,9 @@ import sqlalchemy as sa
 
 from fraud import features as F
 from fraud import ingest
+from fraud import sources
 from fraud import sql_source as S
+from fraud.synth import database as D
 from tests.helpers import generate, require_system_tool, run_pipeline
 
 DATA = dict(days=30, users=1000, seed=11)  # ~6k rows: seconds to write and read
@@ -34,9 +36,9 @@ def csv_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sqlite_db(csv_dir) -> tuple[str, S.WriteSummary]:
+def sqlite_db(csv_dir) -> tuple[str, D.WriteSummary]:
     path = csv_dir.parent / "transactions.db"
-    return S.sqlite_url(path), S.write_sqlite(csv_dir, path)
+    return S.sqlite_url(path), D.write_sqlite(csv_dir, path)
 
 
 @pytest.fixture(scope="module")
@@ -162,19 +164,19 @@ def test_a_profile_valid_only_in_the_future_is_never_used(csv_frame, sqlite_read
 
 
 def test_ingestion_reads_a_url_through_the_database_source(sqlite_db, sqlite_read, capsys):
-    raw = ingest.read_source(sqlite_db[0])
+    raw = sources.read_source(sqlite_db[0])
     assert "(point-in-time join)" in capsys.readouterr().out  # the counts are printed (component log)
     assert raw.pipe(_by_id).equals(sqlite_read[0])
 
 
 def test_writer_is_deterministic_and_refuses_to_overwrite(csv_dir, sqlite_db, tmp_path):
-    again = S.write_sqlite(csv_dir, tmp_path / "again.db")
+    again = D.write_sqlite(csv_dir, tmp_path / "again.db")
     assert (again.user_profile_rows, again.device_profile_rows, again.moved_users) == (
         sqlite_db[1].user_profile_rows, sqlite_db[1].device_profile_rows, sqlite_db[1].moved_users)
     with pytest.raises(S.DataSourceError, match="already exists"):
-        S.write_sqlite(csv_dir, tmp_path / "again.db")
+        D.write_sqlite(csv_dir, tmp_path / "again.db")
     with pytest.raises(S.DataSourceError, match="already has table"):
-        S.write_database(S.sqlite_url(tmp_path / "again.db"), csv_dir)
+        D.write_database(S.sqlite_url(tmp_path / "again.db"), csv_dir)
     assert [p.name for p in tmp_path.iterdir()] == ["again.db"]  # no temporary file left behind
 
 
@@ -364,7 +366,7 @@ def postgres_url():
 
 
 def test_postgresql_returns_the_same_rows_as_sqlite(postgres_url, csv_dir, sqlite_db, sqlite_read):
-    written = S.write_database(postgres_url, csv_dir)
+    written = D.write_database(postgres_url, csv_dir)
     assert (written.user_profile_rows, written.device_profile_rows, written.moved_users) == (
         sqlite_db[1].user_profile_rows, sqlite_db[1].device_profile_rows, sqlite_db[1].moved_users)
     frame, report = S.read_with_report(postgres_url)
@@ -378,7 +380,7 @@ def test_postgresql_returns_the_same_rows_as_sqlite(postgres_url, csv_dir, sqlit
     pd.testing.assert_frame_equal(ingest.standardise(frame, require_label=True).frame,
                                   ingest.standardise(lite, require_label=True).frame)
     with pytest.raises(S.DataSourceError, match="already has table"):
-        S.write_database(postgres_url, csv_dir)
+        D.write_database(postgres_url, csv_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,10 +401,10 @@ def _new_database(server_url: str, name: str) -> str:
 def test_pipeline_runs_on_a_database_and_pushes_a_model(backend, request, tmp_path):
     data = generate(tmp_path / "csv", **PIPELINE_DATA)
     if backend == "sqlite":
-        url = S.write_sqlite(data, tmp_path / "transactions.db").url
+        url = D.write_sqlite(data, tmp_path / "transactions.db").url
     else:
         url = _new_database(request.getfixturevalue("postgres_url"), "pipeline")
-        S.write_database(url, data)
+        D.write_database(url, data)
     # The floor is lowered: this test is about the data source, and ~10 eval frauds make PR-AUC noisy.
     run = run_pipeline(url, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
     assert run.exit_code == 0, f"pipeline failed (exit {run.exit_code}):\n{run.output[-4000:]}"

@@ -52,17 +52,17 @@ _SHARED: dict = {}
 
 
 def newest_version(model_base: Path) -> Path:
-    versions = [p for p in Path(model_base).iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
-    if not versions:
-        raise FileNotFoundError(f"no pushed model version under {model_base}")
-    return max(versions, key=lambda p: int(p.name))
+    """The newest complete version folder under a model base (the scorer's rule)."""
+    from fraud.scoring import resolve_version_dir
+
+    return resolve_version_dir(Path(model_base))
 
 
 def push_version(source_version_dir: Path, base: Path, version: int) -> Path:
     """Copy a version the way TFX's Pusher does: everything first, saved_model.pb last."""
     target = Path(base) / str(version)
-    shutil.copytree(source_version_dir, target, ignore=shutil.ignore_patterns("saved_model.pb"))
-    shutil.copy2(Path(source_version_dir) / "saved_model.pb", target / "saved_model.pb")
+    shutil.copytree(source_version_dir, target, ignore=shutil.ignore_patterns(F.SAVED_MODEL_FILE))
+    shutil.copy2(Path(source_version_dir) / F.SAVED_MODEL_FILE, target / F.SAVED_MODEL_FILE)
     return target
 
 

@@ -17,7 +17,7 @@ import requests
 
 from fraud import features as F
 from serving.client_grpc import GrpcClient
-from serving.client_rest import RestClient, ServingError
+from serving.client_rest import RestClient, RestClientError
 from serving.example import example_transaction, typed
 from serving.process import start_server
 from serving.servable import read_signature_defs
@@ -58,7 +58,7 @@ class ClientLoops:
                 assert len(client.predict([row])) == 1
                 with self._lock:
                     self.ok += 1
-            except (ServingError, requests.RequestException, AssertionError) as exc:
+            except (RestClientError, requests.RequestException, AssertionError) as exc:
                 with self._lock:
                     self.failures.append(f"REST: {exc}")
 

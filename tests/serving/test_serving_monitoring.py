@@ -213,7 +213,7 @@ def local(request, tmp_path_factory):
 
 def _traffic(target, n: int = 5) -> None:
     from serving.client_grpc import GrpcClient
-    from serving.client_rest import RestClient, ServingError
+    from serving.client_rest import RestClient, RestClientError
     from serving.example import example_transaction, typed
 
     document = requests.get(target.model_url + "/metadata", timeout=TIMEOUT).json()
@@ -224,7 +224,7 @@ def _traffic(target, n: int = 5) -> None:
         rest.predict([row])
         grpc_client.predict([row])
     rest.classify([row])
-    with pytest.raises(ServingError):
+    with pytest.raises(RestClientError):
         rest.predict([{**row, F.AMOUNT: "not a number"}])
     grpc_client.close()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud import datagen
+from fraud.synth import datagen
 from fraud import features as F
 
 START = dt.date(2026, 6, 1)

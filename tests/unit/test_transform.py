@@ -1,5 +1,6 @@
 """tf.Transform run on fixture rows, checking computed values (not just shapes)."""
 import math
+import functools
 import tempfile
 from datetime import datetime, timezone
 
@@ -61,7 +62,9 @@ def transformed():
     with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(
             temp_dir=tmp, force_tf_compat_v1=False, use_deep_copy_optimization=True):
         # Analyze, then transform, as TFX's executor does (AnalyzeAndTransformDataset always deep-copies).
-        transform_fn = (ROWS, metadata) | tft_beam.AnalyzeDataset(transform_module.preprocessing_fn)
+        fn = functools.partial(transform_module.preprocessing_fn,
+                               custom_config={F.CONFIG_FEATURE_SET: F.FEATURE_SET_BEHAVIOURAL})
+        transform_fn = (ROWS, metadata) | tft_beam.AnalyzeDataset(fn)
         data, _ = ((ROWS, metadata), transform_fn) | tft_beam.TransformDataset(output_record_batches=False)
     return {row_id[F.TRANSACTION_ID][0]: out for row_id, out in zip(ROWS, data)}
 

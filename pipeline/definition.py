@@ -1,11 +1,11 @@
 """create_pipeline(): the whole TFX pipeline as a pure function of its arguments.
 
-It reads no environment and touches no files: runners (local_runner, the Airflow DAG) build the settings
-and call it.
+It reads no environment, touches no files and has no defaults of its own: runners (local_runner, the Airflow
+DAG) build fraud.settings.PipelineSettings and call it with `settings.pipeline_kwargs()`.
+(The module is not called pipeline.py: with Airflow's dags_folder set to this folder, a pipeline.py here would
+shadow the `pipeline` package.)
 """
 from __future__ import annotations
-
-import os
 
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
@@ -15,15 +15,9 @@ from components.ingestion import FraudExampleGen
 from components.threshold import OperatingThresholdSelector
 from components.validation import DataValidationGate
 from fraud import features as F
-from pipeline.eval_config import build_eval_config
+from fraud.eval_config import build_eval_config
 
-SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema", "schema.pbtxt")
-
-# Component ids, in execution order (used by the runner's progress and summary).
-COMPONENT_IDS = (
-    "FraudExampleGen", "BehaviouralFeatures", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate",
-    "Transform", "Trainer", "OperatingThresholdSelector", "latest_blessed_model_resolver", "Evaluator", "Pusher",
-)
+COMPONENT_IDS = F.COMPONENT_IDS  # in execution order
 
 
 def create_pipeline(
@@ -40,11 +34,12 @@ def create_pipeline(
     regression_tolerance: float,
     operating_threshold: float,
     beam_pipeline_args: list[str],
-    feature_set: str = F.FEATURE_SET_BEHAVIOURAL,
-    label_delay_days: int = F.LABEL_DELAY_DAYS,
-    alerts_per_day: float = 50.0,
-    schema_file: str = SCHEMA_FILE,
-    seed: int = 42,
+    feature_set: str,
+    label_delay_days: int,
+    alerts_per_day: float,
+    threshold_split: str,
+    schema_file: str,
+    seed: int,
 ) -> tfx.dsl.Pipeline:
     example_gen = FraudExampleGen(data_dir=data_dir, eval_days=eval_days, valid_days=valid_days)
     # Every later component reads the examples with behavioural features (point-in-time, all splits).
@@ -66,7 +61,7 @@ def create_pipeline(
         # Pre/post-transform statistics would repeat StatisticsGen's work and double Transform's time;
         # drift and anomalies are checked on the raw data by the validation gate.
         disable_statistics=True,
-        custom_config={"feature_set": feature_set},
+        custom_config={F.CONFIG_FEATURE_SET: feature_set},
     )
     trainer = tfx.components.Trainer(
         run_fn="trainer_module.run_fn",
@@ -74,18 +69,18 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN], num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),
-        custom_config={"seed": seed, "feature_set": feature_set},
+        custom_config={F.CONFIG_SEED: seed, F.CONFIG_FEATURE_SET: feature_set},
     )
     # The operating threshold for the alert budget, recorded inside a copy of the model: the Evaluator
     # evaluates and the Pusher pushes that copy, so every pushed version carries its threshold.
     threshold_selector = OperatingThresholdSelector(
         trained_model=trainer.outputs["model"], examples=examples, alerts_per_day=alerts_per_day,
-        split=F.SPLIT_VALID)
+        split=threshold_split)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id(F.NODE_RESOLVER)
     evaluator = tfx.components.Evaluator(
         examples=examples,
         example_splits=[F.SPLIT_EVAL],

@@ -6,12 +6,10 @@ import json
 import tensorflow_model_analysis as tfma
 
 from fraud import features as F
+from fraud import tfma_metrics
 
-CANDIDATE = "candidate"
-BASELINE = "baseline"
-METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"
-METRIC_CARD_PRECISION = "card_precision_at_k"
-DEFAULT_CARD_PRECISION_K = 100
+CANDIDATE = F.CANDIDATE
+BASELINE = F.BASELINE
 
 
 def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None, module: str = "",
@@ -43,7 +41,7 @@ def regression_threshold(tolerance: float) -> tfma.MetricThreshold:
 
 
 def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float, operating_threshold: float,
-                      card_precision_k: int = DEFAULT_CARD_PRECISION_K) -> tfma.EvalConfig:
+                      card_precision_k: int = F.DEFAULT_CARD_PRECISION_K) -> tfma.EvalConfig:
     def spec(name: str, is_baseline: bool) -> tfma.ModelSpec:
         return tfma.ModelSpec(name=name, signature_name=F.EXAMPLES_SIGNATURE, label_key=F.LABEL,
                               prediction_key=F.SCORE_OUTPUT, is_baseline=is_baseline)
@@ -51,19 +49,19 @@ def build_eval_config(*, pr_auc_floor: float, regression_tolerance: float, opera
     metrics = [
         _metric("ExampleCount", name=F.METRIC_EXAMPLE_COUNT),
         _metric("MeanLabel", name=F.METRIC_MEAN_LABEL),
-        _metric("MeanPrediction", name="mean_prediction"),
+        _metric("MeanPrediction", name=F.METRIC_MEAN_PREDICTION),
         _metric("AUCPrecisionRecall", blessing_threshold(pr_auc_floor, regression_tolerance),
                 name=F.METRIC_PR_AUC, num_thresholds=10000),
         _metric("AUC", regression_threshold(regression_tolerance), name=F.METRIC_ROC_AUC, num_thresholds=10000),
         _metric("Precision", name=F.METRIC_PRECISION, thresholds=[operating_threshold]),
         _metric("Recall", name=F.METRIC_RECALL, thresholds=[operating_threshold]),
         _metric("SensitivityAtSpecificity", regression_threshold(regression_tolerance),
-                name=METRIC_RECALL_AT_1PCT_FPR, specificity=0.99, num_thresholds=10000),
-        _metric("CardPrecisionAtK", regression_threshold(regression_tolerance), module="fraud.tfma_metrics",
-                name=METRIC_CARD_PRECISION, k=card_precision_k),
+                name=F.METRIC_RECALL_AT_1PCT_FPR, specificity=0.99, num_thresholds=10000),
+        _metric("CardPrecisionAtK", regression_threshold(regression_tolerance), module=tfma_metrics.__name__,
+                name=F.METRIC_CARD_PRECISION, k=card_precision_k),
         _metric("Calibration", name=F.METRIC_CALIBRATION),
-        _metric("CalibrationPlot", name="calibration_plot", num_buckets=20),
-        _metric("ConfusionMatrixPlot", name="confusion_matrix_plot"),
+        _metric("CalibrationPlot", name=F.METRIC_CALIBRATION_PLOT, num_buckets=20),
+        _metric("ConfusionMatrixPlot", name=F.METRIC_CONFUSION_MATRIX_PLOT),
     ]
     return tfma.EvalConfig(
         model_specs=[spec(CANDIDATE, False), spec(BASELINE, True)],

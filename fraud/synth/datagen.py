@@ -65,12 +65,9 @@ Files: one CSV per Lima-local calendar month, ``transactions-YYYY-MM.csv``, rows
 """
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -78,16 +75,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from fraud import atomic, timeutil
 from fraud import features as F
 
 # ---------------------------------------------------------------------------------------------
 # Public constants
 # ---------------------------------------------------------------------------------------------
-OUTPUT_COLUMNS = (
-    F.TRANSACTION_ID, F.TIMESTAMP, F.AMOUNT, F.CURRENCY, F.PAYMENT_METHOD, F.TRANSACTION_TYPE,
-    F.USER_ID, F.HOME_CITY, F.USER_AGE, F.USER_GENDER, F.DEVICE_ID, F.IP_ADDRESS, F.DEVICE_TYPE,
-    F.OS_VERSION, F.RESTAURANT_ID, F.CITY, F.LABEL, F.FRAUD_SCENARIO,
-)
+OUTPUT_COLUMNS = F.CONTRACT_COLUMNS
 FILE_PREFIX = "transactions-"
 
 SCENARIO_NONE = "none"
@@ -109,8 +103,8 @@ MISSING_HOME_CITY_RATE = 0.02
 MISSING_CITY_RATE = 0.01
 DEVICE_ID_VARIANT_RATE = 0.10  # split evenly between "dev_<hex>" and "dev<hex>"
 
-LIMA_OFFSET_S = F.LIMA_UTC_OFFSET_HOURS * 3600
-_OFFSET_SUFFIX = f"{'-' if LIMA_OFFSET_S < 0 else '+'}{abs(F.LIMA_UTC_OFFSET_HOURS):02d}:00"
+
+_OFFSET_SUFFIX = f"{'-' if F.LIMA_UTC_OFFSET_S < 0 else '+'}{abs(F.LIMA_UTC_OFFSET_HOURS):02d}:00"
 TS_ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # UTC
 TS_ISO_LIMA = "%Y-%m-%dT%H:%M:%S" + _OFFSET_SUFFIX  # Lima wall clock with explicit offset
 TS_LIMA_NAIVE = "%d/%m/%Y %H:%M:%S"  # Lima wall clock, no zone: day first!
@@ -679,7 +673,7 @@ def _format(rng: np.random.Generator, rows: dict[str, np.ndarray], w: _World) ->
 
     fmt = rng.choice(len(TIMESTAMP_FORMAT_SHARES), size=m, p=list(TIMESTAMP_FORMAT_SHARES.values()))
     utc = pd.to_datetime(t, unit="s")
-    lima = pd.to_datetime(t + LIMA_OFFSET_S, unit="s")
+    lima = pd.to_datetime(timeutil.to_lima(t), unit="s")
     ts = np.empty(m, dtype=object)
     for i, name in enumerate(TIMESTAMP_FORMAT_SHARES):
         sel = fmt == i
@@ -759,7 +753,7 @@ def generate(out_dir: str | Path, *, days: int = 90, users: int = 4000, seed: in
 
     rng = np.random.default_rng(seed)
     devices = _Devices(rng)
-    t0 = calendar.timegm(start.timetuple()) - LIMA_OFFSET_S  # Lima midnight of `start`, as UTC epoch
+    t0 = timeutil.lima_midnight_utc(start)
     t_end = t0 + days * 86400
 
     say(f"building {users} users and {len(REST_CITIES)} restaurant cities")
@@ -776,13 +770,11 @@ def generate(out_dir: str | Path, *, days: int = 90, users: int = 4000, seed: in
         raise AssertionError("generated a transaction outside the requested period")
 
     frame, t = _format(rng, rows, world)
-    lima_dates = pd.to_datetime(t + LIMA_OFFSET_S, unit="s")
+    lima_dates = pd.to_datetime(timeutil.to_lima(t), unit="s")
     month = np.asarray(lima_dates.strftime("%Y-%m"))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     names: list[str] = []
-    try:
+    with atomic.atomic_path(out_dir, directory=True) as tmp:  # a failure leaves no output directory
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is not secret
         for ym in sorted(set(month.tolist())):
             name = f"{FILE_PREFIX}{ym}.csv"
@@ -791,12 +783,6 @@ def generate(out_dir: str | Path, *, days: int = 90, users: int = 4000, seed: in
             names.append(name)
             say(f"wrote {name} ({len(part)} rows)")
         _check_target(out_dir)  # someone may have filled it while we worked
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty: rename cannot replace a directory portably
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     labels = rows["label"]
     fraud_rows = int(labels.sum())

@@ -1,0 +1,120 @@
+"""tf.Example encoding and decoding: the one codec for rows <-> tf.Example, and TFX's Examples files.
+
+Ingestion writes standardised rows with it, the behavioural component decodes and extends them, the
+threshold selector and the report read splits back into frames, the warm-up writer builds its requests.
+Every feature holds exactly one value (the examples are dense): float32, int64 or bytes.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from fraud import features as F
+
+GZIP = "GZIP"
+_PARSE_CHUNK = 16384
+
+
+def feature(value) -> tf.train.Feature:
+    """One-value tf.train.Feature of a Python/numpy float, int, str or bytes."""
+    if isinstance(value, (bytes, str)):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode() if isinstance(value, str)
+                                                                     else value]))
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (int, np.integer)):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+
+
+def encode(row: dict) -> tf.train.Example:
+    """A tf.Example of one row {name: value}."""
+    return tf.train.Example(features=tf.train.Features(feature={k: feature(v) for k, v in row.items()}))
+
+
+def encode_columns(floats: dict, ints: dict, strings: dict) -> list[bytes]:
+    """Serialized tf.Examples of columns of equal length: {name: values} per kind, every column in every row."""
+    floats = {c: np.asarray(v, np.float32) for c, v in floats.items()}
+    ints = {c: np.asarray(v, np.int64) for c, v in ints.items()}
+    strings = {c: [s.encode() if isinstance(s, str) else s for s in v] for c, v in strings.items()}
+    lengths = {len(v) for v in (*floats.values(), *ints.values(), *strings.values())}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+    out = []
+    for i in range(lengths.pop() if lengths else 0):
+        feats = {c: tf.train.Feature(float_list=tf.train.FloatList(value=[v[i]])) for c, v in floats.items()}
+        feats.update({c: tf.train.Feature(int64_list=tf.train.Int64List(value=[v[i]])) for c, v in ints.items()})
+        feats.update({c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v[i]])) for c, v in strings.items()})
+        out.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    return out
+
+
+def value(example: tf.train.Example, key: str, default=None):
+    """The first value of a feature (bytes decoded to str), or `default` when absent or empty."""
+    if key not in example.features.feature:
+        return default
+    f = example.features.feature[key]
+    kind = f.WhichOneof("kind")
+    values = getattr(f, kind).value if kind else []
+    if not values:
+        return default
+    v = values[0]
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def set_floats(example: tf.train.Example, values: dict) -> tf.train.Example:
+    """Set one float feature per {name: value} (replacing any value it had)."""
+    for name, v in values.items():
+        example.features.feature[name].float_list.value[:] = [v]
+    return example
+
+
+def split_files(examples_uri: str, split: str) -> list[str]:
+    """The files of one split of an Examples artifact."""
+    files = sorted(glob.glob(os.path.join(F.split_dir(examples_uri, split), "*")))
+    if not files:
+        raise FileNotFoundError(f"no examples for split {split!r} under {examples_uri}")
+    return files
+
+
+def read_records(files: list[str]) -> list[bytes]:
+    """Every serialized tf.Example of gzipped TFRecord files, in order."""
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=GZIP)]
+
+
+def write_records(path: str, records) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path, options=GZIP) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def decode_frame(serialized: list[bytes]):
+    """A pandas frame of every feature of dense tf.Examples (strings decoded), one row per example."""
+    import pandas as pd
+
+    if not serialized:
+        return pd.DataFrame()
+    first = tf.train.Example.FromString(serialized[0]).features.feature
+    spec, kinds = {}, {}
+    for name, feat in first.items():
+        kind = feat.WhichOneof("kind")
+        dtype = {"float_list": tf.float32, "int64_list": tf.int64, "bytes_list": tf.string}[kind]
+        spec[name], kinds[name] = tf.io.FixedLenFeature([], dtype), kind
+    columns: dict = {}
+    for start in range(0, len(serialized), _PARSE_CHUNK):
+        parsed = tf.io.parse_example(tf.constant(serialized[start:start + _PARSE_CHUNK]), spec)
+        for name, tensor in parsed.items():
+            columns.setdefault(name, []).append(tensor.numpy())
+    frame = pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+    for name, kind in kinds.items():
+        if kind == "bytes_list":
+            frame[name] = frame[name].str.decode("utf-8")
+    return frame
+
+
+def read_split(examples_uri: str, split: str):
+    """(serialized tf.Examples, pandas frame of every feature) of one split of an Examples artifact."""
+    serialized = read_records(split_files(examples_uri, split))
+    return serialized, decode_frame(serialized)

@@ -1,0 +1,64 @@
+"""`fraudctl serve`: the local TF-Serving-compatible server (serving.main) on a model base directory.
+
+Defaults come from serving.server.ServerOptions, where they are defined once. Nothing heavy is imported at
+module level: `fraudctl --help` stays fast.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fraud import features as F
+from fraudctl.options import build, default_of
+
+_OPTIONS_MODEL = None
+
+
+def _options_model():
+    global _OPTIONS_MODEL
+    if _OPTIONS_MODEL is None:
+        from serving.server import ServerOptions  # pydantic only: cheap
+
+        _OPTIONS_MODEL = ServerOptions
+    return _OPTIONS_MODEL
+
+
+def _default(field: str):
+    return default_of(_options_model(), field)
+
+
+@click.command("serve")
+@click.option("--model-base", type=click.Path(path_type=Path, file_okay=False),
+              help=f"Model base directory with numeric version folders (<serving-dir>/{F.MODEL_NAME}); the "
+                   "serving dir itself is accepted too. Overrides the base_path of the model in "
+                   "--model-config-file.")
+@click.option("--rest-port", default=_default("rest_port"), show_default=True, type=click.IntRange(0, 65535),
+              help="HTTP/REST port (0: any free port).")
+@click.option("--grpc-port", default=_default("grpc_port"), show_default=True, type=click.IntRange(0, 65535),
+              help="gRPC port (0: any free port).")
+@click.option("--model-config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TF Serving model config (text proto): version policy and labels, e.g. serving/models.config.")
+@click.option("--model-config-poll-seconds", default=_default("model_config_poll_seconds"), show_default=True,
+              type=click.FloatRange(0),
+              help="Re-read --model-config-file this often (0: never), like --model_config_file_poll_wait_seconds.")
+@click.option("--monitoring-config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TF Serving monitoring config enabling the Prometheus endpoint, e.g. serving/monitoring.config.")
+@click.option("--poll-seconds", default=_default("poll_seconds"), show_default=True, type=click.FloatRange(min=0.01),
+              help="How often to look for new versions (--file_system_poll_wait_seconds).")
+@click.option("--host", default=_default("host"), show_default=True,
+              help="Interface to listen on (0.0.0.0 for every interface, as the TF Serving image does).")
+@click.option("--no-warmup", is_flag=True, help="Do not replay assets.extra/tf_serving_warmup_requests.")
+def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
+          poll_seconds, host, no_warmup):
+    """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
+    if model_base is None and model_config_file is None:
+        raise click.UsageError("give --model-base or --model-config-file")
+    options = build(_options_model(), dict(
+        model_base=model_base, rest_port=rest_port, grpc_port=grpc_port, model_config_file=model_config_file,
+        monitoring_config_file=monitoring_config_file, poll_seconds=poll_seconds,
+        model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup))
+    from serving.main import serve as run_server
+
+    sys.exit(run_server(options, echo=click.echo))

@@ -1,0 +1,46 @@
+"""Run the local model server in the foreground until SIGINT/SIGTERM: what `fraudctl serve` calls.
+
+Logging, signal handling and the start-up line live here so that any front end (the CLI, an embedding
+program) serves the same way. Imports only the serving package and fraud.features.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from serving.config import ConfigError
+from serving.server import ModelServer, ServerOptions
+
+
+def _echo(message: str, err: bool = False) -> None:
+    print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def serve(options: ServerOptions, *, echo=_echo, stop_event: threading.Event | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (or `stop_event`). Returns the exit status: 0 clean stop, 1 could not start,
+    2 bad configuration."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not our log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    server = ModelServer(options)
+    try:
+        server.start()
+    except ConfigError as exc:
+        echo(f"Error: {exc}", err=True)
+        return ConfigError.exit_code
+    except OSError as exc:
+        echo(f"Error: {exc}", err=True)
+        return 1
+    stop = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    host = options.host
+    echo(f"Serving {', '.join(server.core.model_names())}: REST http://{host}:{server.rest_port}/v1/models/"
+         f"{options.model_name}  gRPC {host}:{server.grpc_port}  (Ctrl-C stops)")
+    stop.wait()
+    server.stop()
+    return 0
