@@ -1,7 +1,7 @@
 """The database source: the transactions table and its profile tables in any SQLAlchemy database, read with a
 point-in-time join. (The synthetic data's writer of these tables is fraud.synth.database.)
 
-Tables (fraud.synth.database writes them: `fraudctl generate --sqlite PATH`)           
+Tables (fraud.synth.database writes them with a profile history: `fraudctl generate --sqlite PATH`)
 -------------------------------------------------------------------------------------------------
 ``transactions``  transaction_id (key), timestamp, amount, currency, payment_method, transaction_type,
                   user_id, device_id, ip_address, restaurant_id, is_fraudulent, fraud_scenario,
@@ -17,16 +17,6 @@ same entity. The raw messiness of the CSVs is kept where it lives in the transac
 raw text in its four formats, ``device_id`` keeps its spelling variants, ``amount`` may be NULL.
 Empty CSV cells are NULL.
 
-Profiles are derived from the CSVs (an entity's most frequent non-empty value; NULL if it has none) and
-then, deterministically from ``seed``, given a history so that the point-in-time join matters:
-- users sign up 0-365 days before their first transaction; devices are registered at their first use
-  (valid_from == the first transaction's time: the ``<=`` boundary is exercised);
-- ``MOVE_SHARE`` of the users with two or more distinct transaction times move home city between two of
-  their transactions (their later transactions differ from the CSV, which has no history);
-- ``UPGRADE_SHARE`` of the upgradable devices get an OS / firmware upgrade between two transactions;
-- ``FUTURE_SHARE`` of the other users and devices get a profile row valid only after their last
-  transaction: a join that takes the latest profile instead of the one valid at the time would leak it.
-
 Reading (`read_transactions(url)`, what ingestion calls for a URL)
 ------------------------------------------------------------------
 ONE query joins every transaction to the user profile and the device profile with the greatest
@@ -41,11 +31,11 @@ rejects (required) or imputes (optional) them exactly as for a CSV; the join col
 
 Errors
 ------
-- unreachable server, bad URL, missing driver, missing SQLite file: `DataSourceError` (a ValueError) naming
+- unreachable server, bad URL, missing driver, missing SQLite file: `fraud.errors.DataSourceError` naming
   the URL without its password and what to check; PostgreSQL connects time out after
   ``CONNECT_TIMEOUT_S`` seconds;
 - missing tables or columns, non-integer time columns, duplicate profile keys, an ``event_time_utc`` that
-  disagrees with ``timestamp``: `fraud.ingest.DataContractError` (the pipeline reports "data rejected").
+  disagrees with ``timestamp``: `fraud.errors.DataContractError` (the pipeline reports "data rejected").
 """
 from __future__ import annotations
 

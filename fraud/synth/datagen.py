@@ -1,5 +1,10 @@
 """Synthetic card transactions at luxury restaurants in Peru, with labelled fraud and deliberate data problems.
 
+(Longer than the project's ~600-line guide on purpose: the world, the legitimate traffic, the five fraud
+scenarios and the formatting draw from ONE random stream in a fixed order, which is what makes a seed give
+byte-identical files; split across modules, that order would be a contract between them. The module is the
+generator and nothing else, and only tests, the demo and `fraudctl generate` import it.)
+
 The generator stands in for the real payment feed so that the whole pipeline (ingestion, validation,
 transform, training, evaluation, serving) can be built and tested end to end. Everything is drawn from
 one ``numpy.random.default_rng(seed)``, so a given (seed, days, users, start) always yields

@@ -67,3 +67,33 @@ def test_every_subcommand_has_help():
     for args in (["--help"], ["generate", "--help"], ["pipeline", "run", "--help"], ["score", "--help"]):
         proc = run_fraudctl(*args)
         assert proc.returncode == 0 and "Usage:" in proc.stdout, args
+
+
+def test_cli_reads_a_settings_file_and_the_environment_and_names_bad_values(tmp_path):
+    """The CLI uses the same loader as the DAG: --settings FILE, then FRAUD_* variables, then the options."""
+    import os
+    import subprocess
+
+    from tests.helpers import FRAUDCTL
+
+    file = tmp_path / "fraud.yaml"
+    file.write_text(f"pipeline:\n  data_dir: {tmp_path}\n  pipeline_root: {tmp_path}/root\n"
+                    f"  serving_dir: {tmp_path}/serving\n  eval_days: 0\n")
+    proc = run_fraudctl("pipeline", "run", "--settings", file)
+    assert proc.returncode == 2 and "pipeline.eval_days in" in proc.stderr and "greater than or equal" in proc.stderr
+    env = {**os.environ, "FRAUD_TRAIN_STEPS": "zero"}
+    proc = subprocess.run([FRAUDCTL, "pipeline", "run", "--data", str(tmp_path), "--root", str(tmp_path / "r"),
+                           "--serving-dir", str(tmp_path / "s")], capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode == 2 and "FRAUD_TRAIN_STEPS: Input should be a valid integer" in proc.stderr
+    assert not (tmp_path / "r").exists()
+    proc = run_fraudctl("pipeline", "run", "--settings", file, "--eval-days", "3", "--train-steps", "-1")
+    assert proc.returncode == 2 and "--train-steps:" in proc.stderr and "eval_days" not in proc.stderr
+
+
+def test_help_shows_the_settings_defaults_without_restating_them():
+    from fraud.settings import PipelineSettings
+
+    proc = run_fraudctl("pipeline", "run", "--help")
+    text = " ".join(proc.stdout.split())
+    for field in ("train_steps", "alerts_per_day", "eval_days"):
+        assert f"[default: {PipelineSettings.model_fields[field].default}]" in text, field
