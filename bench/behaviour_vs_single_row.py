@@ -11,9 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fraud import datagen
+from fraud.synth import datagen
 from fraud import features as F
-from fraud.run_summary import summarize
+from fraud.runs import summarize
 
 FRAUDCTL = str(Path(sys.executable).parent / "fraudctl")
 
@@ -38,7 +38,7 @@ def main():
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"pipeline failed for {feature_set}:\n{proc.stdout[-3000:]}")
-            results[feature_set] = summarize(str(root / "root" / "metadata.sqlite"), F.PIPELINE_NAME).candidate
+            results[feature_set] = summarize(str(root / "root" / F.METADATA_FILE), F.PIPELINE_NAME).candidate
     names = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, "recall_at_1pct_fpr", F.METRIC_PRECISION, F.METRIC_RECALL)
     single, behavioural = results[F.FEATURE_SET_SINGLE_ROW], results[F.FEATURE_SET_BEHAVIOURAL]
     print(f"\n{'metric (eval split)':<22} {'single-row':>11} {'behavioural':>12} {'ratio':>7}")

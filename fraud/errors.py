@@ -84,10 +84,11 @@ class SettingsError(FraudError, ValueError):
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
+    """The exception and its causes, as Python's traceback shows them (`raise ... from None` ends the chain)."""
     out: list[BaseException] = []
     while exc is not None and exc not in out:
         out.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return out
 
 

@@ -45,9 +45,10 @@ PATH_FIELDS = ("data_dir", "pipeline_root", "serving_dir")
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_dir: str  # a directory of CSVs, or an SQLAlchemy URL (sqlite:///..., postgresql://...)
-    pipeline_root: Path
-    serving_dir: Path
+    data_dir: str = Field(description="Folder of transactions CSVs, or an SQLAlchemy URL (sqlite:///PATH, "
+                                      "postgresql://...).", min_length=1)
+    pipeline_root: Path = Field(description="Pipeline root: artifacts and ML Metadata (the baseline lives here).")
+    serving_dir: Path = Field(description=f"TF Serving model base: versions land in DIR/{F.MODEL_NAME}/<version>/.")
     pipeline_name: str = F.PIPELINE_NAME
     eval_days: int = Field(7, ge=1, le=365, description="Last N days form the eval split.")
     valid_days: int = Field(7, ge=1, le=365,
@@ -149,8 +150,9 @@ def required_config(custom_config, key: str):
 class Section:
     """One section of a settings file and its environment variables: `<env_prefix><FIELD>`."""
 
-    def __init__(self, model: type[BaseModel], env_prefix: str, list_fields: tuple[str, ...] = ()):
+    def __init__(self, model: type[BaseModel], env_prefix: str, list_fields: tuple[str, ...] = (), title: str = ""):
         self.model, self.env_prefix, self.list_fields = model, env_prefix, list_fields
+        self.title = title  # how messages name the section ("DAG"); the section's key by default
 
 
 def load_sections(sections: Mapping[str, Section], *, file: str | Path | None = None,
@@ -185,7 +187,7 @@ def load_sections(sections: Mapping[str, Section], *, file: str | Path | None = 
         field = key[len(section.env_prefix):].lower()
         if field not in section.model.model_fields:
             if section.env_prefix != ENV_PREFIX:
-                raise SettingsError(f"{key} is not a {name} setting; known: "
+                raise SettingsError(f"{key} is not a {section.title or name} setting; known: "
                                     + ", ".join(section.env_prefix + f.upper() for f in section.model.model_fields))
             continue  # other FRAUD_* variables belong to other tools (serving, the standalone script)
         if field in section.list_fields:

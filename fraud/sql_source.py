@@ -39,6 +39,7 @@ Errors
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import math
@@ -294,30 +295,37 @@ def _text(value) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def session(url: str, *, must_exist: bool, doing: str):
+    """(engine, connection, URL without password) of a database; a driver error inside becomes a DataSourceError
+    "<doing> <url> failed: <driver's first line>", and the engine is always disposed of."""
+    engine, safe = _engine(url, must_exist=must_exist)
+    failure = None
+    try:
+        with _connect(engine, safe) as conn:
+            yield engine, conn, safe
+    except sa_exc.DBAPIError as exc:
+        failure = f"{doing} {safe} failed: {_reason(exc)}"
+    finally:
+        engine.dispose()
+    if failure:  # this message, not the driver's, is the root of the error chain (the driver's first line is in it)
+        raise DataSourceError(failure) from None
+
+
 def read_with_report(url: str) -> tuple[pd.DataFrame, ReadReport]:
     """The transactions with their point-in-time profiles (raw CSV columns, strings) and the counts."""
     started = time.time()
-    engine, safe = _engine(url, must_exist=True)
-    try:
-        with _connect(engine, safe) as conn:
-            if engine.dialect.name == "postgresql":  # one snapshot for the checks, the count and the join
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                columns = _check_schema(conn, safe)
-                q = engine.dialect.identifier_preparer.quote
-                _check_keys(conn, q, safe)
-                rows_in = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {q(TRANSACTIONS)}")).scalar_one())
-                result = conn.execute(sa.text(point_in_time_query(columns, q)))
-                names = list(result.keys())
-                rows = result.fetchall()
-    except sa_exc.DBAPIError as exc:
-        failure = f"reading the transactions from {safe} failed: {_reason(exc)}"
-    else:
-        failure = None
-    finally:
-        engine.dispose()
-    if failure:
-        raise DataSourceError(failure)
+    with session(url, must_exist=True, doing="reading the transactions from") as (engine, conn, safe):
+        if engine.dialect.name == "postgresql":  # one snapshot for the checks, the count and the join
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            columns = _check_schema(conn, safe)
+            q = engine.dialect.identifier_preparer.quote
+            _check_keys(conn, q, safe)
+            rows_in = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {q(TRANSACTIONS)}")).scalar_one())
+            result = conn.execute(sa.text(point_in_time_query(columns, q)))
+            names = list(result.keys())
+            rows = result.fetchall()
 
     values = list(zip(*rows)) if rows else [()] * len(names)
     raw = dict(zip(names, values))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fraud import synth
 from fraud.errors import FraudError
 from fraudctl.options import date_option, fail
 
@@ -14,10 +15,14 @@ from fraudctl.options import date_option, fail
 @click.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Directory to create with the transactions CSVs (must not exist or be empty).")
-@click.option("--days", default=90, show_default=True, type=click.IntRange(14, 3650), help="Days of history.")
-@click.option("--users", default=4000, show_default=True, type=click.IntRange(50, 10_000_000), help="Card holders.")
-@click.option("--seed", default=42, show_default=True, type=int, help="Random seed (same seed, same bytes).")
-@click.option("--start", default="2026-06-01", show_default=True, callback=date_option, help="First day, YYYY-MM-DD.")
+@click.option("--days", default=synth.DEFAULT_DAYS, show_default=True, type=click.IntRange(synth.MIN_DAYS, 3650),
+              help="Days of history.")
+@click.option("--users", default=synth.DEFAULT_USERS, show_default=True,
+              type=click.IntRange(synth.MIN_USERS, 10_000_000), help="Card holders.")
+@click.option("--seed", default=synth.DEFAULT_SEED, show_default=True, type=click.IntRange(min=0),
+              help="Random seed (same seed, same bytes).")
+@click.option("--start", default=synth.DEFAULT_START.isoformat(), show_default=True, callback=date_option,
+              help="First day, YYYY-MM-DD.")
 @click.option("--sqlite", "sqlite_path", default=None, type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the data set into this new SQLite file as normalized tables (transactions, users, "
                    "devices, restaurants; profiles with history); train on it with --data sqlite:////ABS/PATH.")

@@ -41,16 +41,16 @@ SETTINGS_FILE_ENV = "FRAUD_SETTINGS_FILE"
 # pipeline root, the ML Metadata store, the serving directory and the Beam arguments are bound when the
 # DAG is built and stay fixed for every run of the DAG.
 RUN_PARAMS = ("data_dir", "eval_days", "valid_days", "train_steps")
-PARAM_SCHEMA = {
-    "data_dir": {"type": "string", "minLength": 1,
-                 "description": "Absolute path of the folder of transactions CSVs, or an SQLAlchemy URL."},
-    "eval_days": {"type": "integer", "minimum": 1, "maximum": 365,
-                  "description": "The last N Lima calendar days form the eval split (Evaluator)."},
-    "valid_days": {"type": "integer", "minimum": 1, "maximum": 365,
-                   "description": "The N days before the eval split form the validation split."},
-    "train_steps": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
-                    "description": "Maximum training steps of the Trainer."},
-}
+
+
+def _param_schema(name: str) -> dict:
+    """The JSON schema of one run parameter (Airflow's trigger form checks it), derived from PipelineSettings'
+    own field: the type, range and description are defined once, in fraud/settings.py."""
+    field = PipelineSettings.model_json_schema()["properties"][name]
+    return {k: v for k, v in field.items() if k in ("type", "minimum", "maximum", "minLength", "description")}
+
+
+PARAM_SCHEMA = {name: _param_schema(name) for name in RUN_PARAMS}
 
 
 # Beam runs inside each Airflow task process. In-process by default (measured on the small data set: the
@@ -123,7 +123,7 @@ def run_settings(settings: AirflowSettings, conf: Mapping[str, Any] | None) -> P
 
 
 SECTIONS = {"pipeline": Section(DagPipelineSettings, ENV_PREFIX, ("beam_args",)),
-            "dag": Section(DagOptions, DAG_ENV_PREFIX, ("tags",))}
+            "dag": Section(DagOptions, DAG_ENV_PREFIX, ("tags",), title="DAG")}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> AirflowSettings:

@@ -24,14 +24,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from fraud import atomic, ingest
 from fraud import features as F
 from fraud.errors import DataContractError, DataSourceError
 from fraud.sql_source import (DEVICE_KEY, DEVICE_PROFILE, DEVICES, RESTAURANTS, TABLES, TRANSACTION_COLUMNS,
-                              TRANSACTIONS, USER_PROFILE, USERS, VALID_FROM, _connect, _engine, _reason, schema,
-                              sqlite_url)
+                              TRANSACTIONS, USER_PROFILE, USERS, VALID_FROM, schema, session, sqlite_url)
 from fraud.synth import datagen
 
 # ---------------------------------------------------------------------------------------------
@@ -232,30 +230,20 @@ def write_database(url: str, source: pd.DataFrame | str | Path, *, seed: int = 0
     started = time.time()
     say = echo or (lambda _msg: None)
     tables = build_tables(_load(source), seed=seed)
-    engine, safe = _engine(url, must_exist=False)
     md = schema()
-    try:
-        with _connect(engine, safe) as conn, conn.begin():
-            existing = [t for t in TABLES if sa.inspect(conn).has_table(t)]
-            if existing and not replace:
-                raise DataSourceError(f"the database {safe} already has table(s) {', '.join(existing)}; "
-                                      "use an empty database (or replace=True to drop them)")
-            if existing:
-                md.drop_all(conn)
-            md.create_all(conn)
-            for name in TABLES:
-                records = _records(tables[name])
-                for i in range(0, len(records), _CHUNK):
-                    conn.execute(md.tables[name].insert(), records[i:i + _CHUNK])
-                say(f"wrote table {name} ({len(records)} rows)")
-    except sa_exc.DBAPIError as exc:
-        failure = f"writing the tables into {safe} failed: {_reason(exc)}"
-    else:
-        failure = None
-    finally:
-        engine.dispose()
-    if failure:
-        raise DataSourceError(failure)
+    with session(url, must_exist=False, doing="writing the tables into") as (_, conn, safe), conn.begin():
+        existing = [t for t in TABLES if sa.inspect(conn).has_table(t)]
+        if existing and not replace:
+            raise DataSourceError(f"the database {safe} already has table(s) {', '.join(existing)}; "
+                                  "use an empty database (or replace=True to drop them)")
+        if existing:
+            md.drop_all(conn)
+        md.create_all(conn)
+        for name in TABLES:
+            records = _records(tables[name])
+            for i in range(0, len(records), _CHUNK):
+                conn.execute(md.tables[name].insert(), records[i:i + _CHUNK])
+            say(f"wrote table {name} ({len(records)} rows)")
     users, devices = tables[USERS], tables[DEVICES]
     return WriteSummary(
         url=safe, transactions=len(tables[TRANSACTIONS]), users=users[F.USER_ID].nunique(),

@@ -82,6 +82,7 @@ import pandas as pd
 
 from fraud import atomic, timeutil
 from fraud import features as F
+from fraud import synth
 
 # ---------------------------------------------------------------------------------------------
 # Public constants
@@ -116,8 +117,8 @@ TS_LIMA_NAIVE = "%d/%m/%Y %H:%M:%S"  # Lima wall clock, no zone: day first!
 TS_EPOCH = "epoch_seconds"  # integer seconds since 1970-01-01 UTC, as a string
 TIMESTAMP_FORMAT_SHARES = {TS_ISO_UTC: 0.55, TS_ISO_LIMA: 0.20, TS_LIMA_NAIVE: 0.15, TS_EPOCH: 0.10}
 
-MIN_DAYS = 14  # the compromised-restaurant story needs a skimming window plus a 3-day delay
-MIN_USERS = 50
+MIN_DAYS = synth.MIN_DAYS
+MIN_USERS = synth.MIN_USERS
 
 # ---------------------------------------------------------------------------------------------
 # Domain knobs (city names are data values, validated against features.CITY_COORDS below)
@@ -743,8 +744,8 @@ def _check_target(out_dir: Path) -> None:
                          "existing files (choose a new or empty directory)")
 
 
-def generate(out_dir: str | Path, *, days: int = 90, users: int = 4000, seed: int = 42,
-             start: dt.date = dt.date(2026, 6, 1),
+def generate(out_dir: str | Path, *, days: int = synth.DEFAULT_DAYS, users: int = synth.DEFAULT_USERS,
+             seed: int = synth.DEFAULT_SEED, start: dt.date = synth.DEFAULT_START,
              progress: Callable[[str], None] | None = None) -> GenerationSummary:
     """Write ``days`` days of transactions starting at Lima midnight of ``start`` into ``out_dir``.
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from fraud import features as F
-from fraud.run_summary import summarize
+from fraud.runs import summarize
 from fraud.features import COMPONENT_IDS
 from tests.helpers import generate, run_fraudctl, run_pipeline
 

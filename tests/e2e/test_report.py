@@ -1,6 +1,6 @@
 """The evaluation report: built from a real run (every section, values equal to the TFMA result, opens in headless
-Chromium), a not-blessed decision that names the failing threshold, and the operating threshold chosen for an
-alert budget and recorded with the model."""
+Chromium), a not-blessed decision that names the failing threshold, the operating threshold chosen for an
+alert budget and recorded with the model, and reference models on the run's Transform features."""
 import base64
 import copy
 import io
@@ -19,7 +19,8 @@ from tests.helpers import require_system_tool
 
 SECTIONS = ("decision", "headline", "operating-threshold", "plots", "alert-budget", "slices", "data",
             "reference-models", "run")
-HEADLINE = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, "recall_at_1pct_fpr", F.METRIC_CALIBRATION, F.METRIC_EXAMPLE_COUNT)
+HEADLINE = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, F.METRIC_RECALL_AT_1PCT_FPR, F.METRIC_CALIBRATION,
+            F.METRIC_EXAMPLE_COUNT)
 
 
 def _payload(html: str) -> dict:
@@ -44,9 +45,9 @@ def _cells(html: str, model: str, metric: str) -> list[tuple[str, str]]:
 # Fast: the threshold rule, without a pipeline
 # -------------------------------------------------------------------------------------------------------------
 def test_threshold_for_a_budget_is_the_lowest_grid_threshold_within_it_and_counts_like_tfma():
-    from components import threshold as T
+    from fraud import threshold as T
+    from fraud.eval_config import build_eval_config
     from fraud.report import tfma_metrics_from_scores
-    from pipeline.eval_config import build_eval_config
 
     rng = np.random.default_rng(3)
     labels = (rng.random(3000) < 0.02).astype(np.float32)
@@ -70,20 +71,20 @@ def test_threshold_for_a_budget_is_the_lowest_grid_threshold_within_it_and_count
 
 
 def test_threshold_file_round_trips(tmp_path):
-    from components import threshold as T
+    from fraud import threshold as T
 
     op = T.OperatingThreshold(threshold=0.123, alerts_per_day_budget=50.0, split="valid", split_days=7,
                               split_rows=4000, split_alerts=341)
     T.write_threshold(str(tmp_path), op)
     assert T.read_threshold(str(tmp_path)) == op
-    assert json.loads((tmp_path / T.THRESHOLD_FILE).read_text())["rule"] == f"alert when {F.SCORE_OUTPUT} > threshold"
+    assert json.loads((tmp_path / F.THRESHOLD_FILE).read_text())["rule"] == f"alert when {F.SCORE_OUTPUT} > threshold"
     assert T.read_threshold(str(tmp_path / "elsewhere")) is None
 
 
 def test_report_of_a_directory_that_is_not_a_pipeline_root_says_so(tmp_path):
-    from fraud.report_cli import ReportError, report_main
+    from fraud.report import ReportError, report_main
 
-    with pytest.raises(ReportError, match="not a pipeline root: no metadata.sqlite"):
+    with pytest.raises(ReportError, match=f"not a pipeline root: no {F.METADATA_FILE}"):
         report_main(tmp_path / "nowhere")
 
 
@@ -92,7 +93,7 @@ def test_report_of_a_directory_that_is_not_a_pipeline_root_says_so(tmp_path):
 # -------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def built(small_run):
-    from fraud.report_cli import report_main
+    from fraud.report import report_main
 
     started = time.time()
     path = report_main(small_run.root, None, echo=lambda _: None)
@@ -103,10 +104,10 @@ def built(small_run):
 
 @pytest.mark.slow
 def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
-    from fraud.report import read_run
+    from fraud.runs import read_run
 
-    run_id, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
-    assert built.path.parent == small_run.root / "reports" and built.data["run_id"] == run_id
+    run_id, nodes = read_run(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    assert built.path.parent == small_run.root / F.REPORTS_DIR and built.data["run_id"] == run_id
     print(f"report built in {built.seconds:.0f} s, {len(built.html) / 1e6:.1f} MB")
     for section in SECTIONS:
         _section(built.html, section)
@@ -124,14 +125,14 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
     assert len(data["alert_table"]) >= 3 and any(r["operating"] for r in data["alert_table"])
     assert all(r["pen_caught"] + r["pen_missed"] > 0 for r in data["alert_table"])
     assert {r["name"] for r in data["references"]} == {
-        "Logistic regression", "Random forest", "Isolation forest (unsupervised)"}
+        "Logistic regression", "Random forest", "Isolation forest (unsupervised)"} and not data["references_note"]
     assert all(0 <= r["metrics"][F.METRIC_PR_AUC] <= 1 for r in data["references"])
     assert data["anomalies"] == [] and "None: every split" in _section(built.html, "data")
     assert data["drifts"] and all(d["feature"] not in (F.TRANSACTION_ID, F.EVENT_TIME) for d in data["drifts"])
     assert {s.split("=")[0] for s in (r["slice"] for r in data["slices"])} == set(F.SLICE_COLUMNS)
     op = data["operating_threshold"]
     assert op["split"] == F.SPLIT_VALID and op["split_alerts"] <= op["alerts_per_day_budget"] * op["split_days"]
-    if "OperatingThresholdSelector" in nodes:  # wired into the pipeline: the report reads the model's file
+    if F.NODE_THRESHOLD in nodes:  # wired into the pipeline: the report reads the model's file
         assert data["operating_threshold_source"].endswith("operating_threshold.json")
     assert "tfma.load_eval_result(" in _section(built.html, "run")
 
@@ -141,7 +142,7 @@ def test_values_match_the_tfma_result(small_run, built):
     import tensorflow_model_analysis as tfma
 
     from fraud.report import Curves, curves_from_plot
-    from fraud.run_summary import overall_metrics, summarize
+    from fraud.runs import overall_metrics, summarize
 
     data, html = built.data, built.html
     candidate, baseline = overall_metrics(data["eval_uri"])
@@ -195,7 +196,7 @@ def test_values_match_the_tfma_result(small_run, built):
                 assert row[metric] == pytest.approx(values[metric], abs=1e-12)
     # Scores recomputed from the SavedModel reproduce TFMA's metrics; the data table matches ML Metadata.
     assert data["recompute_max_diff"] is not None and data["recompute_max_diff"] < 1e-6
-    summary = summarize(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
+    summary = summarize(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     for split, v in summary.splits.items():
         assert (data["splits"][split]["rows"], data["splits"][split]["fraud"]) == (v["rows"], v["fraud"])
 
@@ -252,18 +253,26 @@ def test_a_run_that_is_not_blessed_says_so_and_names_the_failing_threshold(small
 
 @pytest.mark.slow
 def test_operating_threshold_selector_records_the_threshold_inside_the_model(small_run, tmp_path):
-    from components import threshold as T
-    from fraud.report import operating_threshold_of, read_run
+    import shutil
 
-    _, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
-    trained = nodes["Trainer"].artifact("model")
-    examples = nodes["Evaluator"].artifact("examples", output=False)
+    from tfx.utils import path_utils
+
+    from fraud import examples as X
+    from fraud import threshold as T
+    from fraud.report import operating_threshold_of
+    from fraud.runs import read_run
+
+    _, nodes = read_run(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    trained = nodes[F.NODE_TRAINER].artifact("model")
+    examples = nodes[F.NODE_EVALUATOR].artifact("examples", output=False)
     budget = 20.0
-    op = T.select_and_record(trained.uri, examples.uri, str(tmp_path / "model"), alerts_per_day=budget)
+    # What the OperatingThresholdSelector does: a copy of the trained serving model, the threshold recorded inside.
     model_dir = tmp_path / "model" / "Format-Serving"  # what the Pusher copies to <serving>/<version>/
-    assert (model_dir / "saved_model.pb").exists() and (model_dir / T.THRESHOLD_FILE).exists()
+    shutil.copytree(path_utils.serving_model_path(trained.uri), model_dir)
+    op = T.select_and_record(str(model_dir), examples.uri, alerts_per_day=budget, split=F.SPLIT_VALID)
+    assert (model_dir / F.SAVED_MODEL_FILE).exists() and (model_dir / F.THRESHOLD_FILE).exists()
     assert T.read_threshold(str(model_dir)) == op and op.split == F.SPLIT_VALID
-    serialized, frame = T.read_split(examples.uri, F.SPLIT_VALID)
+    serialized, frame = X.read_split(examples.uri, F.SPLIT_VALID)
     scores = T.score_serialized(T.load_examples_signature(str(model_dir)), serialized)
     assert op.split_rows == len(scores) and op.split_days == T.split_days(frame[F.EVENT_TIME])
     assert T.flagged(scores, op.threshold).sum() == op.split_alerts <= budget * op.split_days
@@ -273,22 +282,62 @@ def test_operating_threshold_selector_records_the_threshold_inside_the_model(sma
     assert recorded == op and source.endswith("operating_threshold.json")
 
 
+def _reference_inputs(small_run):
+    from fraud import examples as X
+    from fraud.report import reference_inputs
+    from fraud.runs import read_run
+
+    _, nodes = read_run(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    examples = nodes[F.NODE_EVALUATOR].artifact("examples", output=False)
+    raw = {s: X.read_split(examples.uri, s) for s in F.SPLITS}
+    inputs, why = reference_inputs(nodes, raw[F.SPLIT_EVAL][0])
+    assert inputs is not None, why
+    return nodes, raw, inputs
+
+
+@pytest.mark.slow
+def test_reference_models_see_the_features_the_trainer_saw(small_run):
+    """Train and valid are Transform's own output; eval is the raw eval rows through the run's Transform graph,
+    in their order (for card precision), and holds exactly Transform's eval rows."""
+    from scipy.spatial import cKDTree
+
+    from fraud import examples as X
+    from fraud.report.references import reference_features
+
+    nodes, raw, inputs = _reference_inputs(small_run)
+    transformed = nodes[F.NODE_TRANSFORM].artifact("transformed_examples")
+    expected = list(F.dense_transformed_features(inputs.feature_set)) + list(F.CATEGORICAL_TRANSFORMED_FEATURES)
+    features, dense, categorical = reference_features(inputs.train, inputs.feature_set)
+    assert list(features.columns) == expected and dense + categorical == expected
+    assert all(c.endswith("_xf") for c in expected)
+    for split, frame in ((F.SPLIT_TRAIN, inputs.train), (F.SPLIT_VALID, inputs.valid)):
+        assert frame.equals(X.read_split(transformed.uri, split)[1])
+    assert len(inputs.evals) == len(raw[F.SPLIT_EVAL][1])
+    assert (inputs.evals[F.LABEL].to_numpy() == raw[F.SPLIT_EVAL][1][F.LABEL].to_numpy()).all()
+    stored = X.read_split(transformed.uri, F.SPLIT_EVAL)[1]
+    distance, match = cKDTree(stored[expected].to_numpy(np.float64)).query(inputs.evals[expected].to_numpy(np.float64))
+    assert distance.max() < 1e-5 and len(set(match)) == len(stored)  # the same rows, one to one
+
+
 @pytest.mark.slow
 def test_reference_models_train_in_under_30_seconds_on_50k_rows(small_run, built):
+    import dataclasses
+
     import pandas as pd
 
-    from components.threshold import read_split
-    from fraud.report import read_run, reference_models
+    from fraud.report import reference_models
+    from fraud.threshold import split_days
     from tensorflow_model_analysis.writers import eval_config_writer
 
-    _, nodes = read_run(str(small_run.root / "metadata.sqlite"), F.PIPELINE_NAME)
-    examples = nodes["Evaluator"].artifact("examples", output=False)
-    frames = {s: read_split(examples.uri, s)[1] for s in F.SPLITS}
-    train = frames[F.SPLIT_TRAIN]
+    _, raw, inputs = _reference_inputs(small_run)
+    train = inputs.train
     train = pd.concat([train] * math.ceil(50_000 / len(train)), ignore_index=True).iloc[:50_000]
     eval_config = eval_config_writer.load_eval_run(built.data["eval_uri"])[0]
+    eval_rows = raw[F.SPLIT_EVAL][1]
     started = time.time()
-    refs = reference_models(train, frames[F.SPLIT_VALID], frames[F.SPLIT_EVAL], eval_config, 50.0)
+    refs = reference_models(dataclasses.replace(inputs, train=train), eval_rows, eval_config, 50.0,
+                            valid_days=split_days(raw[F.SPLIT_VALID][1][F.EVENT_TIME]),
+                            eval_days=split_days(eval_rows[F.EVENT_TIME]))
     seconds = time.time() - started
     print(f"reference models on {len(train)} train rows: {seconds:.1f} s "
           + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in refs))

@@ -1,6 +1,5 @@
 """Behavioural features: hand-checked values, point-in-time correctness, offline/online parity."""
 import math
-import random
 
 import pytest
 from hypothesis import given, settings, strategies as st

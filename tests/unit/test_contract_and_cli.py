@@ -1,6 +1,5 @@
 """Fast checks of the single sources of truth, the model builder and the CLI's bad-usage paths."""
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest

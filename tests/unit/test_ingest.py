@@ -1,5 +1,4 @@
 """The data contract: timestamp formats, device ids, imputation of optional columns, clear errors."""
-import numpy as np
 import pandas as pd
 import pytest
 

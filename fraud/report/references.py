@@ -1,0 +1,169 @@
+"""Reference models: what simple scikit-learn models achieve on the same rows AND the same features as the
+candidate, so the gap to the candidate is what the deep model adds, not a difference in inputs.
+
+The features are the Transform component's output, never re-derived here: the dense `*_xf` floats (already
+imputed and scaled by Transform) as they are, and the categorical `*_xf` vocabulary ids one-hot encoded (the
+Keras model embeds them; one-hot is the linear equivalent).
+- train: the Transform output's train split (`transformed_examples`: what the Trainer read);
+- valid: its valid split, for the alert-budget threshold (only the scores matter there);
+- eval: the raw eval examples (the Evaluator's) through the run's Transform graph, the same graph the candidate's
+  `serving_examples` signature runs inside TFMA. Transform's eval output has the same values but not the raw
+  order (Beam writes shards in any order) and none of the raw columns, while TFMA's card precision needs each
+  scored row's card and day: transforming the raw eval rows keeps them aligned.
+Each model is scored on eval with the run's TFMA metric code (fraud.report.metrics).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fraud import features as F
+from fraud.report.metrics import tfma_metrics_from_scores
+from fraud.report.model import (FOREST, ISOLATION, LOGISTIC, OP_ALERTS_PER_DAY, OP_PRECISION, OP_RECALL,
+                                Reference)
+
+_PARSE_CHUNK = 16384
+
+
+@dataclass
+class ReferenceInputs:
+    """The Transform features of the three splits (pandas frames of `*_xf` columns and the label)."""
+    train: object
+    valid: object
+    evals: object  # in the order of the raw eval examples
+    feature_set: str
+
+
+def feature_set_of(transform_node, columns) -> str:
+    """The feature set the Transform ran with (its custom_config), else the one its output columns show."""
+    config = (transform_node.properties.get("custom_config") if transform_node is not None else "") or ""
+    try:
+        feature_set = (json.loads(config) or {}).get("feature_set")
+    except (ValueError, AttributeError):
+        feature_set = None
+    if feature_set in F.FEATURE_SETS:
+        return feature_set
+    behavioural = F.dense_transformed_features(F.FEATURE_SET_BEHAVIOURAL)
+    return F.FEATURE_SET_BEHAVIOURAL if set(behavioural) <= set(columns) else F.FEATURE_SET_SINGLE_ROW
+
+
+def transform_raw(transform_graph_uri: str, serialized: list[bytes]):
+    """Serialized raw tf.Examples through a run's Transform graph: a frame of the transformed features, one row
+    per example, in order."""
+    import pandas as pd
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(transform_graph_uri)
+    spec = output.raw_feature_spec()
+    columns: dict = {}
+    for start in range(0, len(serialized), _PARSE_CHUNK):
+        batch = serialized[start:start + _PARSE_CHUNK]
+        raw = tf.io.parse_example(tf.constant(batch), spec)
+        for name, tensor in output.transform_raw_features(raw, drop_unused_features=True).items():
+            if isinstance(tensor, tf.SparseTensor):
+                tensor = tf.sparse.to_dense(tensor)
+            columns.setdefault(name, []).append(tensor.numpy().reshape(len(batch), -1)[:, 0])
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
+
+
+def reference_inputs(nodes: dict, eval_serialized: list[bytes]) -> tuple[ReferenceInputs | None, str]:
+    """(the reference models' inputs, "") from the run's Transform node, or (None, why they cannot be built)."""
+    node = nodes.get(F.NODE_TRANSFORM)
+    examples = node.artifact("transformed_examples") if node is not None else None
+    graph = node.artifact("transform_graph") if node is not None else None
+    if node is None or node.state != "COMPLETE" or examples is None or graph is None:
+        return None, (f"the run has no Transform output ({F.NODE_TRANSFORM} "
+                      + ("did not run" if node is None else f"ended {node.state}") + ")")
+    from fraud import examples as X
+
+    train = X.read_split(examples.uri, F.SPLIT_TRAIN)[1]
+    valid = X.read_split(examples.uri, F.SPLIT_VALID)[1]
+    evals = transform_raw(graph.uri, eval_serialized)
+    feature_set = feature_set_of(node, train.columns)
+    needed = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES + (F.LABEL,)
+    for split, frame in ((F.SPLIT_TRAIN, train), (F.SPLIT_VALID, valid), (F.SPLIT_EVAL, evals)):
+        missing = [c for c in needed if c not in frame and not (split == F.SPLIT_EVAL and c == F.LABEL)]
+        if missing:
+            return None, f"the Transform output of {split} lacks {', '.join(missing)}"
+    return ReferenceInputs(train, valid, evals, feature_set), ""
+
+
+def reference_features(frame, feature_set: str = F.FEATURE_SET_BEHAVIOURAL):
+    """(frame of the model's transformed features, dense names, categorical names)."""
+    dense, categorical = list(F.dense_transformed_features(feature_set)), list(F.CATEGORICAL_TRANSFORMED_FEATURES)
+    return frame[dense + categorical], dense, categorical
+
+
+def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per_day: float, *, valid_days: int,
+                     eval_days: int, seed: int = 0) -> list[Reference]:
+    """Logistic regression, random forest (supervised) and isolation forest (unsupervised) trained on the train
+    split, thresholded for the same alert budget on the valid split, scored on eval with the run's TFMA metrics.
+
+    `eval_rows`: the raw eval frame (label, card, day...), row for row with `inputs.evals`, for TFMA.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import IsolationForest, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    from fraud.threshold import choose_threshold
+
+    if len(eval_rows) != len(inputs.evals):
+        raise ValueError(f"{len(inputs.evals)} transformed eval rows for {len(eval_rows)} eval examples")
+    x_train, dense, categorical = reference_features(inputs.train, inputs.feature_set)
+    x_valid = reference_features(inputs.valid, inputs.feature_set)[0]
+    x_eval = reference_features(inputs.evals, inputs.feature_set)[0]
+    y_train = inputs.train[F.LABEL].to_numpy()
+    prep = ColumnTransformer([
+        ("dense", "passthrough", dense),  # Transform already imputed and scaled them
+        ("ids", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20, sparse_output=False),
+         categorical),
+    ])
+    started = time.time()
+    z_train = np.nan_to_num(prep.fit_transform(x_train).astype(np.float32))
+    z_valid = np.nan_to_num(prep.transform(x_valid).astype(np.float32))
+    z_eval = np.nan_to_num(prep.transform(x_eval).astype(np.float32))
+    prep_seconds = time.time() - started
+    labels = eval_rows[F.LABEL].to_numpy()
+    out = []
+
+    def add(name, fit_and_score, note=""):
+        t0 = time.time()
+        s_valid, s_eval = fit_and_score()
+        threshold, _ = choose_threshold(s_valid, valid_days, alerts_per_day)
+        metrics, curves = tfma_metrics_from_scores(labels, s_eval, eval_config, eval_rows)
+        at = curves.at(threshold) if curves is not None else None
+        if at:
+            metrics[OP_PRECISION], metrics[OP_RECALL] = at["precision"], at["recall"]
+            metrics[OP_ALERTS_PER_DAY] = at["alerts"] / max(eval_days, 1)
+        out.append(Reference(name, metrics, threshold, s_eval, curves, time.time() - t0, note))
+
+    def logistic():
+        model = LogisticRegression(max_iter=2000, C=1.0)
+        model.fit(z_train, y_train)
+        return model.predict_proba(z_valid)[:, 1], model.predict_proba(z_eval)[:, 1]
+
+    def forest():
+        model = RandomForestClassifier(n_estimators=120, max_depth=14, min_samples_leaf=3, max_features="sqrt",
+                                       n_jobs=2, random_state=seed)
+        model.fit(z_train, y_train)
+        return model.predict_proba(z_valid)[:, 1], model.predict_proba(z_eval)[:, 1]
+
+    def isolation():
+        model = IsolationForest(n_estimators=150, random_state=seed, n_jobs=2)
+        model.fit(z_train)
+        ref = np.sort(-model.score_samples(z_train))
+        # Anomaly score -> share of training rows that are less anomalous: a rank in [0, 1], not a probability.
+        rank = lambda z: np.searchsorted(ref, -model.score_samples(z), side="right") / len(ref)  # noqa: E731
+        return rank(z_valid), rank(z_eval)
+
+    add(LOGISTIC, logistic, note=f"the shared one-hot encoding of the vocabulary ids ({prep_seconds:.1f} s) is not "
+                                 "included in its seconds")
+    add(FOREST, forest)
+    add(ISOLATION, isolation,
+        note="trained without labels; its score is an anomaly rank, so calibration does not apply")
+    return out
