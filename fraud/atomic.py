@@ -9,9 +9,17 @@ import tempfile
 from pathlib import Path
 
 
+def _default_mode(base: int) -> int:
+    """The permissions a plain open() would give (mkstemp/mkdtemp make files private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, directory: bool = False):
     """Yield a temporary path next to `target`; on success it replaces `target`, on failure it is removed.
+    The result gets the permissions a plain open()/mkdir would give (the umask's), not mkstemp's private ones.
 
     For writers that want a path (pandas, SQLite). `directory=True` yields an empty temporary folder
     instead, renamed to `target` at the end (`target` must not exist, or be an empty folder).
@@ -21,10 +29,12 @@ def atomic_path(target: str | Path, *, directory: bool = False):
     prefix, suffix = f".{target.name}.", ".tmp"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+        os.chmod(tmp, _default_mode(0o777))
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, _default_mode(0o666))
     try:
         yield tmp
         if directory:

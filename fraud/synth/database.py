@@ -261,5 +261,4 @@ def write_sqlite(source: pd.DataFrame | str | Path, path: str | Path, *, seed: i
         raise DataSourceError(f"{path} already exists; refusing to overwrite it (choose a new path)")
     with atomic.atomic_path(path) as tmp:  # SQLite writes into the empty temporary file
         summary = write_database(sqlite_url(tmp), source, seed=seed, echo=echo)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data set is not secret
     return WriteSummary(**{**asdict(summary), "url": sqlite_url(path)})

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -781,7 +780,6 @@ def generate(out_dir: str | Path, *, days: int = synth.DEFAULT_DAYS, users: int 
 
     names: list[str] = []
     with atomic.atomic_path(out_dir, directory=True) as tmp:  # a failure leaves no output directory
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the data set is not secret
         for ym in sorted(set(month.tolist())):
             name = f"{FILE_PREFIX}{ym}.csv"
             part = frame[month == ym]

@@ -67,6 +67,18 @@ def test_atomic_write_replaces_the_file_whole(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["scores.csv"]
 
 
+def test_atomic_writes_get_the_usual_permissions_not_private_ones(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "report.html", "x")
+        with atomic.atomic_path(tmp_path / "data", directory=True):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755
+
+
 def test_a_crash_while_writing_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "report.html"
     target.write_text("old")
