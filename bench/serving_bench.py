@@ -4,8 +4,8 @@
 
 Measures, for one transaction per request (the card-authorisation case):
 - single-request latency p50 / p99 (sequential calls) for in-process, REST and gRPC;
-- throughput (requests/s) with 1, 8 and 32 concurrent clients;
-each also as a ratio to in-process. The server runs as its own process (`python -m fraudctl serve`) on the
+- throughput (requests/s) and p99 latency with 1, 8, 32 and 64 concurrent clients;
+each also as a ratio to in-process, with server-side batching off and on (serving/batching.config) in one run. The server runs as its own process (`python -m fraudctl serve`) on the
 same machine as the clients, so on a small machine clients and server compete for the same cores: read the
 figures as "what the serving layer costs here", not as capacity planning. Results are printed as a table and,
 with --json, written as JSON (bench/results/ is git-ignored).
@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from the repo root
 MONITORING_CONFIG = REPO / "serving" / "monitoring.config"
+BATCHING_CONFIG = REPO / "serving" / "batching.config"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,12 +49,14 @@ def latencies(call, n: int, warmup: int = 20) -> list[float]:
     return out
 
 
-def throughput(make_call, clients: int, seconds: float) -> float:
-    """Requests per second with `clients` threads, each with its own client (connection)."""
+def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = False):
+    """Requests per second with `clients` threads, each with its own client (connection); with
+    `keep_latencies`, also every request's latency in ms."""
     calls = [make_call() for _ in range(clients)]
     for call in calls:
         call()
     counts = [0] * clients
+    lat: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []
     start = threading.Barrier(clients + 1)
     stop = threading.Event()
@@ -62,7 +65,9 @@ def throughput(make_call, clients: int, seconds: float) -> float:
         start.wait()
         try:
             while not stop.is_set():
+                began = time.perf_counter()
                 calls[i]()
+                lat[i].append((time.perf_counter() - began) * 1000)
                 counts[i] += 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -79,7 +84,8 @@ def throughput(make_call, clients: int, seconds: float) -> float:
     elapsed = time.perf_counter() - began
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
-    return sum(counts) / elapsed
+    rate = sum(counts) / elapsed
+    return (rate, [x for per in lat for x in per]) if keep_latencies else rate
 
 
 def server_side_means(exposition: str) -> dict:
@@ -105,7 +111,9 @@ def main(argv=None) -> int:
                         help=f"model base dir (<serving-dir>/{F.MODEL_NAME}) or a serving dir")
     parser.add_argument("--requests", type=int, default=500, help="sequential requests per latency measurement")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput measurement")
-    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--clients", default="1,8,32,64", help="concurrency levels")
+    parser.add_argument("--batching", default="off,on",
+                        help="server runs: 'off' (no batching), 'on' (--enable-batching with serving/batching.config)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -133,58 +141,76 @@ def main(argv=None) -> int:
     def in_process():
         return signature(**tensors)[F.SCORE_OUTPUT].numpy()
 
-    log_dir = Path(tempfile.mkdtemp(prefix="serving_bench_"))
-    server = start_server(base, log_dir / "server.log", monitoring_config_file=MONITORING_CONFIG)
     body = json.dumps({"signature_name": F.SERVING_SIGNATURE, "instances": [row]})
-    url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
-    request_proto = GrpcClient(server.grpc_target).predict_request([row])
-
-    def make_rest():
-        session = requests.Session()
-
-        def call():
-            response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
-            if response.status_code != 200:
-                raise RuntimeError(response.text)
-        return call
-
-    def make_grpc():
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.grpc_target))
-        return lambda: stub.Predict(request_proto, timeout=30)
-
+    request_proto = GrpcClient("127.0.0.1:1").predict_request([row])
+    clients_levels = [int(c) for c in args.clients.split(",")]
     results = {"model_version": int(version_dir.name), "cpus": os.cpu_count(), "requests": args.requests,
-               "seconds": args.seconds, "latency_ms": {}, "throughput_rps": {}}
-    try:
-        for name, call in (("in-process", in_process), ("REST", make_rest()), ("gRPC", make_grpc())):
-            values = latencies(call, args.requests)
-            results["latency_ms"][name] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
+               "seconds": args.seconds, "batching_config": str(BATCHING_CONFIG), "in-process": {}, "modes": {}}
+    values = latencies(in_process, args.requests)
+    results["in-process"]["latency_ms"] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
                                            "mean": statistics.fmean(values)}
-        for clients in [int(c) for c in args.clients.split(",")]:
-            results["throughput_rps"][str(clients)] = {
-                "in-process": throughput(lambda: in_process, clients, args.seconds),
-                "REST": throughput(make_rest, clients, args.seconds),
-                "gRPC": throughput(make_grpc, clients, args.seconds),
-            }
-        metrics_path = prometheus_path(parse_monitoring_config(MONITORING_CONFIG))
-        results["server_side_us"] = server_side_means(requests.get(server.rest_url + metrics_path, timeout=30).text)
-    finally:
-        server.stop()
+    results["in-process"]["throughput_rps"] = {str(c): throughput(lambda: in_process, c, args.seconds)
+                                               for c in clients_levels}
+    log_dir = Path(tempfile.mkdtemp(prefix="serving_bench_"))
+    for mode in args.batching.split(","):
+        extra = ["--enable-batching", "--batching-parameters-file", str(BATCHING_CONFIG)] if mode == "on" else []
+        server = start_server(base, log_dir / f"server-{mode}.log", monitoring_config_file=MONITORING_CONFIG,
+                              extra_args=extra)
+        url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
 
+        def make_rest(url=url):
+            session = requests.Session()
+
+            def call():
+                response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+                if response.status_code != 200:
+                    raise RuntimeError(response.text)
+            return call
+
+        def make_grpc(target=server.grpc_target):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+            return lambda: stub.Predict(request_proto, timeout=30)
+
+        out = results["modes"][mode] = {"latency_ms": {}, "throughput_rps": {}}
+        try:
+            for name, call in (("REST", make_rest()), ("gRPC", make_grpc())):
+                values = latencies(call, args.requests)
+                out["latency_ms"][name] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
+                                           "mean": statistics.fmean(values)}
+            for clients in clients_levels:
+                out["throughput_rps"][str(clients)] = {}
+                out["latency_ms"][f"{clients} clients"] = {}
+                for name, make in (("REST", make_rest), ("gRPC", make_grpc)):
+                    rate, lat = throughput(make, clients, args.seconds, keep_latencies=True)
+                    out["throughput_rps"][str(clients)][name] = rate
+                    out["latency_ms"][f"{clients} clients"][name] = {"p50": percentile(lat, 50),
+                                                                      "p99": percentile(lat, 99)}
+            metrics_path = prometheus_path(parse_monitoring_config(MONITORING_CONFIG))
+            out["server_side_us"] = server_side_means(requests.get(server.rest_url + metrics_path, timeout=30).text)
+        finally:
+            server.stop()
+
+    ref = results["in-process"]
     print(f"\nServing benchmark: {F.MODEL_NAME} version {results['model_version']}, one transaction per request, "
           f"{results['cpus']} CPUs (clients and server on the same machine)\n")
-    lat = results["latency_ms"]
-    base_lat = lat["in-process"]
-    print(f"{'single request':<22}{'p50 ms':>10}{'p99 ms':>10}{'p50 x in-proc':>15}{'p99 x in-proc':>15}")
-    for name in ("in-process", "REST", "gRPC"):
-        print(f"{name:<22}{lat[name]['p50']:>10.2f}{lat[name]['p99']:>10.2f}"
-              f"{lat[name]['p50'] / base_lat['p50']:>15.2f}{lat[name]['p99'] / base_lat['p99']:>15.2f}")
-    print(f"\n{'throughput (req/s)':<22}{'in-process':>12}{'REST':>10}{'gRPC':>10}{'REST/in-proc':>14}"
-          f"{'gRPC/in-proc':>14}")
-    for clients, row_ in results["throughput_rps"].items():
-        print(f"{clients + ' client(s)':<22}{row_['in-process']:>12.0f}{row_['REST']:>10.0f}{row_['gRPC']:>10.0f}"
-              f"{row_['REST'] / row_['in-process']:>14.2f}{row_['gRPC'] / row_['in-process']:>14.2f}")
-    print("\nserver-side mean per request (its own metrics, whole run): " + ", ".join(
-        f"{k} {v / 1000:.2f} ms" for k, v in sorted(results["server_side_us"].items())))
+    print(f"in-process signature call: p50 {ref['latency_ms']['p50']:.2f} ms, p99 {ref['latency_ms']['p99']:.2f} ms; "
+          + ", ".join(f"{c} threads {r:.0f} calls/s" for c, r in ref["throughput_rps"].items()))
+    for mode, out in results["modes"].items():
+        lat = out["latency_ms"]
+        print(f"\nbatching {mode}")
+        print(f"  {'single request':<18}{'p50 ms':>9}{'p99 ms':>9}{'p50 x in-proc':>15}")
+        for name in ("REST", "gRPC"):
+            print(f"  {name:<18}{lat[name]['p50']:>9.2f}{lat[name]['p99']:>9.2f}"
+                  f"{lat[name]['p50'] / ref['latency_ms']['p50']:>15.2f}")
+        print(f"  {'clients':<10}{'REST req/s':>12}{'gRPC req/s':>12}{'REST/in-proc':>14}{'gRPC/in-proc':>14}"
+              f"{'REST p99 ms':>13}{'gRPC p99 ms':>13}")
+        for clients, row_ in out["throughput_rps"].items():
+            base_rate = ref["throughput_rps"][clients]
+            p99 = lat[f"{clients} clients"]
+            print(f"  {clients:<10}{row_['REST']:>12.0f}{row_['gRPC']:>12.0f}{row_['REST'] / base_rate:>14.2f}"
+                  f"{row_['gRPC'] / base_rate:>14.2f}{p99['REST']['p99']:>13.1f}{p99['gRPC']['p99']:>13.1f}")
+        print("  server-side mean per request (its own metrics): " + ", ".join(
+            f"{k} {v / 1000:.2f} ms" for k, v in sorted(out["server_side_us"].items())))
     print(f"load average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -50,15 +50,21 @@ def _default(field: str):
 @click.option("--host", default=_default("host"), show_default=True,
               help="Interface to listen on (0.0.0.0 for every interface, as the TF Serving image does).")
 @click.option("--no-warmup", is_flag=True, help="Do not replay assets.extra/tf_serving_warmup_requests.")
+@click.option("--enable-batching", is_flag=True,
+              help="Merge concurrent requests into one model call, as --enable_batching (serving/batching.py).")
+@click.option("--batching-parameters-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TF Serving BatchingParameters (text proto), e.g. serving/batching.config; needs "
+                   "--enable-batching (TF Serving's defaults without it).")
 def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
-          poll_seconds, host, no_warmup):
+          poll_seconds, host, no_warmup, enable_batching, batching_parameters_file):
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
     options = build(_options_model(), dict(
         model_base=model_base, rest_port=rest_port, grpc_port=grpc_port, model_config_file=model_config_file,
         monitoring_config_file=monitoring_config_file, poll_seconds=poll_seconds,
-        model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup))
+        model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup,
+        enable_batching=enable_batching, batching_parameters_file=batching_parameters_file))
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))

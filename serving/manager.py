@@ -61,10 +61,12 @@ def scan_versions(base_path: str) -> dict[int, tuple[str, tuple]]:
 class ModelManager:
     """The versions of one model."""
 
-    def __init__(self, settings: ModelSettings, metrics: ServingMetrics, *, enable_warmup: bool = True):
+    def __init__(self, settings: ModelSettings, metrics: ServingMetrics, *, enable_warmup: bool = True,
+                 scheduler=None):
         self.settings = settings
         self.metrics = metrics
         self.enable_warmup = enable_warmup
+        self.scheduler = scheduler  # serving.batching.BatchScheduler (--enable_batching) or None
         self._serving: dict = {}  # version -> Servable; replaced, never mutated (readers take no lock)
         self._labels: dict[str, int] = {}  # replaced, never mutated
         self._states: dict[int, VersionState] = {}
@@ -159,7 +161,7 @@ class ModelManager:
         log.info("Loading servable version %s from %s", ident, path)
         started = time.perf_counter()
         try:
-            servable = Servable.load(self.name, version, path)
+            servable = Servable.load(self.name, version, path, scheduler=self.scheduler)
         except Exception as exc:  # any failure to load is the version's problem, never the server's
             self.metrics.load_attempt_count.inc(model_path=path, status=LOAD_FAIL)
             self._fail(version, fingerprint, errors.UNKNOWN, f"Loading servable {ident} failed: {exc}")
@@ -194,8 +196,10 @@ class ModelManager:
     def _unload(self, version: int) -> None:
         self._states[version] = VersionState(UNLOADING)
         serving = dict(self._serving)
-        serving.pop(version, None)
+        gone = serving.pop(version, None)
         self._serving = serving
+        if gone is not None:  # requests already queued still hold the servable and finish on it
+            gone.forget_batches()
         self._states[version] = VersionState(END)
         log.info("Unloaded servable version {name: %s version: %s}", self.name, version)
 
@@ -224,9 +228,11 @@ class ModelManager:
 class ServerCore:
     """All models of a server, looked up by name; what the REST and gRPC front-ends call."""
 
-    def __init__(self, models: list[ModelSettings], metrics: ServingMetrics, *, enable_warmup: bool = True):
+    def __init__(self, models: list[ModelSettings], metrics: ServingMetrics, *, enable_warmup: bool = True,
+                 scheduler=None):
         self.metrics = metrics
         self.enable_warmup = enable_warmup
+        self.scheduler = scheduler
         self._managers: dict[str, ModelManager] = {}
         self._config_lock = threading.Lock()
         self.apply(models)
@@ -244,7 +250,8 @@ class ServerCore:
                 if current is None or Path(current.settings.base_path) != Path(settings.base_path):
                     if current is not None:
                         current.unload_all()
-                    managers[name] = ModelManager(settings, self.metrics, enable_warmup=self.enable_warmup)
+                    managers[name] = ModelManager(settings, self.metrics, enable_warmup=self.enable_warmup,
+                                                  scheduler=self.scheduler)
                 else:
                     current.update_settings(settings)
             self._managers = managers

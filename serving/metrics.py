@@ -36,6 +36,7 @@ def exponential_buckets(scale: float, growth: float, count: int) -> tuple[float,
 
 LATENCY_BUCKETS_US = exponential_buckets(10, 1.8, 33)  # 10 us .. ~20 minutes, as TF Serving
 EXAMPLE_COUNT_BUCKETS = exponential_buckets(1, 2, 15)  # 1 .. 16384 examples, as TF Serving
+QUEUING_LATENCY_BUCKETS_US = exponential_buckets(100, 1.2, 52)  # batching_session.cc: 100 us .. ~1 s
 
 # ----------------------------------------------------------------------------------------------
 # Label names and values
@@ -48,6 +49,8 @@ STATUS = "status"
 API = "API"
 ENTRYPOINT = "entrypoint"
 RUNTIME = "runtime"
+THREAD_POOL_NAME = "thread_pool_name"
+BATCH_THREAD_POOL = "batch_threads"  # the value of thread_pool_name: one shared pool, as TF Serving's default
 
 ENTRYPOINT_REST = "REST"
 ENTRYPOINT_GRPC = "GRPC"
@@ -76,7 +79,7 @@ class _Metric:
         parts = [f'{name}="{_escape(value)}"' for name, value in zip(self.labels, key)]
         if extra:
             parts.append(extra)
-        return "{" + ",".join(parts) + "}"
+        return "{" + ",".join(parts) + "}" if parts else ""
 
     def clear(self) -> None:
         with self._lock:
@@ -222,9 +225,18 @@ class ServingMetrics:
         self.model_latest_version = Gauge(
             "serving_model_latest_version", (MODEL_NAME,),
             "Newest AVAILABLE version of the model (TFX Pusher: its Unix push time).")
+        # --enable_batching (serving/batching.py): TF Serving's batching_session metrics, and the batch sizes.
+        self.batching_queuing_latency = Histogram(
+            ":tensorflow:serving:batching_session:queuing_latency", (THREAD_POOL_NAME,), QUEUING_LATENCY_BUCKETS_US)
+        self.batching_wrapped_run_count = Counter(":tensorflow:serving:batching_session:wrapped_run_count", ())
+        self.batching_batch_size = Histogram(
+            "serving_batching_batch_size", (MODEL_NAME,), EXAMPLE_COUNT_BUCKETS)
+        self.batching_batch_size.help = ("Rows per merged model call (padding included) with --enable_batching; "
+                                         "requests per call is this over request_example_counts.")
         self.all = (self.request_count, self.request_latency, self.runtime_latency, self.request_example_counts,
                     self.request_example_count_total, self.model_warmup_latency, self.load_latency,
-                    self.load_attempt_count, self.model_version_available, self.model_latest_version)
+                    self.load_attempt_count, self.model_version_available, self.model_latest_version,
+                    self.batching_queuing_latency, self.batching_wrapped_run_count, self.batching_batch_size)
 
     def exposition(self) -> str:
         lines: list[str] = []

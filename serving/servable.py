@@ -47,9 +47,41 @@ class Signature:
     inputs: dict  # name -> InputSpec
     outputs: tuple  # output keys
     function: object  # the concrete function
+    # The lean path (see `packed_function`): the same function over one [batch, n] tensor per input dtype.
+    packed: object = None
+    pack_groups: tuple = ()  # ((DataType enum, (input names...)), ...), in the packed function's argument order
 
     def input_dtypes(self) -> dict:
         return {name: spec.dtype for name, spec in self.inputs.items()}
+
+
+PACK_MIN_INPUTS = 3  # below this, packing saves nothing
+
+
+def packed_function(function, inputs: dict):
+    """The signature's function behind one [batch, n] tensor per input dtype, or (None, ()) if it does not apply.
+
+    Calling a concrete function costs Python time per argument (binding, conversion, flattening): for this
+    project's 37-input serving_default, more than the model itself (measured in-process: 0.90 ms with 37 ready
+    tensors, 0.42 ms packed into 3). The packed tf.function unstacks the columns inside the graph and calls the
+    same concrete function there, so the outputs are the same numbers. Applies when every input is a vector
+    ([batch]); other signatures keep the plain call.
+    """
+    if len(inputs) < PACK_MIN_INPUTS or any(spec.shape != (None,) for spec in inputs.values()):
+        return None, ()
+    groups: dict = {}
+    for name in sorted(inputs):
+        groups.setdefault(inputs[name].dtype, []).append(name)
+    order = tuple((dtype, tuple(names)) for dtype, names in sorted(groups.items()))
+    specs = [tf.TensorSpec([None, len(names)], tf.dtypes.as_dtype(dtype)) for dtype, names in order]
+
+    def unpacked(*matrices):
+        kwargs = {}
+        for matrix, (_, names) in zip(matrices, order):
+            kwargs.update(zip(names, tf.unstack(matrix, num=len(names), axis=1)))
+        return function(**kwargs)
+
+    return tf.function(unpacked, input_signature=specs).get_concrete_function(), order
 
 
 def read_signature_defs(export_dir: str | Path) -> dict:
@@ -73,10 +105,11 @@ def read_signature_defs(export_dir: str | Path) -> dict:
 
 
 class Servable:
-    def __init__(self, model_name: str, version: int, path: str, loaded, signature_defs: dict):
+    def __init__(self, model_name: str, version: int, path: str, loaded, signature_defs: dict, scheduler=None):
         self.model_name = model_name
         self.version = version
         self.path = path
+        self.scheduler = scheduler  # serving.batching.BatchScheduler with --enable_batching, else None
         self._loaded = loaded  # keeps variables and tables alive as long as the servable is referenced
         self.signature_defs = signature_defs  # for GetModelMetadata: exactly what is in the SavedModel
         self.signatures: dict[str, Signature] = {}
@@ -86,16 +119,18 @@ class Servable:
                                      None if spec.shape.rank is None else tuple(spec.shape.as_list()))
                       for key, spec in kwargs.items()}
             method = signature_defs[name].method_name if name in signature_defs else PREDICT_METHOD
-            self.signatures[name] = Signature(name, method, inputs, tuple(function.structured_outputs), function)
+            packed, groups = packed_function(function, inputs)
+            self.signatures[name] = Signature(name, method, inputs, tuple(function.structured_outputs), function,
+                                              packed, groups)
 
     @classmethod
-    def load(cls, model_name: str, version: int, path: str | Path) -> "Servable":
+    def load(cls, model_name: str, version: int, path: str | Path, scheduler=None) -> "Servable":
         signature_defs = read_signature_defs(path)
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:
             raise LoadError(f"cannot load the SavedModel in {path}: {tf_error_message(str(exc))}") from exc
-        return cls(model_name, version, str(path), loaded, signature_defs)
+        return cls(model_name, version, str(path), loaded, signature_defs, scheduler)
 
     # ------------------------------------------------------------------------------------------
     def signature(self, name: str, *, for_rest: bool = False) -> Signature:
@@ -115,10 +150,8 @@ class Servable:
             if key not in signature.outputs:
                 raise invalid(f"output tensor alias not found in signature: {key} Outputs expected to be in the "
                               f"set {{{','.join(sorted(signature.outputs))}}}.")
-        tensors = {name: tf.constant(array, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype))
-                   for name, array in inputs.items()}
-        outputs, runtime_us = self._call(signature, tensors)
-        return {key: outputs[key].numpy() for key in wanted}, runtime_us
+        outputs, runtime_us = self._execute(signature, inputs)
+        return {key: outputs[key] for key in wanted}, runtime_us
 
     def run_examples(self, signature: Signature, serialized: list, method: str) -> tuple[dict, float]:
         """Classify / regress over serialized tf.Examples (the signature takes one string tensor)."""
@@ -127,20 +160,40 @@ class Servable:
             raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
         if CLASSIFY_INPUTS not in signature.inputs or len(signature.inputs) != 1:
             raise invalid(f"Expected one input Tensor named {CLASSIFY_INPUTS!r} in signature {signature.name!r}")
-        tensor = tf.constant(np.array(serialized, dtype=object), dtype=tf.string)
-        outputs, runtime_us = self._call(signature, {CLASSIFY_INPUTS: tensor})
-        return {key: value.numpy() for key, value in outputs.items()}, runtime_us
+        return self._execute(signature, {CLASSIFY_INPUTS: np.array(serialized, dtype=object)})
 
-    def _call(self, signature: Signature, tensors: dict) -> tuple[dict, float]:
+    def _execute(self, signature: Signature, inputs: dict) -> tuple[dict, float]:
+        """Validated inputs -> numpy outputs: through the batch scheduler when batching is on and the request is
+        batchable (every input has a batch dimension), else one model call."""
+        if self.scheduler is not None and inputs and all(np.ndim(a) > 0 for a in inputs.values()):
+            key = (self.model_name, self.version, signature.name,
+                   tuple((name, inputs[name].shape[1:]) for name in sorted(inputs)))
+            return self.scheduler.submit(key, inputs, lambda merged: self._call(signature, merged))
+        return self._call(signature, inputs)
+
+    def _call(self, signature: Signature, arrays: dict) -> tuple[dict, float]:
+        """One model call on numpy inputs; returns numpy outputs and the call's time in microseconds."""
         started = time.perf_counter()
         try:
-            outputs = signature.function(**tensors)
+            if signature.packed is not None:
+                matrices = [tf.constant(np.stack([arrays[n] for n in names], axis=1), dtype=tf.dtypes.as_dtype(dtype))
+                            for dtype, names in signature.pack_groups]
+                outputs = signature.packed(*matrices)
+            else:
+                outputs = signature.function(**{name: tf.constant(array, dtype=tf.dtypes.as_dtype(
+                    signature.inputs[name].dtype)) for name, array in arrays.items()})
+            outputs = {key: value.numpy() for key, value in outputs.items()}
         except tf.errors.OpError as exc:
             code = errors.NAME_BY_NUMBER.get(exc.error_code, errors.UNKNOWN)
             raise ServingError(code, tf_error_message(exc.message)) from exc
         except (TypeError, ValueError) as exc:  # binding the inputs failed: a client error
             raise invalid(tf_error_message(str(exc))) from exc
         return outputs, (time.perf_counter() - started) * 1e6
+
+    def forget_batches(self) -> None:
+        """Drop this version's idle batch queues (called when the version is unloaded)."""
+        if self.scheduler is not None:
+            self.scheduler.forget(lambda key: key[0] == self.model_name and key[1] == self.version)
 
     @staticmethod
     def _check_inputs(signature: Signature, inputs: dict) -> None:

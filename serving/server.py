@@ -43,12 +43,16 @@ class ServerOptions(BaseModel):
     grpc_port: int = Field(8500, ge=0, le=65535)
     poll_seconds: float = Field(1.0, gt=0)  # --file_system_poll_wait_seconds
     enable_warmup: bool = True  # --enable_model_warmup
+    enable_batching: bool = False  # --enable_batching
+    batching_parameters_file: Optional[Path] = None  # --batching_parameters_file (TF Serving's defaults without)
     grpc_workers: int = Field(32, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _needs_models(self):
         if self.model_base is None and self.model_config_file is None:
             raise ValueError("give a model base directory or a model config file")
+        if self.batching_parameters_file is not None and not self.enable_batching:
+            raise ValueError("a batching parameters file needs enable_batching (--enable-batching)")
         return self
 
 
@@ -77,6 +81,26 @@ def model_settings(options: ServerOptions) -> list[ModelSettings]:
     return models
 
 
+def make_scheduler(options: ServerOptions, metrics: ServingMetrics):
+    """The batch scheduler of --enable_batching, its parameters from --batching_parameters_file (TF Serving's
+    defaults without one), observed by the batching metrics."""
+    from serving.batching import BatchingOptions, BatchScheduler
+    from serving.config import parse_batching_parameters
+    from serving.metrics import BATCH_THREAD_POOL
+
+    params = (BatchingOptions.from_proto(parse_batching_parameters(options.batching_parameters_file))
+              if options.batching_parameters_file else BatchingOptions())
+
+    def observe(stats) -> None:
+        metrics.batching_wrapped_run_count.inc()
+        metrics.batching_batch_size.observe(stats.batch_rows, model_name=stats.model_name)
+        for queued in stats.queuing_us:
+            metrics.batching_queuing_latency.observe(queued, thread_pool_name=BATCH_THREAD_POOL)
+
+    log.info("Batching enabled: %s", params)
+    return BatchScheduler(params, observe)
+
+
 class ModelServer:
     def __init__(self, options: ServerOptions):
         self.options = options
@@ -89,6 +113,7 @@ class ModelServer:
         self._http = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.scheduler = None  # serving.batching.BatchScheduler with --enable_batching
 
     def start(self) -> "ModelServer":
         """Load what is on disk, then open the ports (as TF Serving does), then poll in the background."""
@@ -108,7 +133,9 @@ class ModelServer:
         for m in models:
             log.info("Model %s: base path %s, version policy %s, labels %s", m.name, m.base_path,
                      m.policy.describe(), m.labels or "{}")
-        self.core = ServerCore(models, self.metrics, enable_warmup=options.enable_warmup)
+        if options.enable_batching:
+            self.scheduler = make_scheduler(options, self.metrics)
+        self.core = ServerCore(models, self.metrics, enable_warmup=options.enable_warmup, scheduler=self.scheduler)
         self.core.poll()
 
         self._grpc = grpc.server(
@@ -182,6 +209,8 @@ class ModelServer:
             self._grpc.stop(grace).wait(grace + 1)
         for thread in self._threads:
             thread.join(timeout=grace + 1)
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     def wait(self) -> None:
         self._stop.wait()
