@@ -163,7 +163,9 @@ def test_a_bad_request_in_a_burst_gets_its_own_400_and_the_others_succeed(model,
 
 def test_a_full_queue_answers_unavailable_and_the_server_keeps_serving(model, tmp_path):
     config = tmp_path / "tiny_queue.config"
-    config.write_text("max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n"
+    # max_batch_size 8: the model's warm-up records hold up to 8 rows (a larger record would fail the load, as
+    # in TF Serving). One thread and one enqueued batch: a burst overflows the queue at once.
+    config.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n"
                       "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n")
     server = start_server(model["dir"].parent, tmp_path / "server.log",
                           extra_args=["--enable-batching", "--batching-parameters-file", str(config)])
