@@ -78,6 +78,12 @@ class _Task:
     outputs: dict | None = None
     runtime_us: float = 0.0
     error: BaseException | None = None
+    callback: Callable[["_Task"], None] | None = None  # called (in the batch thread) when the task is done
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.callback is not None:
+            self.callback(self)
 
 
 @dataclass
@@ -126,11 +132,20 @@ class BatchScheduler:
     def submit(self, key, inputs: dict, run: Callable[[dict], tuple[dict, float]]) -> tuple[dict, float]:
         """Run `inputs` (validated, every array with the same first dimension) in a batch of queue `key`;
         `run(merged inputs) -> (outputs, runtime_us)` is the model call. Blocks until the batch ran."""
+        task = self.enqueue(key, inputs, run)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs, task.runtime_us
+
+    def enqueue(self, key, inputs: dict, run: Callable[[dict], tuple[dict, float]], callback=None) -> _Task:
+        """`submit` without waiting: the returned task's `outputs`/`error` are set, and `callback(task)` is called
+        from the batch thread, when its batch has run (for asynchronous front ends)."""
         rows = int(next(iter(inputs.values())).shape[0]) if inputs else 0
         if rows > self.options.max_batch_size:
             raise errors.invalid(f"Task size {rows} is larger than maximum input batch size "
                                  f"{self.options.max_batch_size}")
-        task = _Task(inputs, rows)
+        task = _Task(inputs, rows, callback=callback)
         with self._cond:
             if self._stopping:
                 raise ServingError(errors.UNAVAILABLE, "The server is shutting down")
@@ -152,10 +167,7 @@ class BatchScheduler:
             if batch.rows >= self.options.max_batch_size:
                 batch.closed = True
             self._cond.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.outputs, task.runtime_us
+        return task
 
     def forget(self, predicate: Callable[[object], bool]) -> None:
         """Drop the idle queues whose key matches (a version was unloaded); busy ones drain first."""
@@ -233,7 +245,10 @@ class BatchScheduler:
             except Exception:  # noqa: BLE001 - metrics never fail a request
                 log.exception("batching metrics")
         for task in tasks:
-            task.done.set()
+            try:
+                task.finish()
+            except Exception:  # noqa: BLE001 - a front end's callback never stops the batch thread
+                log.exception("batch task callback")
 
 
 def merge_inputs(requests: list[dict], padded_rows: int) -> dict:
@@ -242,11 +257,11 @@ def merge_inputs(requests: list[dict], padded_rows: int) -> dict:
         return requests[0]
     merged = {}
     for name in requests[0]:
-        array = np.concatenate([r[name] for r in requests], axis=0)
-        if padded_rows > array.shape[0]:
-            filler = np.repeat(array[:1], padded_rows - array.shape[0], axis=0)
-            array = np.concatenate([array, filler], axis=0)
-        merged[name] = array
+        parts = [r[name] for r in requests]
+        rows = sum(len(part) for part in parts)
+        if padded_rows > rows:
+            parts.append(np.repeat(parts[0][:1], padded_rows - rows, axis=0))
+        merged[name] = np.concatenate(parts, axis=0)
     return merged
 
 

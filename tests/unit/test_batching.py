@@ -153,3 +153,22 @@ def test_merge_and_split_helpers():
     assert [p["s"].tolist() for p in parts] == [[0, 1], [2]]
     with pytest.raises(ServingError, match="first dimension of 4"):
         split_outputs({"s": np.arange(3)}, [2, 1], padded_rows=4)
+
+
+def test_enqueue_calls_back_from_the_batch_thread_for_asynchronous_front_ends():
+    model = FakeModel()
+    scheduler = BatchScheduler(BatchingOptions(num_batch_threads=1))
+    done = threading.Event()
+    seen = {}
+
+    def callback(task):
+        seen["thread"] = threading.current_thread().name
+        seen["score"] = task.outputs["score"].tolist()
+        done.set()
+
+    try:
+        task = scheduler.enqueue("k", {"x": np.array([1.0, 2.0], np.float32)}, model, callback)
+        assert done.wait(5) and task.error is None
+    finally:
+        scheduler.stop()
+    assert seen == {"thread": "batch-0", "score": [2.0, 4.0]}
