@@ -1,4 +1,4 @@
-"""Tests for the synthetic transaction generator (fraud/datagen.py)."""
+"""Tests for the synthetic transaction generator (fraud/synth/datagen.py)."""
 from __future__ import annotations
 
 import calendar
