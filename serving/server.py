@@ -1,7 +1,7 @@
 """The local TF-Serving-compatible model server: REST (threaded WSGI) + gRPC (thread pool) over one ServerCore,
 with a poller thread that loads new versions and re-reads the model config.
 
-It stands in for `tensorflow_model_server` where that binary cannot be installed (see ../shared docs and
+It stands in for `tensorflow_model_server` where that binary cannot be installed (see docs/stack.md and
 serving/README.md); production runs the real `tensorflow/serving` image with the files in this folder.
 Start it with `fraudctl serve` (fraudctl/serve.py, which calls serving/main.py) or embed it:
 

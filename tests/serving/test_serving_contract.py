@@ -1,4 +1,4 @@
-"""TF Serving's contract (../shared/docs/tf-serving-contract.md) over REST and gRPC with the official client.
+"""TF Serving's contract (docs/tf-serving-contract.md) over REST and gRPC with the official client.
 
 Runs against the local server (`fraudctl serve` on the pipeline's pushed model, two versions labelled
 stable/canary by serving/models.config), or against any TF Serving named by TFSERVING_REST_URL /
