@@ -31,7 +31,7 @@ from fraud import features as F
 from fraud import timeutil
 from fraud.errors import DuplicateTransaction, OutOfOrderEvent
 
-DAY = 86400  # seconds
+DAY = F.DAY_S
 MAX_GAP_S = 30 * DAY
 UNKNOWN_LABEL = -1
 

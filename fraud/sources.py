@@ -6,7 +6,10 @@ raw CSV columns.
 """
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas takes most of a second to import: `fraudctl --help` and the settings need none of it
+    import pandas as pd
 
 
 def is_url(source: str) -> bool:
@@ -14,7 +17,7 @@ def is_url(source: str) -> bool:
     return "://" in str(source)
 
 
-def read_source(source: str) -> pd.DataFrame:
+def read_source(source: str) -> "pd.DataFrame":
     """The raw transactions table (strings, the contract's column names) of a CSV directory or a database URL."""
     if is_url(source):
         from fraud import sql_source

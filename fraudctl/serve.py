@@ -1,7 +1,7 @@
 """`fraudctl serve`: the local TF-Serving-compatible server (serving.main) on a model base directory.
 
-Defaults come from serving.server.ServerOptions, where they are defined once. Nothing heavy is imported at
-module level: `fraudctl --help` stays fast.
+Defaults come from serving.server.ServerOptions, where they are defined once (pydantic only; TensorFlow and
+gRPC are imported when the server starts, so `fraudctl --help` stays fast).
 """
 from __future__ import annotations
 
@@ -12,21 +12,11 @@ import click
 
 from fraud import features as F
 from fraudctl.options import build, default_of
-
-_OPTIONS_MODEL = None
-
-
-def _options_model():
-    global _OPTIONS_MODEL
-    if _OPTIONS_MODEL is None:
-        from serving.server import ServerOptions  # pydantic only: cheap
-
-        _OPTIONS_MODEL = ServerOptions
-    return _OPTIONS_MODEL
+from serving.server import ServerOptions
 
 
 def _default(field: str):
-    return default_of(_options_model(), field)
+    return default_of(ServerOptions, field)
 
 
 @click.command("serve")
@@ -60,7 +50,7 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
-    options = build(_options_model(), dict(
+    options = build(ServerOptions, dict(
         model_base=model_base, rest_port=rest_port, grpc_port=grpc_port, model_config_file=model_config_file,
         monitoring_config_file=monitoring_config_file, poll_seconds=poll_seconds,
         model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup,

@@ -43,14 +43,15 @@ SETTINGS_FILE_ENV = "FRAUD_SETTINGS_FILE"
 RUN_PARAMS = ("data_dir", "eval_days", "valid_days", "train_steps")
 
 
-def _param_schema(name: str) -> dict:
-    """The JSON schema of one run parameter (Airflow's trigger form checks it), derived from PipelineSettings'
-    own field: the type, range and description are defined once, in fraud/settings.py."""
-    field = PipelineSettings.model_json_schema()["properties"][name]
-    return {k: v for k, v in field.items() if k in ("type", "minimum", "maximum", "minLength", "description")}
+def _param_schemas() -> dict:
+    """The JSON schema of each run parameter (Airflow's trigger form checks it), derived from PipelineSettings'
+    own fields: the type, range and description are defined once, in fraud/settings.py."""
+    fields = PipelineSettings.model_json_schema()["properties"]
+    keep = ("type", "minimum", "maximum", "minLength", "description")
+    return {name: {k: v for k, v in fields[name].items() if k in keep} for name in RUN_PARAMS}
 
 
-PARAM_SCHEMA = {name: _param_schema(name) for name in RUN_PARAMS}
+PARAM_SCHEMA = _param_schemas()
 
 
 # Beam runs inside each Airflow task process. In-process by default (measured on the small data set: the

@@ -109,8 +109,6 @@ class BatchStats:
 
     model_name: str
     batch_rows: int  # rows the model saw (with padding)
-    task_rows: int  # rows the requests sent
-    tasks: int
     queuing_us: list  # per task: time from enqueue to the batch's start
 
 
@@ -240,7 +238,7 @@ class BatchScheduler:
         if self._observe is not None:
             try:
                 self._observe(BatchStats(str(batch.queue.key[0]) if isinstance(batch.queue.key, tuple) else "",
-                                         padded, batch.rows, len(tasks),
+                                         padded,
                                          [(started - t.enqueued) * 1e6 for t in tasks]))
             except Exception:  # noqa: BLE001 - metrics never fail a request
                 log.exception("batching metrics")

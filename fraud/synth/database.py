@@ -140,7 +140,7 @@ def build_tables(raw: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]
             if math.isnan(number):
                 raise DataContractError(f"column {F.USER_AGE!r} must be numeric, got {age!r} for {uid}")
             age = int(round(number))
-        row = {F.USER_ID: uid, VALID_FROM: int(first[uid]) - int(rng.integers(0, SIGNUP_MAX_DAYS * 86400)),
+        row = {F.USER_ID: uid, VALID_FROM: int(first[uid]) - int(rng.integers(0, SIGNUP_MAX_DAYS * F.DAY_S)),
                F.HOME_CITY: home, F.USER_AGE: age, F.USER_GENDER: profile[F.USER_GENDER].get(uid)}
         user_rows.append(row)
         cities = _LOCAL_CITIES if home in _LOCAL_CITIES else _FOREIGN_CITIES if home in _FOREIGN_CITIES else ()
@@ -153,7 +153,7 @@ def build_tables(raw: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]
                 user_rows.append({**row, VALID_FROM: t, F.HOME_CITY: _other(rng, home, cities)})
                 moved += 1
         elif draw < MOVE_SHARE + FUTURE_SHARE:
-            t = int(last[uid]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * 86400))
+            t = int(last[uid]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * F.DAY_S))
             user_rows.append({**row, VALID_FROM: t, F.HOME_CITY: _other(rng, home, cities)})
             future += 1
 
@@ -177,7 +177,7 @@ def build_tables(raw: pd.DataFrame, *, seed: int = 0) -> dict[str, pd.DataFrame]
                 device_rows.append({**row, VALID_FROM: t, F.OS_VERSION: OS_UPGRADES[os_version]})
                 upgraded += 1
         elif draw < UPGRADE_SHARE + FUTURE_SHARE:
-            t = int(dlast[key]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * 86400))
+            t = int(dlast[key]) + 1 + int(rng.integers(0, FUTURE_MAX_DAYS * F.DAY_S))
             device_rows.append({**row, VALID_FROM: t, F.OS_VERSION: OS_UPGRADES[os_version]})
             future += 1
 
