@@ -333,7 +333,7 @@ def test_dags_test_runs_every_task_and_pushes_a_blessed_model(airflow_home, bles
     states = airflow_home.task_states("2026-07-15")
     assert set(states) == set(COMPONENT_IDS)
     assert all(state == "success" for state, _ in states.values()), states
-    metadata_path = base / "root" / "metadata.sqlite"
+    metadata_path = base / "root" / F.METADATA_FILE
     uris = [Path(uri) for (uri,) in mlmd_rows(metadata_path, "SELECT uri FROM Artifact")]
     assert uris and all(uri.exists() for uri in uris)  # every TFX artifact recorded in ML Metadata exists
     produced = {uri.relative_to(base / "root" / "artifacts").parts[0] for uri in uris}
@@ -356,7 +356,7 @@ def test_a_worse_model_is_not_pushed(airflow_home, blessed_run):
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     states = airflow_home.task_states("2026-07-16")
     assert all(state == "success" for state, _ in states.values()), states
-    metadata_path = base / "root" / "metadata.sqlite"
+    metadata_path = base / "root" / F.METADATA_FILE
     blessed = mlmd_rows(metadata_path, "SELECT p.int_value FROM ArtifactProperty p JOIN Artifact a ON a.id = p.artifact_id "
                         "JOIN Type t ON t.id = a.type_id WHERE t.name = 'ModelBlessing' AND p.name = 'blessed' "
                         "ORDER BY a.id")

@@ -133,7 +133,7 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
     op = data["operating_threshold"]
     assert op["split"] == F.SPLIT_VALID and op["split_alerts"] <= op["alerts_per_day_budget"] * op["split_days"]
     if F.NODE_THRESHOLD in nodes:  # wired into the pipeline: the report reads the model's file
-        assert data["operating_threshold_source"].endswith("operating_threshold.json")
+        assert data["operating_threshold_source"].endswith(F.THRESHOLD_FILE)
     assert "tfma.load_eval_result(" in _section(built.html, "run")
 
 
@@ -279,7 +279,7 @@ def test_operating_threshold_selector_records_the_threshold_inside_the_model(sma
     if op.threshold > 0:  # the lowest such threshold: one grid step lower breaks the budget
         assert T.flagged(scores, op.threshold - 1 / T.THRESHOLD_GRID).sum() > budget * op.split_days
     recorded, source = operating_threshold_of(types.SimpleNamespace(uri=str(tmp_path / "model")))
-    assert recorded == op and source.endswith("operating_threshold.json")
+    assert recorded == op and source.endswith(F.THRESHOLD_FILE)
 
 
 def _reference_inputs(small_run):
