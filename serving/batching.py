@@ -153,7 +153,8 @@ class BatchScheduler:
             queue.run = run  # the same servable and signature: the newest callable is as good
             batch = queue.batches[-1] if queue.batches and not queue.batches[-1].closed else None
             if batch is not None and batch.rows + rows > self.options.max_batch_size:
-                batch.closed = True
+                batch.closed = True  # it may run now: wake a batch thread, even if this request is refused below
+                self._cond.notify()
                 batch = None
             if batch is None:
                 if len(queue.batches) >= self.options.max_enqueued_batches:

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import errors, tensors
+from serving import errors, tensor_proto, tensors
 from serving.config import ConfigError, model_settings_from_proto
 from serving.errors import ServingError
 from serving.metrics import ENTRYPOINT_GRPC, RUNTIME_NAME
@@ -80,14 +80,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self.core.servable(name, version, label)
             timed.version = servable.version
             signature = servable.signature(request.model_spec.signature_name)
-            inputs = {key: tensors.tensor_proto_to_array(proto, key) for key, proto in request.inputs.items()}
+            inputs = {key: tensor_proto.tensor_proto_to_array(proto, key) for key, proto in request.inputs.items()}
             outputs, runtime_us = servable.run(signature, inputs, request.output_filter)
             self.metrics.runtime_latency.observe(runtime_us, model_name=name, API="Predict", runtime=RUNTIME_NAME,
                                                  model_version=servable.version)
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, servable, signature.name)
             for key, array in outputs.items():
-                response.outputs[key].CopyFrom(tensors.array_to_tensor_proto(array))
+                response.outputs[key].CopyFrom(tensor_proto.array_to_tensor_proto(array))
             return response
 
     def Classify(self, request, context):

@@ -39,7 +39,8 @@ def replay(servable, logs: list) -> float:
     """Run each warm-up record against a freshly loaded servable; raises on the first failure.
     Returns the wall time in microseconds."""
     from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
-    from serving.tensors import serialized_from_input, tensor_proto_to_array
+    from serving.tensor_proto import tensor_proto_to_array
+    from serving.tensors import serialized_from_input
 
     started = time.perf_counter()
     for log in logs:

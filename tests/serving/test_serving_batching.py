@@ -162,27 +162,43 @@ def test_a_bad_request_in_a_burst_gets_its_own_400_and_the_others_succeed(model,
 
 
 def test_a_full_queue_answers_unavailable_and_the_server_keeps_serving(model, tmp_path):
+    """One enqueued batch at most, and a 2 s timeout: a 40-row request waits in the open batch; a second one does
+    not fit in it, and opening another batch would exceed the queue, so it is refused at once (UNAVAILABLE) and
+    the first batch runs. Deterministic: no race with the batch thread."""
     config = tmp_path / "tiny_queue.config"
-    # max_batch_size 8: the model's warm-up records hold up to 8 rows (a larger record would fail the load, as
-    # in TF Serving). One thread and one enqueued batch: a burst overflows the queue at once.
-    config.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n"
+    config.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 2000000 }\n"
                       "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n")
     server = start_server(model["dir"].parent, tmp_path / "server.log",
                           extra_args=["--enable-batching", "--batching-parameters-file", str(config)])
+    rows = (model["rows"] * 2)[:40]
+    expected = np.concatenate([model["expected"], model["expected"]])[:40]
     try:
         url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
-        body = {"instances": model["rows"][:1]}
-        results = _concurrently(48, lambda i: requests.post(url, json=body, timeout=TIMEOUT))
-        codes = [r.status_code for r in results.values()]
-        assert set(codes) <= {200, 503} and 503 in codes and 200 in codes, codes
-        refused = next(r for r in results.values() if r.status_code == 503)
-        assert QUEUE_FULL_MESSAGE in refused.json()["error"]
-        client = GrpcClient(server.grpc_target, timeout=TIMEOUT)
-        statuses = _concurrently(48, lambda i: client.predict(model["rows"][:1]))
-        grpc_errors = [e for e in statuses.values() if isinstance(e, grpc.RpcError)]
-        assert all(e.code() == grpc.StatusCode.UNAVAILABLE for e in grpc_errors)
-        time.sleep(0.5)
-        assert requests.post(url, json=body, timeout=TIMEOUT).status_code == 200  # still serving
+        for api in ("REST", "gRPC"):
+            first: dict = {}
+
+            def wait_in_open_batch():
+                if api == "REST":
+                    first["scores"] = requests.post(url, json={"instances": rows}, timeout=TIMEOUT).json()["predictions"]
+                else:
+                    first["scores"] = list(GrpcClient(server.grpc_target, timeout=TIMEOUT).predict(rows)[0])
+
+            waiting = threading.Thread(target=wait_in_open_batch)
+            started = time.monotonic()
+            waiting.start()
+            time.sleep(0.5)  # the first request is in the open batch, which waits for its 2 s timeout
+            if api == "REST":
+                refused = requests.post(url, json={"instances": rows}, timeout=TIMEOUT)
+                assert refused.status_code == 503 and QUEUE_FULL_MESSAGE in refused.json()["error"]
+            else:
+                with pytest.raises(grpc.RpcError) as info:
+                    GrpcClient(server.grpc_target, timeout=TIMEOUT).predict(rows)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE and QUEUE_FULL_MESSAGE in info.value.details()
+            waiting.join(TIMEOUT)
+            assert time.monotonic() - started < 1.8  # the refused request closed the batch: it ran at once
+            np.testing.assert_allclose(first["scores"], expected, rtol=1e-5, atol=1e-7)
+        small = requests.post(url, json={"instances": rows[:1]}, timeout=TIMEOUT)  # still serving
+        assert small.status_code == 200
     finally:
         server.stop()
 

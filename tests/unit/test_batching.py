@@ -172,3 +172,22 @@ def test_enqueue_calls_back_from_the_batch_thread_for_asynchronous_front_ends():
     finally:
         scheduler.stop()
     assert seen == {"thread": "batch-0", "score": [2.0, 4.0]}
+
+
+def test_a_batch_closed_by_a_request_that_does_not_fit_runs_without_waiting_for_its_timeout():
+    model = FakeModel()
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, batch_timeout_micros=5_000_000, num_batch_threads=1,
+                                               max_enqueued_batches=1))
+    results = {}
+    try:
+        waiting = threading.Thread(target=lambda: results.update(
+            first=scheduler.submit("k", {"x": np.ones(3, np.float32)}, model)[0]))
+        started = time.perf_counter()
+        waiting.start()
+        time.sleep(0.2)
+        with pytest.raises(ServingError, match="queue to which this task was submitted is full"):
+            scheduler.submit("k", {"x": np.ones(3, np.float32)}, model)  # does not fit; no room for another batch
+        waiting.join(5)
+        assert time.perf_counter() - started < 2.0 and results["first"]["score"].tolist() == [2.0, 2.0, 2.0]
+    finally:
+        scheduler.stop()
