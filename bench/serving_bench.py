@@ -5,7 +5,9 @@
 Measures, for one transaction per request (the card-authorisation case):
 - single-request latency p50 / p99 (sequential calls) for in-process, REST and gRPC;
 - throughput (requests/s) and p99 latency with 1, 8, 32 and 64 concurrent clients;
-each also as a ratio to in-process, with server-side batching off and on (serving/batching.config) in one run. The server runs as its own process (`python -m fraudctl serve`) on the
+each also as a ratio to in-process, with server-side batching off and on (serving/batching.config) in one run,
+and the CPU time per request of the clients' process and of the server's. The server runs as its own process
+(`python -m fraudctl serve`) on the
 same machine as the clients, so on a small machine clients and server compete for the same cores: read the
 figures as "what the serving layer costs here", not as capacity planning. Results are printed as a table and,
 with --json, written as JSON (bench/results/ is git-ignored).
@@ -49,9 +51,16 @@ def latencies(call, n: int, warmup: int = 20) -> list[float]:
     return out
 
 
-def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = False):
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = False, server_pid: int | None = None):
     """Requests per second with `clients` threads, each with its own client (connection); with
-    `keep_latencies`, also every request's latency in ms."""
+    `keep_latencies`, also every request's latency in ms; with `server_pid`, also the CPU milliseconds per request
+    of the clients' process and of the server's."""
     calls = [make_call() for _ in range(clients)]
     for call in calls:
         call()
@@ -77,14 +86,19 @@ def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = F
         thread.start()
     start.wait()
     began = time.perf_counter()
+    cpu_before = (cpu_seconds(os.getpid()), cpu_seconds(server_pid)) if server_pid else None
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join(30)
     elapsed = time.perf_counter() - began
+    cpu_after = (cpu_seconds(os.getpid()), cpu_seconds(server_pid)) if server_pid else None
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
     rate = sum(counts) / elapsed
+    if server_pid:
+        per_request = [1000 * (after - before) / max(1, sum(counts)) for before, after in zip(cpu_before, cpu_after)]
+        return rate, [x for per in lat for x in per], {"client": per_request[0], "server": per_request[1]}
     return (rate, [x for per in lat for x in per]) if keep_latencies else rate
 
 
@@ -171,7 +185,7 @@ def main(argv=None) -> int:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
             return lambda: stub.Predict(request_proto, timeout=30)
 
-        out = results["modes"][mode] = {"latency_ms": {}, "throughput_rps": {}}
+        out = results["modes"][mode] = {"latency_ms": {}, "throughput_rps": {}, "cpu_ms_per_request": {}}
         try:
             for name, call in (("REST", make_rest()), ("gRPC", make_grpc())):
                 values = latencies(call, args.requests)
@@ -180,9 +194,11 @@ def main(argv=None) -> int:
             for clients in clients_levels:
                 out["throughput_rps"][str(clients)] = {}
                 out["latency_ms"][f"{clients} clients"] = {}
+                out["cpu_ms_per_request"][str(clients)] = {}
                 for name, make in (("REST", make_rest), ("gRPC", make_grpc)):
-                    rate, lat = throughput(make, clients, args.seconds, keep_latencies=True)
+                    rate, lat, cpu = throughput(make, clients, args.seconds, server_pid=server.process.pid)
                     out["throughput_rps"][str(clients)][name] = rate
+                    out["cpu_ms_per_request"][str(clients)][name] = cpu
                     out["latency_ms"][f"{clients} clients"][name] = {"p50": percentile(lat, 50),
                                                                       "p99": percentile(lat, 99)}
             metrics_path = prometheus_path(parse_monitoring_config(MONITORING_CONFIG))
@@ -203,12 +219,14 @@ def main(argv=None) -> int:
             print(f"  {name:<18}{lat[name]['p50']:>9.2f}{lat[name]['p99']:>9.2f}"
                   f"{lat[name]['p50'] / ref['latency_ms']['p50']:>15.2f}")
         print(f"  {'clients':<10}{'REST req/s':>12}{'gRPC req/s':>12}{'REST/in-proc':>14}{'gRPC/in-proc':>14}"
-              f"{'REST p99 ms':>13}{'gRPC p99 ms':>13}")
+              f"{'REST p99 ms':>13}{'gRPC p99 ms':>13}{'server CPU ms/req REST|gRPC':>30}")
         for clients, row_ in out["throughput_rps"].items():
             base_rate = ref["throughput_rps"][clients]
             p99 = lat[f"{clients} clients"]
+            cpu = out["cpu_ms_per_request"][clients]
             print(f"  {clients:<10}{row_['REST']:>12.0f}{row_['gRPC']:>12.0f}{row_['REST'] / base_rate:>14.2f}"
-                  f"{row_['gRPC'] / base_rate:>14.2f}{p99['REST']['p99']:>13.1f}{p99['gRPC']['p99']:>13.1f}")
+                  f"{row_['gRPC'] / base_rate:>14.2f}{p99['REST']['p99']:>13.1f}{p99['gRPC']['p99']:>13.1f}"
+                  f"{cpu['REST']['server']:>21.2f} | {cpu['gRPC']['server']:.2f}")
         print("  server-side mean per request (its own metrics): " + ", ".join(
             f"{k} {v / 1000:.2f} ms" for k, v in sorted(out["server_side_us"].items())))
     print(f"load average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

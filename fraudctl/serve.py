@@ -45,8 +45,15 @@ def _default(field: str):
 @click.option("--batching-parameters-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TF Serving BatchingParameters (text proto), e.g. serving/batching.config; needs "
                    "--enable-batching (TF Serving's defaults without it).")
+@click.option("--tensorflow-intra-op-parallelism", default=_default("tensorflow_intra_op_parallelism"),
+              show_default=True, type=click.IntRange(0),
+              help="Threads one TensorFlow op may use (0: TensorFlow's default, the cores), as TF Serving's flag.")
+@click.option("--tensorflow-inter-op-parallelism", default=_default("tensorflow_inter_op_parallelism"),
+              show_default=True, type=click.IntRange(0),
+              help="Threads running independent TensorFlow ops (0: TensorFlow's default), as TF Serving's flag.")
 def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
-          poll_seconds, host, no_warmup, enable_batching, batching_parameters_file):
+          poll_seconds, host, no_warmup, enable_batching, batching_parameters_file, tensorflow_intra_op_parallelism,
+          tensorflow_inter_op_parallelism):
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
@@ -54,7 +61,9 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
         model_base=model_base, rest_port=rest_port, grpc_port=grpc_port, model_config_file=model_config_file,
         monitoring_config_file=monitoring_config_file, poll_seconds=poll_seconds,
         model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup,
-        enable_batching=enable_batching, batching_parameters_file=batching_parameters_file))
+        enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
+        tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism))
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))

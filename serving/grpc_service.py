@@ -30,8 +30,8 @@ def _spec(model_spec):
     return model_spec.name, version, label
 
 
-def _abort(context, exc: ServingError):
-    context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+async def _abort(context, exc: ServingError):
+    await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
 
 
 class _Timed:
@@ -58,30 +58,43 @@ class _Timed:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core, metrics):
+    """Asynchronous servicer (grpc.aio): requests are handled on the event loop, model calls through
+    serving.frontend.Runner."""
+
+    def __init__(self, core, metrics, runner):
         self.core = core
         self.metrics = metrics
+        self.runner = runner
 
-    def _guard(self, context, fn):
+    async def _guard(self, context, coroutine):
         try:
-            return fn()
+            return await coroutine
         except ServingError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
         except Exception as exc:  # a bug on our side: report it, keep serving
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
             log.exception("Internal error in a gRPC call")
-            context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
 
-    def Predict(self, request, context):
-        return self._guard(context, lambda: self._predict(request))
+    async def Predict(self, request, context):
+        return await self._guard(context, self._predict(request))
 
-    def _predict(self, request):
+    async def _predict(self, request):
         name, version, label = _spec(request.model_spec)
         with _Timed(self.metrics, name, "Predict") as timed:
             servable = self.core.servable(name, version, label)
             timed.version = servable.version
             signature = servable.signature(request.model_spec.signature_name)
-            inputs = {key: tensor_proto.tensor_proto_to_array(proto, key) for key, proto in request.inputs.items()}
-            outputs, runtime_us = servable.run(signature, inputs, request.output_filter)
+            packed = (tensor_proto.pack_protos(signature.pack_groups, request.inputs)
+                      if signature.packed is not None else None)
+            if packed is None:
+                inputs = {key: tensor_proto.tensor_proto_to_array(proto, key)
+                          for key, proto in request.inputs.items()}
+            else:
+                inputs = None
+            call = servable.prepare(signature, inputs, request.output_filter, packed=packed)
+            outputs, runtime_us = await self.runner.run(call)
             self.metrics.runtime_latency.observe(runtime_us, model_name=name, API="Predict", runtime=RUNTIME_NAME,
                                                  model_version=servable.version)
             response = predict_pb2.PredictResponse()
@@ -90,13 +103,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[key].CopyFrom(tensor_proto.array_to_tensor_proto(array))
             return response
 
-    def Classify(self, request, context):
-        return self._guard(context, lambda: self._examples(request, "Classify"))
+    async def Classify(self, request, context):
+        return await self._guard(context, self._examples(request, "Classify"))
 
-    def Regress(self, request, context):
-        return self._guard(context, lambda: self._examples(request, "Regress"))
+    async def Regress(self, request, context):
+        return await self._guard(context, self._examples(request, "Regress"))
 
-    def _examples(self, request, api: str):
+    async def _examples(self, request, api: str):
         name, version, label = _spec(request.model_spec)
         with _Timed(self.metrics, name, api) as timed:
             servable = self.core.servable(name, version, label)
@@ -106,7 +119,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self.metrics.request_example_counts.observe(len(serialized), model=name)
             self.metrics.request_example_count_total.inc(len(serialized), model=name)
             method = CLASSIFY_METHOD if api == "Classify" else REGRESS_METHOD
-            outputs, runtime_us = servable.run_examples(signature, serialized, method)
+            outputs, runtime_us = await self.runner.run(servable.prepare_examples(signature, serialized, method))
             self.metrics.runtime_latency.observe(runtime_us, model_name=name, API=api, runtime=RUNTIME_NAME,
                                                  model_version=servable.version)
             if api == "Classify":
@@ -117,13 +130,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self._fill_spec(response.model_spec, servable, signature.name)
             return response
 
-    def MultiInference(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server")
+    async def MultiInference(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server")
 
-    def GetModelMetadata(self, request, context):
-        return self._guard(context, lambda: self._metadata(request))
+    async def GetModelMetadata(self, request, context):
+        return await self._guard(context, self._metadata(request))
 
-    def _metadata(self, request):
+    async def _metadata(self, request):
         if not request.metadata_field:
             raise errors.invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
@@ -145,10 +158,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core):
+    def __init__(self, core, runner):
         self.core = core
+        self.runner = runner
 
-    def GetModelStatus(self, request, context):
+    async def GetModelStatus(self, request, context):
         try:
             if not request.HasField("model_spec"):
                 raise errors.invalid("Missing ModelSpec")
@@ -160,9 +174,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 item.status.error_message = state.error_message
             return response
         except ServingError as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
 
-    def HandleReloadConfigRequest(self, request, context):
+    async def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
         try:
             models = model_settings_from_proto(request.config)
@@ -170,6 +184,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             response.status.error_code = errors.CODES[errors.INVALID_ARGUMENT][0]
             response.status.error_message = str(exc)
             return response
-        self.core.apply(models)
-        self.core.poll()  # like TF Serving, answer once the new config has been acted upon
+        # Loading models blocks: off the event loop. Like TF Serving, answer once the config has been acted upon.
+        await self.runner.blocking(self._reload, models)
         return response
+
+    def _reload(self, models) -> None:
+        self.core.apply(models)
+        self.core.poll()

@@ -14,9 +14,8 @@ import re
 import time
 from urllib.parse import unquote
 
+from aiohttp import web
 from google.protobuf import json_format
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wrappers import Request, Response
 
 from serving import errors, tensors
 from serving.errors import ServingError
@@ -35,57 +34,55 @@ JSON = "application/json"
 _INT64_MAX = 2 ** 63 - 1
 
 
-class _LimitedRequest(Request):
-    max_content_length = MAX_BODY_BYTES
-
-
 def _proto_json(message) -> dict:
     return json_format.MessageToDict(message, including_default_value_fields=True, preserving_proto_field_name=True)
 
 
 class RestApi:
-    """A WSGI application; run it with any threaded WSGI server (server.py uses werkzeug's)."""
+    """The REST API as an aiohttp handler (`app.router.add_route("*", "/{tail:.*}", api.handle)`), on the event
+    loop of serving.frontend; model calls go through its Runner."""
 
-    def __init__(self, core, metrics: ServingMetrics, prometheus_path: str | None = None):
+    def __init__(self, core, metrics: ServingMetrics, runner, prometheus_path: str | None = None):
         self.core = core
         self.metrics = metrics
+        self.runner = runner
         self.prometheus_path = prometheus_path
 
-    def __call__(self, environ, start_response):
-        request = _LimitedRequest(environ)
-        response = self.handle(request)
-        return response(environ, start_response)
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
 
-    def handle(self, request: Request) -> Response:
+    async def handle(self, request: web.Request) -> web.Response:
         path = _raw_path(request)
         if self.prometheus_path is not None and path == self.prometheus_path:
             if request.method != "GET":
-                return Response(f"Unexpected method: {request.method}", 400, content_type="text/plain")
-            return Response(self.metrics.exposition(), 200, content_type=CONTENT_TYPE)
+                return web.Response(text=f"Unexpected method: {request.method}", status=400)
+            return web.Response(body=self.metrics.exposition().encode(), headers={"Content-Type": CONTENT_TYPE})
         if not REST_PATH.fullmatch(path):
             return _json_error(404, f"Not found: {request.method} {path}")
         try:
-            body = request.get_data(cache=False) if request.method == "POST" else b""
-        except RequestEntityTooLarge:
+            body = await request.read() if request.method == "POST" else b""
+        except web.HTTPRequestEntityTooLarge:
             return _json_error(413, f"Request body larger than {MAX_BODY_BYTES} bytes")
         try:
-            status, document = self.process(request.method, path, body)
+            status, document = await self.process(request.method, path, body)
         except ServingError as exc:
             return _json_error(exc.http_status, exc.message)
         except Exception as exc:  # a bug on our side: report it, keep serving
             log.exception("Internal error on %s %s", request.method, path)
             return _json_error(500, f"Internal error: {type(exc).__name__}: {exc}")
-        return Response(tensors.dumps(document), status, content_type=JSON)
+        return web.Response(body=tensors.dumps(document), status=status, content_type=JSON)
 
     # ------------------------------------------------------------------------------------------
-    def process(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    async def process(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         malformed = errors.invalid(f"Malformed request: {method} {path}")
         if method == "POST":
             match = PREDICTION_PATH.fullmatch(path)
             if not match:
                 raise malformed
             name, version, label, api = match.groups()
-            return 200, self._inference(api.lower(), unquote(name), _version(version), _label(label), body)
+            return 200, await self._inference(api.lower(), unquote(name), _version(version), _label(label), body)
         if method == "GET":
             match = STATUS_PATH.fullmatch(path)
             if not match:
@@ -117,12 +114,12 @@ class RestApi:
         spec.version.value = servable.version
         return {"model_spec": _proto_json(spec), "metadata": {"signature_def": _proto_json(signature_def_map(servable))}}
 
-    def _inference(self, api: str, name: str, version, label, body: bytes) -> dict:
+    async def _inference(self, api: str, name: str, version, label, body: bytes) -> dict:
         started = time.perf_counter()
         resolved = {}
         status = errors.OK
         try:
-            return self._run(api, name, version, label, body, resolved)
+            return await self._run(api, name, version, label, body, resolved)
         except ServingError as exc:
             status = exc.code
             raise
@@ -135,7 +132,7 @@ class RestApi:
                                         latency_us=(time.perf_counter() - started) * 1e6,
                                         model_version=servable.version if servable else None)
 
-    def _run(self, api: str, name: str, version, label, body: bytes, resolved: dict) -> dict:
+    async def _run(self, api: str, name: str, version, label, body: bytes, resolved: dict) -> dict:
         doc = tensors.parse_json(body)
         if api == "predict":
             def input_dtypes(signature_name: str) -> dict:
@@ -145,7 +142,7 @@ class RestApi:
 
             request = tensors.parse_predict(doc, input_dtypes)
             servable = resolved["servable"]
-            outputs, runtime_us = servable.run(resolved["signature"], request.inputs)
+            outputs, runtime_us = await self.runner.run(servable.prepare(resolved["signature"], request.inputs))
             self.metrics.runtime_latency.observe(runtime_us, model_name=name, API=api, runtime=RUNTIME_NAME,
                                                  model_version=servable.version)
             return tensors.predict_response(outputs, request.format)
@@ -154,26 +151,22 @@ class RestApi:
         signature = servable.signature(examples.signature_name, for_rest=True)
         self.metrics.request_example_counts.observe(len(examples.serialized), model=name)
         self.metrics.request_example_count_total.inc(len(examples.serialized), model=name)
+        method = CLASSIFY_METHOD if api == "classify" else REGRESS_METHOD
+        outputs, runtime_us = await self.runner.run(servable.prepare_examples(signature, examples.serialized, method))
         if api == "classify":
-            outputs, runtime_us = servable.run_examples(signature, examples.serialized, CLASSIFY_METHOD)
-            result = classification_result(outputs, len(examples.serialized))
-            document = tensors.classification_response(result)
+            document = tensors.classification_response(classification_result(outputs, len(examples.serialized)))
         else:
-            outputs, runtime_us = servable.run_examples(signature, examples.serialized, REGRESS_METHOD)
             document = tensors.regression_response(regression_result(outputs, len(examples.serialized)))
         self.metrics.runtime_latency.observe(runtime_us, model_name=name, API=api, runtime=RUNTIME_NAME,
                                              model_version=servable.version)
         return document
 
 
-def _raw_path(request: Request) -> str:
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
-    if raw:
-        path = raw.split("?", 1)[0]
-        if path.startswith(("http://", "https://")):  # absolute-form request target
-            path = "/" + path.split("/", 3)[-1] if path.count("/") >= 3 else "/"
-        return path
-    return request.path
+def _raw_path(request: web.Request) -> str:
+    path = request.raw_path.split("?", 1)[0]
+    if path.startswith(("http://", "https://")):  # absolute-form request target
+        path = "/" + path.split("/", 3)[-1] if path.count("/") >= 3 else "/"
+    return path
 
 
 def _version(text: str | None) -> int | None:
@@ -189,5 +182,5 @@ def _label(text: str | None) -> str | None:
     return None if text is None else unquote(text)
 
 
-def _json_error(status: int, message: str) -> Response:
-    return Response(tensors.dumps({"error": message}), status, content_type=JSON)
+def _json_error(status: int, message: str) -> web.Response:
+    return web.Response(body=tensors.dumps({"error": message}), status=status, content_type=JSON)

@@ -84,6 +84,41 @@ def packed_function(function, inputs: dict):
     return tf.function(unpacked, input_signature=specs).get_concrete_function(), order
 
 
+def pack_arrays(signature: Signature, inputs: dict) -> list:
+    """Validated per-input vectors -> one [batch, n] matrix per dtype group, in the packed function's order."""
+    return [np.stack([inputs[name] for name in names], axis=1) for _, names in signature.pack_groups]
+
+
+class Call:
+    """One validated request, ready to run: alone (`run`), or merged with others by the batch scheduler, which
+    concatenates `model_inputs` of the calls sharing a `batch_key` and runs `execute` once on the result."""
+
+    __slots__ = ("servable", "model_inputs", "execute", "wanted", "batch_key")
+
+    def __init__(self, servable: "Servable", model_inputs: dict, execute, wanted: tuple, signature_name: str):
+        self.servable = servable
+        self.model_inputs = model_inputs  # name (or pack group index) -> array, first dimension = rows
+        self.execute = execute  # merged model inputs -> (outputs, runtime_us)
+        self.wanted = wanted
+        batchable = (servable.scheduler is not None and model_inputs
+                     and all(np.ndim(a) > 0 for a in model_inputs.values()))
+        # Never mixed across models, versions, signatures or per-row shapes (packed inputs: keys 0..n-1).
+        self.batch_key = ((servable.model_name, servable.version, signature_name,
+                           tuple((k, model_inputs[k].shape[1:]) for k in sorted(model_inputs, key=str)))
+                          if batchable else None)
+
+    def run(self) -> tuple[dict, float]:
+        """Blocking: through the batch scheduler when batching applies, else one model call."""
+        if self.batch_key is not None:
+            outputs, runtime_us = self.servable.scheduler.submit(self.batch_key, self.model_inputs, self.execute)
+        else:
+            outputs, runtime_us = self.execute(self.model_inputs)
+        return self.select(outputs), runtime_us
+
+    def select(self, outputs: dict) -> dict:
+        return {key: outputs[key] for key in self.wanted}
+
+
 def read_signature_defs(export_dir: str | Path) -> dict:
     """signature name -> SignatureDef, read from saved_model.pb (the 'serve' meta graph)."""
     path = Path(export_dir) / "saved_model.pb"
@@ -143,45 +178,57 @@ class Servable:
         return found
 
     def run(self, signature: Signature, inputs: dict, output_filter=()) -> tuple[dict, float]:
-        """Predict: {input: array} -> ({output: array}, runtime in microseconds)."""
-        self._check_inputs(signature, inputs)
-        wanted = list(output_filter) or list(signature.outputs)
+        """Predict: {input: array} -> ({output: array}, runtime in microseconds). Blocks until the model ran."""
+        return self.prepare(signature, inputs, output_filter).run()
+
+    def prepare(self, signature: Signature, inputs: dict, output_filter=(), packed: list | None = None) -> "Call":
+        """Validate a Predict request and get it ready to run (`Call.run()` blocks; asynchronous front ends hand
+        `Call.batch_key`/`Call.model_inputs`/`Call.execute` to the batch scheduler or a thread). `packed`: the
+        inputs already packed per dtype (serving.tensor_proto.pack_protos), validated by the caller."""
+        wanted = tuple(output_filter) or signature.outputs
         for key in wanted:
             if key not in signature.outputs:
                 raise invalid(f"output tensor alias not found in signature: {key} Outputs expected to be in the "
                               f"set {{{','.join(sorted(signature.outputs))}}}.")
-        outputs, runtime_us = self._execute(signature, inputs)
-        return {key: outputs[key] for key in wanted}, runtime_us
+        if packed is None:
+            self._check_inputs(signature, inputs)
+            if signature.packed is not None:
+                packed = pack_arrays(signature, inputs)
+        if packed is not None:
+            model_inputs = {i: matrix for i, matrix in enumerate(packed)}
+            return Call(self, model_inputs, lambda merged: self._call_packed(signature, merged), wanted, signature.name)
+        return Call(self, inputs, lambda merged: self._call(signature, merged), wanted, signature.name)
 
     def run_examples(self, signature: Signature, serialized: list, method: str) -> tuple[dict, float]:
-        """Classify / regress over serialized tf.Examples (the signature takes one string tensor)."""
+        """Classify / regress over serialized tf.Examples (the signature takes one string tensor). Blocks."""
+        return self.prepare_examples(signature, serialized, method).run()
+
+    def prepare_examples(self, signature: Signature, serialized: list, method: str) -> "Call":
         if signature.method_name != method:
             kind = "classification" if method == CLASSIFY_METHOD else "regression"
             raise invalid(f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
         if CLASSIFY_INPUTS not in signature.inputs or len(signature.inputs) != 1:
             raise invalid(f"Expected one input Tensor named {CLASSIFY_INPUTS!r} in signature {signature.name!r}")
-        return self._execute(signature, {CLASSIFY_INPUTS: np.array(serialized, dtype=object)})
+        inputs = {CLASSIFY_INPUTS: np.array(serialized, dtype=object)}
+        return Call(self, inputs, lambda merged: self._call(signature, merged), signature.outputs, signature.name)
 
-    def _execute(self, signature: Signature, inputs: dict) -> tuple[dict, float]:
-        """Validated inputs -> numpy outputs: through the batch scheduler when batching is on and the request is
-        batchable (every input has a batch dimension), else one model call."""
-        if self.scheduler is not None and inputs and all(np.ndim(a) > 0 for a in inputs.values()):
-            key = (self.model_name, self.version, signature.name,
-                   tuple((name, inputs[name].shape[1:]) for name in sorted(inputs)))
-            return self.scheduler.submit(key, inputs, lambda merged: self._call(signature, merged))
-        return self._call(signature, inputs)
+    def _call_packed(self, signature: Signature, matrices: dict) -> tuple[dict, float]:
+        started = time.perf_counter()
+        try:
+            tensors_ = [tf.constant(matrices[i], dtype=tf.dtypes.as_dtype(dtype))
+                        for i, (dtype, _) in enumerate(signature.pack_groups)]
+            outputs = {key: value.numpy() for key, value in signature.packed(*tensors_).items()}
+        except tf.errors.OpError as exc:
+            code = errors.NAME_BY_NUMBER.get(exc.error_code, errors.UNKNOWN)
+            raise ServingError(code, tf_error_message(exc.message)) from exc
+        return outputs, (time.perf_counter() - started) * 1e6
 
     def _call(self, signature: Signature, arrays: dict) -> tuple[dict, float]:
         """One model call on numpy inputs; returns numpy outputs and the call's time in microseconds."""
         started = time.perf_counter()
         try:
-            if signature.packed is not None:
-                matrices = [tf.constant(np.stack([arrays[n] for n in names], axis=1), dtype=tf.dtypes.as_dtype(dtype))
-                            for dtype, names in signature.pack_groups]
-                outputs = signature.packed(*matrices)
-            else:
-                outputs = signature.function(**{name: tf.constant(array, dtype=tf.dtypes.as_dtype(
-                    signature.inputs[name].dtype)) for name, array in arrays.items()})
+            outputs = signature.function(**{name: tf.constant(array, dtype=tf.dtypes.as_dtype(
+                signature.inputs[name].dtype)) for name, array in arrays.items()})
             outputs = {key: value.numpy() for key, value in outputs.items()}
         except tf.errors.OpError as exc:
             code = errors.NAME_BY_NUMBER.get(exc.error_code, errors.UNKNOWN)

@@ -1,5 +1,6 @@
-"""The local TF-Serving-compatible model server: REST (threaded WSGI) + gRPC (thread pool) over one ServerCore,
-with a poller thread that loads new versions and re-reads the model config.
+"""The local TF-Serving-compatible model server: REST (aiohttp) + gRPC (grpc.aio) on one event loop thread over one
+ServerCore (serving/frontend.py says why), with a poller thread that loads new versions and re-reads the model
+config.
 
 It stands in for `tensorflow_model_server` where that binary cannot be installed (see docs/stack.md and
 serving/README.md); production runs the real `tensorflow/serving` image with the files in this folder.
@@ -10,6 +11,7 @@ Start it with `fraudctl serve` (fraudctl/serve.py, which calls serving/main.py) 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent import futures
@@ -45,7 +47,11 @@ class ServerOptions(BaseModel):
     enable_warmup: bool = True  # --enable_model_warmup
     enable_batching: bool = False  # --enable_batching
     batching_parameters_file: Optional[Path] = None  # --batching_parameters_file (TF Serving's defaults without)
-    grpc_workers: int = Field(32, ge=1, le=1024)
+    # --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0: TensorFlow picks, the cores)
+    tensorflow_intra_op_parallelism: int = Field(0, ge=0)
+    tensorflow_inter_op_parallelism: int = Field(0, ge=0)
+    # Threads for what leaves the event loop: model calls without batching, status and config reloads.
+    request_threads: int = Field(8, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _needs_models(self):
@@ -101,6 +107,23 @@ def make_scheduler(options: ServerOptions, metrics: ServingMetrics):
     return BatchScheduler(params, observe)
 
 
+def configure_tensorflow_threads(options: ServerOptions) -> None:
+    """TF Serving's --tensorflow_{intra,inter}_op_parallelism. TensorFlow takes them only before its runtime
+    starts: a server embedded in a process that already ran TensorFlow keeps the process's settings (logged)."""
+    import tensorflow as tf
+
+    wanted = {"intra": options.tensorflow_intra_op_parallelism, "inter": options.tensorflow_inter_op_parallelism}
+    setters = {"intra": tf.config.threading.set_intra_op_parallelism_threads,
+               "inter": tf.config.threading.set_inter_op_parallelism_threads}
+    for kind, threads in wanted.items():
+        if threads:
+            try:
+                setters[kind](threads)
+            except RuntimeError as exc:
+                log.warning("Cannot set TensorFlow %s-op parallelism to %d here (%s): keeping %d", kind, threads,
+                            exc, getattr(tf.config.threading, f"get_{kind}_op_parallelism_threads")())
+
+
 class ModelServer:
     def __init__(self, options: ServerOptions):
         self.options = options
@@ -109,21 +132,16 @@ class ModelServer:
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
         self.prometheus_path: str | None = None
-        self._grpc = None
-        self._http = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: futures.ThreadPoolExecutor | None = None
+        self._closers: list = []  # coroutine functions closing the front ends, in order
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.scheduler = None  # serving.batching.BatchScheduler with --enable_batching
 
     def start(self) -> "ModelServer":
         """Load what is on disk, then open the ports (as TF Serving does), then poll in the background."""
-        import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        from serving.grpc_service import ModelService, PredictionService
         from serving.manager import ServerCore
-        from serving.rest import RestApi
 
         options = self.options
         monitoring = (parse_monitoring_config(options.monitoring_config_file)
@@ -133,52 +151,73 @@ class ModelServer:
         for m in models:
             log.info("Model %s: base path %s, version policy %s, labels %s", m.name, m.base_path,
                      m.policy.describe(), m.labels or "{}")
+        configure_tensorflow_threads(options)
         if options.enable_batching:
             self.scheduler = make_scheduler(options, self.metrics)
         self.core = ServerCore(models, self.metrics, enable_warmup=options.enable_warmup, scheduler=self.scheduler)
         self.core.poll()
 
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=options.grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.core, self.metrics), self._grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), self._grpc)
+        self._pool = futures.ThreadPoolExecutor(max_workers=options.request_threads, thread_name_prefix="request")
+        self._loop = asyncio.new_event_loop()
+        self._spawn("frontend", self._loop.run_forever)
         try:
-            self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.grpc_port}")
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from exc
-        if not self.grpc_port:
-            raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port} (port in use?)")
-        self._grpc.start()
+            asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
+        except BaseException:
+            self.stop(0)
+            raise
         log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
-
-        class QuietHandler(WSGIRequestHandler):
-            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm holds the
-            # second one back until the client's (delayed) ACK, adding milliseconds to every response.
-            disable_nagle_algorithm = True
-
-            def log_request(self, *args, **kwargs):  # one log line per request would drown the real news
-                pass
-
-        app = RestApi(self.core, self.metrics, self.prometheus_path)
-        try:
-            self._http = make_server(options.host, options.rest_port, app, threaded=True,
-                                     request_handler=QuietHandler)
-        except (OSError, SystemExit) as exc:  # werkzeug exits (SystemExit) when the port is taken
-            self._grpc.stop(0)
-            reason = "the address is in use" if isinstance(exc, SystemExit) else str(exc)
-            raise OSError(f"cannot listen for HTTP on {options.host}:{options.rest_port}: {reason}") from None
-        self._http.daemon_threads = True
-        self.rest_port = self._http.server_port
-        self._spawn("http", self._http.serve_forever)
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self.rest_port)
         if self.prometheus_path:
             log.info("Prometheus metrics at http://%s:%d%s", options.host, self.rest_port, self.prometheus_path)
         self._spawn("poller", self._poll_loop)
         return self
+
+    async def _open(self) -> None:
+        """On the event loop: the gRPC server, then the REST server (raises OSError naming a port in use)."""
+        import grpc
+        from aiohttp import web
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        from serving.frontend import Runner
+        from serving.grpc_service import ModelService, PredictionService
+        from serving.rest import RestApi
+
+        options = self.options
+        runner = Runner(asyncio.get_running_loop(), self._pool, self.scheduler)
+        grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+                                               ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+                                               ("grpc.so_reuseport", 0)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.core, self.metrics, runner), grpc_server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, runner), grpc_server)
+        try:
+            self.grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from exc
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port} (port in use?)")
+        await grpc_server.start()
+        self._closers.append(lambda grace: grpc_server.stop(grace))
+
+        app = RestApi(self.core, self.metrics, runner, self.prometheus_path).application()
+        http = web.AppRunner(app, access_log=None, handle_signals=False)
+        await http.setup()
+        self._closers.append(lambda grace: http.cleanup())
+        site = web.TCPSite(http, options.host, options.rest_port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise OSError(f"cannot listen for HTTP on {options.host}:{options.rest_port}: "
+                          f"{exc.strerror or exc}") from None
+        self.rest_port = http.addresses[0][1]
+
+    async def _close(self, grace: float) -> None:
+        for close in reversed(self._closers):
+            try:
+                await close(grace)
+            except Exception:  # noqa: BLE001 - close what can be closed
+                log.exception("closing a front end")
+        self._closers.clear()
 
     def _spawn(self, name: str, target) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -202,13 +241,19 @@ class ModelServer:
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop.set()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 1)
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(grace), loop).result(grace + 5)
+            except Exception:  # noqa: BLE001 - shutting down regardless
+                log.exception("closing the front ends")
+            loop.call_soon_threadsafe(loop.stop)
         for thread in self._threads:
             thread.join(timeout=grace + 1)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.scheduler is not None:
             self.scheduler.stop()
 

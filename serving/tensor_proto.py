@@ -9,7 +9,9 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from serving.errors import invalid
-from serving.tensors import _NUMPY, MAX_RANK, MAX_TENSOR_ELEMENTS, _first_line, _shape_string, _size, dtype_string
+from serving.tensors import (_NUMPY, MAX_BATCH_SIZE, MAX_RANK, MAX_TENSOR_ELEMENTS, _first_line, _shape_string,
+                             _size, dtype_string)
+
 
 def tensor_proto_to_array(proto, name: str) -> np.ndarray:
     import tensorflow as tf
@@ -83,3 +85,45 @@ def array_to_tensor_proto(array: np.ndarray):
 
 
 _DTYPE_OF_NUMPY = {np.dtype(v): k for k, v in _NUMPY.items() if v is not object}
+
+
+def pack_protos(pack_groups: tuple, protos) -> list | None:
+    """A Predict request's TensorProtos straight into the packed signature's matrices (one [batch, n] array per
+    dtype group), for the common request: exactly the signature's inputs, each a vector of the signature's
+    dtype with every value in its value field, all with the same batch size. This reads each proto once and
+    builds one array per dtype instead of one per input (37 here), then a stack: ~5x cheaper per request.
+    Anything else returns None, and the request takes the general path with its checks and error messages."""
+    expected = sum(len(names) for _, names in pack_groups)
+    if len(protos) != expected:
+        return None
+    rows = None
+    out = []
+    for dtype, names in pack_groups:
+        field = _VALUE_FIELDS.get(dtype)
+        if field is None:
+            return None
+        values: list = []
+        for name in names:
+            proto = protos.get(name)
+            if proto is None or proto.dtype != dtype or proto.tensor_content:
+                return None
+            dims = proto.tensor_shape.dim
+            if len(dims) != 1:
+                return None
+            n = dims[0].size
+            column = getattr(proto, field)
+            if rows is None:
+                if n < 1 or n > MAX_BATCH_SIZE:
+                    return None
+                rows = n
+            if n != rows or len(column) != n:
+                return None
+            values.extend(column)
+        numpy_dtype = _NUMPY[dtype]
+        if numpy_dtype is object:
+            matrix = np.empty(len(values), dtype=object)
+            matrix[:] = values
+        else:
+            matrix = np.array(values, dtype=numpy_dtype)
+        out.append(np.ascontiguousarray(matrix.reshape(len(names), rows).T))
+    return out

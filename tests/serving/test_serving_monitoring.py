@@ -362,14 +362,21 @@ def test_prometheus_scrapes_the_server(local, tmp_path):
 # Without a monitoring config the path is 404 (as TF Serving); the status exporter for the real container
 # --------------------------------------------------------------------------------------------------
 def test_metrics_path_is_404_without_monitoring_config():
-    from werkzeug.test import Client
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
 
     from serving.rest import RestApi
 
+    async def get(api: RestApi, path: str) -> tuple[int, str]:
+        async with TestClient(TestServer(api.application())) as client:
+            response = await client.get(path)
+            return response.status, await response.text()
+
     path = prometheus_path(parse_monitoring_config(MONITORING_CONFIG))
-    assert Client(RestApi(None, ServingMetrics(), None)).get(path).status_code == 404
-    enabled = Client(RestApi(None, ServingMetrics(), path)).get(path)
-    assert enabled.status_code == 200 and REQUEST_COUNT in enabled.get_data(as_text=True)
+    assert asyncio.run(get(RestApi(None, ServingMetrics(), None, None), path))[0] == 404
+    status, text = asyncio.run(get(RestApi(None, ServingMetrics(), None, path), path))
+    assert status == 200 and REQUEST_COUNT in text
 
 
 @pytest.mark.slow
