@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup system-deps lock clean help serve test-serving bench-serving airflow
+.PHONY: demo test test-fast setup system-deps lock clean help serve decide test-serving bench-serving airflow
 
 help:
 	@echo "make demo   - set up, generate data, run the whole TFX pipeline, print the summary"
 	@echo "make test   - set up, then run every test (slow ones included)"
 	@echo "make airflow - local Airflow (UI http://localhost:8080) running the pipeline's DAG; see docs/airflow.md"
 	@echo "make serve  - serve the demo's pushed model (TF Serving REST :8501, gRPC :8500, Prometheus metrics)"
+	@echo "make decide - the decision service on :8600 in front of make serve (POST /v1/decisions)"
 	@echo "make lock   - recompile requirements/lock.txt from requirements/requirements.in"
 
 setup: $(STAMP)
@@ -46,6 +47,10 @@ clean:
 
 serve: setup
 	@$(VENV)/bin/fraudctl serve --model-base $(DEMO_DIR)/serving_models/fraud_detector --monitoring-config-file serving/monitoring.config
+
+# The decision service in front of `make serve` (run that first, in another terminal).
+decide: setup
+	@$(VENV)/bin/fraudctl decide serve --serving grpc://127.0.0.1:8500 --model-dir $(DEMO_DIR)/serving_models/fraud_detector $(DECIDE_ARGS)
 
 test-serving: setup system-deps
 	@$(PY) -m pytest tests/serving $(PYTEST_ARGS)

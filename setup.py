@@ -9,7 +9,7 @@ setup(
     description="TFX fraud detection for luxury restaurants in Peru",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["fraud", "fraud.*", "fraudctl", "fraudctl.*", "pipeline", "pipeline.*", "components",
-                                    "components.*", "serving", "serving.*"]),
+                                    "components.*", "serving", "serving.*", "decision", "decision.*"]),
     py_modules=["transform_module", "trainer_module"],
     package_data={"": ["*.pbtxt", "*.config"]},
     install_requires=[],  # pinned in requirements/lock.txt; kept empty so Beam workers reuse their stack

@@ -6,6 +6,7 @@ import warnings
 
 import click
 
+from fraudctl.decide import decide
 from fraudctl.generate import generate
 from fraudctl.pipeline_run import pipeline
 from fraudctl.report import report
@@ -23,7 +24,7 @@ def main():
     """Fraud detection for luxury restaurants in Peru: data, TFX pipeline, scoring."""
 
 
-for command in (generate, pipeline, report, score, serve):
+for command in (generate, pipeline, report, score, serve, decide):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
                                               # cycle between modules (exit 1 if any)
     python scripts/import_graph.py --edges    # every import with file:line
 
-A "room" is a top-level folder (fraud, components, pipeline, serving, fraudctl, tests, bench, scripts) or a
+A "room" is a top-level folder (fraud, components, pipeline, serving, decision, fraudctl, tests, bench, scripts) or a
 top-level module (transform_module, trainer_module). Imports inside functions count too: a lazy import is
 still a dependency. Third-party imports are ignored.
 
@@ -15,6 +15,7 @@ The layering, bottom to top (README "Layout"); each room may import only rooms b
   2 transform_module, trainer_module   thin preprocessing_fn / run_fn over fraud.*
   3 pipeline         create_pipeline(), the local runner, the Airflow DAG
   4 serving          the local TF-Serving-compatible server and its clients: fraud.features and fraud.errors only
+  4 decision         the real-time decision service, a client of TF Serving: fraud.* only (not serving)
   5 fraudctl         the command line
 tests, bench, scripts and setup.py sit above everything.
 """
@@ -33,7 +34,7 @@ LAYERS = {
     "components": 1,
     "transform_module": 2, "trainer_module": 2,
     "pipeline": 3,
-    "serving": 4,
+    "serving": 4, "decision": 4,
     "fraudctl": 5,
     "tests": 9, "bench": 9, "scripts": 9, "setup": 9,
 }

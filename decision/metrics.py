@@ -1,0 +1,32 @@
+"""The decision service's Prometheus metrics (prometheus_client, its own registry): names defined once here."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+DECISIONS = Counter("fraud_decisions_total", "Decisions by outcome and model version",
+                    ["decision", "model_version"], registry=REGISTRY)
+ALERTS = Counter("fraud_alerts_total", "Alerts raised (review and decline)", ["decision"], registry=REGISTRY)
+DEGRADED = Counter("fraud_decisions_degraded_total", "Decisions taken without the model (unreachable in time)",
+                   registry=REGISTRY)
+MODEL_ERRORS = Counter("fraud_model_call_errors_total", "Model calls that failed or timed out", registry=REGISTRY)
+LABELS = Counter("fraud_labels_total", "Labels (chargebacks / confirmations) received", ["is_fraudulent"],
+                 registry=REGISTRY)
+REJECTED = Counter("fraud_requests_rejected_total", "Requests refused (4xx) by reason", ["status"],
+                   registry=REGISTRY)
+STATE_CONFLICTS = Counter("fraud_state_conflicts_total", "State transactions retried after a concurrent update",
+                          registry=REGISTRY)
+SCORES = Histogram("fraud_score", "Model scores of decided transactions", registry=REGISTRY,
+                   buckets=(1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99))
+DECISION_LATENCY = Histogram("fraud_decision_latency_seconds", "Time to decide one transaction",
+                             registry=REGISTRY, buckets=_LATENCY_BUCKETS)
+MODEL_LATENCY = Histogram("fraud_model_call_latency_seconds", "gRPC Predict call to the model server",
+                          registry=REGISTRY, buckets=_LATENCY_BUCKETS)
+STATE_LATENCY = Histogram("fraud_state_latency_seconds", "State store read or commit", registry=REGISTRY,
+                          buckets=_LATENCY_BUCKETS)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

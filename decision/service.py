@@ -1,0 +1,316 @@
+"""The decision path for one raw transaction: standardise (fraud.ingest), behavioural features from the online
+state (fraud.online over fraud.behaviour), one gRPC Predict to TF Serving with a deadline, the policy
+(fraud.decisions), then the state update, the decision record and the alert in one atomic write.
+
+    service = DecisionService(DecisionOptions(serving="127.0.0.1:8500"))
+    decision = await service.decide({"transaction_id": "t1", "timestamp": "...", "amount": "120", ...})
+
+The HTTP front end is decision/http.py; `fraudctl decide serve` runs it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraud import behaviour as B
+from fraud import decisions as D
+from fraud import features as F
+from fraud import online
+from fraud.errors import DataContractError, FraudError
+
+from decision import metrics as M
+from decision.state import Conflict, MemoryStore, StateUnavailable, open_store
+
+log = logging.getLogger("decision")
+MAX_CONFLICT_RETRIES = 100  # a hot card or restaurant under concurrent decisions: retry with a short back-off
+
+
+@dataclass(frozen=True)
+class DecisionOptions:
+    serving: str  # TF Serving gRPC target host:port (grpc:// prefix accepted)
+    state: str | None = None  # memory:// (default) or redis://host:6379/0
+    model_name: str = F.MODEL_NAME
+    model_dir: Path | None = None  # <serving-dir>/<model>: thresholds shipped with each version
+    review_threshold: float | None = None  # overrides the shipped operating threshold
+    decline_threshold: float = D.DEFAULT_DECLINE_THRESHOLD
+    rules_file: Path | None = None
+    deadline_ms: float = 150.0  # the model call's deadline; beyond it the answer is degraded (rules only)
+    canary_label: str | None = None  # also score with this version label in the shadow (never decides)
+
+
+class BadTransaction(DataContractError):
+    """A transaction that breaks the data contract: HTTP 422 naming the field; the state is not touched."""
+
+
+def standardise(transaction: dict) -> tuple[dict, B.Event]:
+    """One raw transaction (data-contract columns, values as the CSV holds them) -> its standardised row and
+    event, through fraud.ingest exactly as training data goes."""
+    import pandas as pd
+
+    from fraud import ingest
+
+    if not isinstance(transaction, dict):
+        raise BadTransaction("a transaction is a JSON object of the data contract's columns")
+    raw = {}
+    for key, value in transaction.items():
+        if isinstance(value, (dict, list)):
+            raise BadTransaction(f"field {key!r}: expected a single value, got {type(value).__name__}")
+        raw[str(key)] = "" if value is None else str(value)
+    raw.pop(F.LABEL, None)  # a live transaction has no label; labels arrive through /v1/labels
+    try:
+        frame = ingest.standardise(pd.DataFrame([raw], dtype=str), require_label=False).frame
+    except DataContractError as exc:
+        raise BadTransaction(str(exc)) from None
+    row = frame.iloc[0].to_dict()
+    event = B.events_from_frame(frame)[0]
+    return row, event
+
+
+def model_request(row: dict, features: dict, input_names, model_name: str, label: str | None = None):
+    """A PredictRequest of one transaction: raw inputs from the standardised row, behavioural ones computed."""
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = F.SERVING_SIGNATURE
+    if label:
+        request.model_spec.version_label = label
+    for name in input_names:
+        value = features[name] if name in features else row[name]
+        proto = request.inputs[name]
+        proto.tensor_shape.dim.add(size=1)
+        kind = F.input_kind(name)
+        if kind == "string":
+            proto.dtype = 7  # DT_STRING
+            proto.string_val.append(str(value).encode())
+        elif kind == "int":
+            proto.dtype = 9  # DT_INT64
+            proto.int64_val.append(int(value))
+        else:
+            proto.dtype = 1  # DT_FLOAT
+            proto.float_val.append(float(value))
+    return request
+
+
+class ModelClient:
+    """TF Serving's PredictionService over one reused gRPC channel, a deadline on every call."""
+
+    def __init__(self, target: str, model_name: str, deadline_s: float):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.target = target.removeprefix("grpc://")
+        self.model_name = model_name
+        self.deadline_s = deadline_s
+        self._grpc = grpc
+        self._channel = grpc.aio.insecure_channel(self.target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self.input_names: tuple[str, ...] | None = None
+
+    async def inputs(self) -> tuple[str, ...]:
+        """The served signature's input names (GetModelMetadata), cached."""
+        if self.input_names is None:
+            from tensorflow_serving.apis import get_model_metadata_pb2
+
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            request.model_spec.name = self.model_name
+            response = await self._stub.GetModelMetadata(request, timeout=self.deadline_s)
+            defs = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(defs)
+            self.input_names = tuple(sorted(defs.signature_def[F.SERVING_SIGNATURE].inputs))
+        return self.input_names
+
+    async def score(self, row: dict, features: dict, label: str | None = None) -> tuple[float, int]:
+        names = await self.inputs()
+        request = model_request(row, features, names, self.model_name, label)
+        response = await self._stub.Predict(request, timeout=self.deadline_s)
+        score = float(response.outputs[F.SCORE_OUTPUT].float_val[0]) if response.outputs[
+            F.SCORE_OUTPUT].float_val else float(_first_float(response.outputs[F.SCORE_OUTPUT]))
+        return score, int(response.model_spec.version.value)
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, (self._grpc.aio.AioRpcError, asyncio.TimeoutError))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _first_float(proto) -> float:
+    import numpy as np
+
+    return float(np.frombuffer(proto.tensor_content, dtype=np.float32)[0])
+
+
+class DecisionService:
+    def __init__(self, options: DecisionOptions, *, store=None, model=None):
+        self.options = options
+        self.store = store if store is not None else open_store(options.state)
+        self.model = model if model is not None else ModelClient(options.serving, options.model_name,
+                                                                 options.deadline_ms / 1000)
+        self.rules = D.load_rules(options.rules_file)
+        self._thresholds: dict[int, D.Thresholds] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def thresholds(self, version: int | None) -> D.Thresholds:
+        """The version's shipped operating threshold (unless overridden) and the decline threshold."""
+        if version is not None and version in self._thresholds:
+            return self._thresholds[version]
+        review = self.options.review_threshold
+        if review is None and version is not None and self.options.model_dir is not None:
+            path = Path(self.options.model_dir) / str(version) / F.THRESHOLD_FILE
+            try:
+                review = float(json.loads(path.read_text())["threshold"])
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("no operating threshold for version %s at %s (%s)", version, path, exc)
+        if review is None:
+            review = 0.5
+            log.warning("no operating threshold known for version %s: reviewing above %.2f; give --model-dir "
+                        "(the serving dir) or --review-threshold", version, review)
+        found = D.Thresholds(review=review, decline=max(self.options.decline_threshold, review))
+        if version is not None:
+            self._thresholds[version] = found
+        return found
+
+    async def decide(self, transaction: dict) -> dict:
+        started = time.perf_counter()
+        row, event = standardise(transaction)
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                answer = await self._decide_once(row, event)
+                break
+            except Conflict:
+                M.STATE_CONFLICTS.inc()
+                await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
+        else:
+            raise StateUnavailable(f"transaction {event.transaction_id}: the state kept changing under "
+                                   f"{MAX_CONFLICT_RETRIES} attempts; retry")
+        M.DECISION_LATENCY.observe(time.perf_counter() - started)
+        return answer
+
+    async def _decide_once(self, row: dict, event: B.Event) -> dict:
+        entities = online.entity_ids(event)
+        began = time.perf_counter()
+        snap = await self.store.read(entities, event.transaction_id)
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        try:
+            if snap.existing is not None:  # a retry: the first answer, state untouched
+                await self.store.release(snap)
+                return {**snap.existing["response"], "replayed": True}
+            snapshots = {kind: value for kind, value in snap.values.items() if value is not None}
+            late = online.is_late(snapshots, event)
+            features = online.features(snapshots, event)
+            score, version, degraded, shadow = await self._score(row, features)
+            thresholds = self.thresholds(version)
+            hits = D.rule_hits(self.rules, user_id=event.user_id, device_id=event.device_id, city=event.city,
+                               amount_pen=event.amount_pen)
+            outcome = D.decide(score, thresholds, hits, amount_pen=event.amount_pen, rules=self.rules)
+            reasons = [reason for _, reason in hits] + (D.reasons(features, event.amount_pen)
+                                                        if outcome != D.APPROVE else [])
+            if degraded:
+                reasons.append("degraded: the model could not be reached in time; rules and amount policy only")
+            response = {"transaction_id": event.transaction_id, "decision": outcome,
+                        "score": None if score is None else round(score, 6), "model_version": version,
+                        "reasons": reasons, "thresholds": thresholds.as_dict(), "degraded": degraded}
+            if late:
+                response["late"] = ("older than the newest event of its card, device or restaurant: scored on "
+                                    "the current state, not added to it")
+            if shadow is not None:
+                response["shadow"] = shadow
+            updates = {} if late else {kind: online.append(kind, snap.values.get(kind) or online.empty(kind), event)
+                                       for kind in entities}
+            record = {"response": response, "restaurant_id": event.restaurant_id, "time": event.time,
+                      "features": features}
+            alert = None
+            if outcome != D.APPROVE:
+                alert = {"transaction_id": event.transaction_id, "decision": outcome,
+                         "score": response["score"], "model_version": version, "reasons": reasons,
+                         "user_id": event.user_id, "restaurant_id": event.restaurant_id, "time": event.time,
+                         "degraded": degraded}
+        except BaseException:
+            await self.store.release(snap)
+            raise
+        began = time.perf_counter()
+        await self.store.commit(snap, updates, record, alert, event.transaction_id)
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        M.DECISIONS.labels(decision=outcome, model_version=str(version)).inc()
+        if score is not None:
+            M.SCORES.observe(score)
+        if degraded:
+            M.DEGRADED.inc()
+        if alert is not None:
+            M.ALERTS.labels(decision=outcome).inc()
+        return response
+
+    async def _score(self, row: dict, features: dict):
+        """(score, version, degraded, shadow): degraded when the model is unreachable within the deadline."""
+        began = time.perf_counter()
+        try:
+            score, version = await asyncio.wait_for(self.model.score(row, features),
+                                                    self.options.deadline_ms / 1000)
+        except Exception as exc:  # noqa: BLE001 - any failure of the model call degrades, never fails
+            if not (self.model.is_unavailable(exc) or isinstance(exc, (OSError, FraudError))):
+                log.exception("model call failed")
+            else:
+                log.warning("model call failed, degraded answer: %s", _short(exc))
+            M.MODEL_ERRORS.inc()
+            return None, None, True, None
+        finally:
+            M.MODEL_LATENCY.observe(time.perf_counter() - began)
+        shadow = None
+        if self.options.canary_label:
+            try:
+                canary, canary_version = await asyncio.wait_for(
+                    self.model.score(row, features, self.options.canary_label), self.options.deadline_ms / 1000)
+                shadow = {"label": self.options.canary_label, "score": round(canary, 6),
+                          "model_version": canary_version}
+            except Exception as exc:  # noqa: BLE001 - the shadow never affects the decision
+                shadow = {"label": self.options.canary_label, "error": _short(exc)}
+        return score, version, False, shadow
+
+    async def label(self, transaction_id: str, is_fraudulent, reported_at: str | None = None) -> dict:
+        """Record a chargeback (1) or a confirmation (0) for a decided transaction: the restaurant's fraud rate
+        uses it once it is older than the label delay, as in training; it is also kept for the next training."""
+        if is_fraudulent not in (0, 1, True, False, "0", "1"):
+            raise BadTransaction("field 'is_fraudulent' must be 0 or 1")
+        value = int(is_fraudulent)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            record = await self.store.get_decision(transaction_id)
+            if record is None:
+                raise LookupError(f"transaction {transaction_id!r} was never decided by this service")
+            restaurant = record.get("restaurant_id")
+            applied = False
+            if restaurant:
+                snap = await self.store.read({"restaurant": restaurant}, f"label:{transaction_id}")
+                try:
+                    current = snap.values.get("restaurant") or online.empty("restaurant")
+                    updated, applied = online.with_label(current, transaction_id, value)
+                except BaseException:
+                    await self.store.release(snap)
+                    raise
+                try:
+                    await self.store.commit(snap, {"restaurant": updated} if applied else {}, None, None, None)
+                except Conflict:
+                    continue
+            await self.store.add_label({"transaction_id": transaction_id, F.LABEL: value,
+                                        "reported_at": reported_at or "", "event_time": record.get("time", "")})
+            M.LABELS.labels(is_fraudulent=str(value)).inc()
+            return {"transaction_id": transaction_id, F.LABEL: value, "applied_to_state": applied}
+        raise StateUnavailable(f"label for {transaction_id}: the state kept changing; retry")
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.model.close()
+
+
+def _short(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+__all__ = ["BadTransaction", "DecisionOptions", "DecisionService", "MemoryStore", "ModelClient", "standardise"]

@@ -1,0 +1,211 @@
+"""Where the decision service keeps its online state: entity snapshots (fraud.online), the decision of every
+transaction (idempotent retries, labels) and the alert stream.
+
+Two stores behind one interface:
+- MemoryStore: in-process, the embedded default (demo, unit tests); lost when the process ends.
+- RedisStore: Redis (`redis://host:6379/0`, run it with AOF on: `appendonly yes`), the production store. Several
+  service processes may share it.
+
+Every decision is one atomic transaction: read the entities' snapshots (watched), compute, then write the new
+snapshots, the decision record and the alert together, or nothing if another writer changed one of those keys
+in between (then the service computes again on the new state). So two processes on one Redis answer as one
+process would, a retried transaction id gets the first decision back, and a crash leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from fraud.errors import FraudError
+
+DECISION_TTL_S = 120 * 24 * 3600  # a decision record (idempotency, labels) outlives the label window
+
+
+class StateUnavailable(FraudError):
+    """The state store cannot be reached: the service answers 503 and changes nothing."""
+
+
+class Conflict(Exception):
+    """Another writer changed a key read by this transaction: compute again."""
+
+
+@dataclass
+class Snapshot:
+    """What a transaction read: the entities' snapshots and, if the transaction id was seen, its decision."""
+
+    values: dict  # kind -> snapshot (fraud.online) or None (new entity)
+    existing: dict | None = None
+    handle: object = None  # the store's token for `commit`
+    keys: dict = field(default_factory=dict)
+
+
+class MemoryStore:
+    """In-process store with the same semantics as RedisStore (versions stand in for WATCH)."""
+
+    url = "memory://"
+
+    def __init__(self):
+        self._data: dict[str, str] = {}
+        self._versions: dict[str, int] = {}
+        self._alerts: list[dict] = []
+        self._labels: list[dict] = []
+
+    async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
+        keys = {kind: entity_key(kind, key) for kind, key in entities.items()}
+        decision = self._data.get(decision_key(transaction_id))
+        watched = [*keys.values(), decision_key(transaction_id)]
+        return Snapshot({kind: _load(self._data.get(k)) for kind, k in keys.items()},
+                        None if decision is None else json.loads(decision),
+                        {k: self._versions.get(k, 0) for k in watched}, keys)
+
+    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
+                     transaction_id: str | None) -> None:
+        if any(self._versions.get(k, 0) != v for k, v in snap.handle.items()):
+            raise Conflict()
+        writes = {snap.keys[kind]: json.dumps(value, separators=(",", ":")) for kind, value in updates.items()}
+        if record is not None:
+            writes[decision_key(transaction_id)] = json.dumps(record, separators=(",", ":"))
+        for key, value in writes.items():
+            self._data[key] = value
+            self._versions[key] = self._versions.get(key, 0) + 1
+        if alert is not None:
+            self._alerts.append(alert)
+
+    async def get_decision(self, transaction_id: str) -> dict | None:
+        value = self._data.get(decision_key(transaction_id))
+        return None if value is None else json.loads(value)
+
+    async def add_label(self, label: dict) -> None:
+        self._labels.append(label)
+
+    async def alerts(self, count: int = 1000) -> list[dict]:
+        return self._alerts[-count:]
+
+    async def labels(self, count: int = 100_000) -> list[dict]:
+        return self._labels[-count:]
+
+    async def release(self, snap: Snapshot) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisStore:
+    """Redis: snapshots as JSON strings, WATCH/MULTI/EXEC per decision, alerts and labels as streams."""
+
+    def __init__(self, url: str, *, timeout_s: float = 0.5, prefix: str = "fraud"):
+        import redis.asyncio as redis
+
+        self.url = url
+        self.prefix = prefix
+        self._redis = redis
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            max_connections=256, decode_responses=True)
+
+    def _k(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
+
+    async def _guard(self, coroutine):
+        try:
+            return await coroutine
+        except self._redis.WatchError:
+            raise Conflict() from None
+        except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
+            raise StateUnavailable(f"the state store {redact(self.url)} cannot be reached ({exc}); nothing was "
+                                   "changed: retry, or check that Redis is running") from None
+
+    async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
+        keys = {kind: self._k(entity_key(kind, key)) for kind, key in entities.items()}
+        pipe = self._client.pipeline(transaction=True)
+
+        async def watch_and_get():
+            await pipe.watch(*keys.values(), self._k(decision_key(transaction_id)))
+            values = await pipe.mget(*keys.values(), self._k(decision_key(transaction_id)))
+            return values
+
+        try:
+            values = await self._guard(watch_and_get())
+        except BaseException:
+            await pipe.reset()
+            raise
+        decision = values[-1]
+        return Snapshot({kind: _load(v) for kind, v in zip(keys, values[:-1])},
+                        None if decision is None else json.loads(decision), pipe, keys)
+
+    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
+                     transaction_id: str | None) -> None:
+        pipe = snap.handle
+        try:
+            pipe.multi()
+            for kind, value in updates.items():
+                pipe.set(snap.keys[kind], json.dumps(value, separators=(",", ":")))
+            if record is not None:
+                pipe.set(self._k(decision_key(transaction_id)), json.dumps(record, separators=(",", ":")),
+                         ex=DECISION_TTL_S)
+            if alert is not None:
+                pipe.xadd(self._k("alerts"), {k: json.dumps(v) for k, v in alert.items()},  # every field JSON
+                          maxlen=1_000_000, approximate=True)
+            await self._guard(pipe.execute())
+        finally:
+            await pipe.reset()
+
+    async def release(self, snap: Snapshot) -> None:
+        if snap.handle is not None:
+            await snap.handle.reset()
+
+    async def get_decision(self, transaction_id: str) -> dict | None:
+        value = await self._guard(self._client.get(self._k(decision_key(transaction_id))))
+        return None if value is None else json.loads(value)
+
+    async def add_label(self, label: dict) -> None:
+        await self._guard(self._client.xadd(self._k("labels"), {k: str(v) for k, v in label.items()}))
+
+    async def alerts(self, count: int = 1000) -> list[dict]:
+        entries = list(reversed(await self._guard(self._client.xrevrange(self._k("alerts"), count=count))))
+        return [{k: json.loads(v) for k, v in fields.items()} for _, fields in entries]
+
+    async def labels(self, count: int = 100_000) -> list[dict]:
+        entries = await self._guard(self._client.xrange(self._k("labels"), count=count))
+        return [dict(fields) for _, fields in entries]
+
+    async def ping(self) -> None:
+        await self._guard(self._client.ping())
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def entity_key(kind: str, key: str) -> str:
+    return f"{kind}:{key}"
+
+
+def decision_key(transaction_id: str) -> str:
+    return f"decision:{transaction_id}"
+
+
+def _load(value: str | None) -> dict | None:
+    return None if value is None else json.loads(value)
+
+
+def redact(url: str) -> str:
+    """A store URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def open_store(url: str | None):
+    """memory:// (or nothing): the embedded store; redis://...: Redis."""
+    if not url or url.startswith("memory:"):
+        return MemoryStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise FraudError(f"unsupported state store {redact(url)!r}: use memory:// or redis://HOST:6379/0")

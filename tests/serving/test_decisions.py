@@ -1,0 +1,285 @@
+"""The decision service end to end: raw transactions in time order through the service, in front of the model
+server under test (the local server on the session's pushed model), with the embedded store and with Redis."""
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from decision.service import DecisionOptions, DecisionService
+from decision.state import MemoryStore, RedisStore
+from fraud import behaviour as B
+from fraud import features as F
+from fraud import ingest, scoring
+from tests.helpers import require_system_tool
+
+RAW_COLUMNS = ("transaction_id", "timestamp", "amount", "currency", "user_id", "restaurant_id", "city", "device_id",
+               "payment_method", "transaction_type", "home_city", "user_age", "user_gender", "device_type",
+               "os_version", "ip_address")
+
+
+@pytest.fixture(scope="module")
+def stream(small_data):
+    """~1,200 raw transactions of a sample of cards, in time order, as a terminal would send them, and the
+    offline truth for them: behavioural features and in-process scores, labels known."""
+    raw = ingest.read_csv_dir(small_data)
+    users = sorted(raw[F.USER_ID].unique())[::8]
+    raw = raw[raw[F.USER_ID].isin(users)].copy()
+    standard = ingest.standardise(raw, require_label=True).frame
+    order = {tid: i for i, tid in enumerate(standard[F.TRANSACTION_ID])}
+    raw = raw.assign(_order=raw[F.TRANSACTION_ID].map(order)).sort_values("_order").drop(columns="_order")
+    offline = B.compute_offline(B.events_from_frame(standard))
+    return raw, standard, offline
+
+
+@pytest.fixture(scope="module")
+def offline_scores(stream, target):
+    if target.local is None:
+        pytest.skip("in-process scores need the local deployment's model files")
+    _, standard, _ = stream
+    frame = B.add_behaviour_columns(standard)
+    version_dir = target.local.base / str(max(target.local.versions))
+    scores = scoring.score_frame(scoring.load_signature(version_dir), frame)
+    return dict(zip(frame[F.TRANSACTION_ID], scores.tolist()))
+
+
+def _transactions(raw: pd.DataFrame):
+    columns = [c for c in RAW_COLUMNS if c in raw.columns]
+    for record in raw[columns + [F.LABEL]].to_dict("records"):
+        label = int(record.pop(F.LABEL))
+        yield record, label
+
+
+def _options(target, **overrides) -> DecisionOptions:
+    return DecisionOptions(serving=f"grpc://{target.grpc_target}", model_dir=target.local.base if target.local else None,
+                           deadline_ms=2000, **overrides)
+
+
+async def _replay(service: DecisionService, raw, *, labels=True, restart_every: int | None = None, make=None):
+    """Decide every transaction in order, reporting its label right after (known at once), optionally with
+    a fresh service (a restart) every `restart_every` transactions."""
+    answers = {}
+    for i, (tx, label) in enumerate(_transactions(raw)):
+        if restart_every and i and i % restart_every == 0:
+            await service.model.close()
+            service = make()
+        answers[tx["transaction_id"]] = await service.decide(tx)
+        if labels:
+            await service.label(tx["transaction_id"], label)
+    return answers, service
+
+
+def _check_parity(answers, stream, offline_scores, stored_features):
+    _, standard, offline = stream
+    assert len(answers) == len(standard) > 500
+    bad = [(tid, name, offline[tid][name], got[name]) for tid, got in stored_features.items()
+           for name in F.BEHAVIOUR_FEATURES if not math.isclose(got[name], offline[tid][name], abs_tol=1e-6)]
+    assert not bad, f"{len(bad)} features differ from offline, e.g. {bad[:4]}"
+    assert sum(1 for f in stored_features.values() if f["restaurant_fraud_rate_delayed"] > 0) > 10
+    diffs = [abs(answers[tid]["score"] - offline_scores[tid]) for tid in answers]
+    assert max(diffs) < 1e-5, f"scores differ from the in-process model by up to {max(diffs)}"
+    outcomes = {a["decision"] for a in answers.values()}
+    assert "approve" in outcomes and outcomes - {"approve"}, f"only {outcomes}: the thresholds were not used"
+    assert not any(a["degraded"] for a in answers.values())
+
+
+async def _stored_features(store, ids):
+    return {tid: (await store.get_decision(tid))["features"] for tid in ids}
+
+
+def test_parity_with_offline_features_and_scores_on_the_embedded_store(stream, offline_scores, target):
+    raw, _, _ = stream
+
+    async def main():
+        service = DecisionService(_options(target), store=MemoryStore())
+        answers, service = await _replay(service, raw)
+        features = await _stored_features(service.store, answers)
+        alerts = await service.store.alerts(100_000)
+        await service.close()
+        return answers, features, alerts
+
+    answers, features, alerts = asyncio.run(main())
+    _check_parity(answers, stream, offline_scores, features)
+    flagged = {tid for tid, a in answers.items() if a["decision"] != "approve"}
+    assert {a["transaction_id"] for a in alerts} == flagged
+    sample = next(a for a in answers.values() if a["decision"] != "approve")
+    assert sample["reasons"] and sample["thresholds"]["review"] < sample["score"]
+    assert sample["model_version"] == max(target.local.versions)
+
+
+def test_retries_late_events_bad_input_and_a_model_server_that_is_down(stream, target):
+    raw, _, _ = stream
+    transactions = [tx for tx, _ in _transactions(raw.head(30))]
+
+    async def main():
+        store = MemoryStore()
+        service = DecisionService(_options(target), store=store)
+        first = await service.decide(transactions[0])
+        state_before = dict(store._data)
+        again = await service.decide(transactions[0])
+        assert again["replayed"] and {k: v for k, v in again.items() if k != "replayed"} == first
+        assert store._data == state_before, "a retry must not touch the state"
+        late_tx = {**transactions[1], "transaction_id": "late-1", "timestamp": "2020-01-01T12:00:00Z",
+                   "user_id": transactions[0]["user_id"]}
+        late = await service.decide(late_tx)
+        assert "late" in late and late["decision"] in ("approve", "review", "decline")
+        user_key = f"user:{transactions[0]['user_id']}"
+        assert store._data[user_key] == state_before[user_key], "a late event is not inserted"
+        for broken, field in (({**transactions[2], "amount": "-5"}, "amount"),
+                              ({k: v for k, v in transactions[2].items() if k != "user_id"}, "user_id"),
+                              ({**transactions[2], "timestamp": "yesterday"}, "timestamp")):
+            with pytest.raises(Exception) as info:
+                await service.decide(broken)
+            assert type(info.value).__name__ == "BadTransaction" and field in str(info.value)
+        assert f"decision:{transactions[2]['transaction_id']}" not in store._data
+        await service.close()
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead_port = s.getsockname()[1]
+        down = DecisionService(DecisionOptions(serving=f"127.0.0.1:{dead_port}", deadline_ms=200,
+                                               review_threshold=0.3), store=MemoryStore())
+        began = time.perf_counter()
+        answer = await down.decide(transactions[3])
+        took = time.perf_counter() - began
+        assert answer["degraded"] is True and answer["score"] is None and took < 2.0
+        assert await down.store.get_decision(transactions[3]["transaction_id"]) is not None  # state updated once
+        again = await down.decide(transactions[3])
+        assert again["replayed"]
+        await down.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    server = require_system_tool("redis-server", "redis-server")
+    workdir = tmp_path_factory.mktemp("redis")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                             "--appendonly", "yes", "--save", ""], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_parity_through_redis_with_restarts_and_two_services_sharing_it(stream, offline_scores, target, redis_url):
+    raw, _, _ = stream
+
+    async def main():
+        stores = []
+
+        def make():
+            store = RedisStore(redis_url, timeout_s=2.0, prefix="parity")
+            stores.append(store)
+            return DecisionService(_options(target), store=store)
+
+        await make().store._client.flushdb()
+        service = make()
+        answers, service = await _replay(service, raw, restart_every=400, make=make)
+        features = await _stored_features(service.store, answers)
+        for store in stores:
+            await store.close()
+        return answers, features
+
+    answers, features = asyncio.run(main())
+    _check_parity(answers, stream, offline_scores, features)
+
+    async def two_services():
+        """Two services on one Redis taking turns on one stream answer exactly as one service; and at the same
+        time on one hot card (same second, so none is late) they lose no update."""
+        a = DecisionService(_options(target), store=RedisStore(redis_url, timeout_s=2.0, prefix="two"))
+        b = DecisionService(_options(target), store=RedisStore(redis_url, timeout_s=2.0, prefix="two"))
+        txs = [tx for tx, _ in _transactions(raw.head(200))]
+        shared = {tx["transaction_id"]: await (a if i % 2 else b).decide(tx) for i, tx in enumerate(txs)}
+        one = DecisionService(_options(target), store=MemoryStore())
+        alone = {tx["transaction_id"]: await one.decide(tx) for tx in txs}
+        hot = [{**txs[0], "transaction_id": f"hot-{i}", "timestamp": "2027-01-01T20:00:00-05:00",
+                "user_id": "hot-card"} for i in range(40)]
+        answers = await asyncio.gather(*((a if i % 2 else b).decide(tx) for i, tx in enumerate(hot)))
+        card = await a.store.read({"user": "hot-card"}, "probe")
+        await a.store.release(card)
+        for service in (a, b, one):
+            await service.close()
+        return shared, alone, answers, card.values["user"]
+
+    shared, alone, hot_answers, card = asyncio.run(two_services())
+    assert shared.keys() == alone.keys()
+    differ = [tid for tid in shared if (shared[tid]["score"], shared[tid]["decision"]) !=
+              (alone[tid]["score"], alone[tid]["decision"])]
+    assert not differ, f"{len(differ)} decisions differ between two services and one, e.g. {differ[:3]}"
+    assert len(hot_answers) == 40 and not any("late" in x for x in hot_answers)
+    assert len(card["events"]) == 40, "concurrent updates of one card must all be kept (atomic per entity)"
+    assert sorted(ev[1] for ev in card["events"]) == sorted(f"hot-{i}" for i in range(40))
+
+
+def test_redis_down_is_a_clear_error_and_changes_nothing(stream, target):
+    raw, _, _ = stream
+    tx = next(_transactions(raw))[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        service = DecisionService(_options(target), store=RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.3))
+        with pytest.raises(Exception) as info:
+            await service.decide(tx)
+        await service.close()
+        return info.value
+
+    error = asyncio.run(main())
+    assert type(error).__name__ == "StateUnavailable" and "cannot be reached" in str(error)
+
+
+def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from decision.http import application
+
+    raw, _, _ = stream
+    txs = [tx for tx, _ in _transactions(raw.head(5))]
+
+    async def main():
+        service = DecisionService(_options(target), store=MemoryStore())
+        async with TestClient(TestServer(application(service))) as client:
+            ok = await client.post("/v1/decisions", json=txs[0])
+            body = await ok.json()
+            assert ok.status == 200 and body["transaction_id"] == txs[0]["transaction_id"]
+            assert set(body) >= {"decision", "score", "model_version", "reasons", "thresholds", "degraded"}
+            bad = await client.post("/v1/decisions", data=b"{not json")
+            assert bad.status == 400 and "not JSON" in (await bad.json())["error"]
+            missing = await client.post("/v1/decisions", json={k: v for k, v in txs[1].items() if k != "amount"})
+            assert missing.status == 422 and "amount" in (await missing.json())["error"]
+            label = await client.post("/v1/labels", json={"transaction_id": txs[0]["transaction_id"],
+                                                           "is_fraudulent": 1, "reported_at": "2026-03-02"})
+            assert label.status == 200 and (await label.json())["applied_to_state"] is True
+            unknown = await client.post("/v1/labels", json={"transaction_id": "nope", "is_fraudulent": 0})
+            assert unknown.status == 404
+            wrong = await client.post("/v1/labels", json={"transaction_id": txs[0]["transaction_id"],
+                                                          "is_fraudulent": 7})
+            assert wrong.status == 422
+            still = await client.post("/v1/decisions", json=txs[1])
+            assert still.status == 200
+            metrics = await (await client.get("/metrics")).text()
+            assert "fraud_decisions_total" in metrics and "fraud_requests_rejected_total" in metrics
+            assert (await client.get("/healthz")).status == 200
+            labels = await service.store.labels()
+            assert labels and labels[0][F.LABEL] == 1
+        await service.close()
+
+    asyncio.run(main())

@@ -1,0 +1,85 @@
+"""The online state (fraud.online): bounded snapshots that give exactly the offline behavioural features."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fraud import behaviour as B
+from fraud import features as F
+from fraud import ingest, online
+from tests.helpers import generate
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    data = generate(tmp_path_factory.mktemp("online") / "tx", days=50, users=700, seed=11)
+    frame = ingest.standardise(ingest.read_csv_dir(data), require_label=True).frame
+    return B.events_from_frame(frame)
+
+
+def _replay(events):
+    """Every event through snapshots (JSON round trip each time, as a store keeps them), in time order."""
+    snapshots: dict[tuple[str, str], str] = {}
+    out = {}
+    for e in sorted(events, key=lambda e: (e.time, e.transaction_id)):
+        ids = online.entity_ids(e)
+        current = {kind: json.loads(snapshots[(kind, key)]) for kind, key in ids.items() if (kind, key) in snapshots}
+        assert not online.is_late(current, e)
+        out[e.transaction_id] = online.features(current, e)
+        for kind, key in ids.items():
+            snapshots[(kind, key)] = json.dumps(online.append(kind, current.get(kind) or online.empty(kind), e))
+    return out, snapshots
+
+
+def test_online_features_equal_the_offline_ones_for_every_transaction(events):
+    offline = B.compute_offline(events)
+    replayed, _ = _replay(events)
+    assert len(replayed) == len(events) > 5000
+    frauds_seen = sum(1 for f in offline.values() if f["restaurant_fraud_rate_delayed"] > 0)
+    assert frauds_seen > 100, "the data must exercise the delayed fraud rate"
+    mismatches = [(tid, name, offline[tid][name], got[name]) for tid, got in replayed.items()
+                  for name in F.BEHAVIOUR_FEATURES
+                  if not math.isclose(got[name], offline[tid][name], rel_tol=1e-9, abs_tol=1e-9)]
+    assert not mismatches, f"{len(mismatches)} differences, e.g. {mismatches[:5]}"
+
+
+def test_snapshots_keep_only_what_the_windows_need(events):
+    _, snapshots = _replay(events)
+    newest = max(e.time for e in events)
+    for (kind, _), text in snapshots.items():
+        s = json.loads(text)
+        times = [ev[0] for ev in s["events"]]
+        keep = {"user": online.USER_KEEP_S, "device": online.DEVICE_KEEP_S,
+                "restaurant": online.RESTAURANT_KEEP_S}[kind]
+        last = times[-1]
+        assert all(t >= last - keep for t in times[:-1]), f"{kind} kept events older than its window"
+        if kind == "restaurant":
+            kept = {ev[1] for ev in s["events"]}
+            assert set(s["labels"]) <= kept
+    users = [json.loads(t) for (k, _), t in snapshots.items() if k == "user"]
+    assert sum(u["dropped"] for u in users) > 0, "50 days of data must evict something"
+    assert newest - min(min(ev[0] for ev in u["events"]) for u in users) <= 50 * F.DAY_S
+
+
+def test_a_late_event_is_detected_and_missing_ids_are_no_entity():
+    e1 = B.Event("a", 1000, "u1", 50.0, "Lima", "r1", "")
+    e0 = B.Event("b", 900, "u1", 50.0, "Lima", "r1", "d1")
+    assert online.entity_ids(e1) == {"user": "u1", "restaurant": "r1"}
+    state = {"user": online.append("user", online.empty("user"), e1)}
+    assert online.is_late(state, e0) and not online.is_late(state, e1)
+
+
+def test_a_label_changes_the_restaurant_rate_once_older_than_the_delay():
+    day = F.DAY_S
+    sold = B.Event("t1", 0, "u1", 100.0, "Lima", "r1", "")
+    snap = online.append("restaurant", online.empty("restaurant"), sold)
+    later = B.Event("t2", (F.LABEL_DELAY_DAYS + 1) * day, "u2", 100.0, "Lima", "r1", "")
+    assert online.features({"restaurant": snap}, later)["restaurant_fraud_rate_delayed"] == 0.0
+    labelled, applied = online.with_label(snap, "t1", 1)
+    assert applied and snap["labels"] == {}  # the input snapshot is not changed
+    assert online.features({"restaurant": labelled}, later)["restaurant_fraud_rate_delayed"] == 1.0
+    too_soon = B.Event("t3", 3 * day, "u3", 100.0, "Lima", "r1", "")
+    assert online.features({"restaurant": labelled}, too_soon)["restaurant_fraud_rate_delayed"] == 0.0
+    assert online.with_label(snap, "unknown", 1) == (snap, False)
