@@ -31,7 +31,9 @@ demo: setup
 	@$(VENV)/bin/fraudctl generate --out $(DEMO_DIR)/data
 	@$(VENV)/bin/fraudctl pipeline run --data $(DEMO_DIR)/data --root $(DEMO_DIR)/pipeline \
 		--serving-dir $(DEMO_DIR)/serving_models; status=$$?; \
-	if [ $$status -eq 3 ]; then echo "(exit 3: model not blessed, nothing pushed)"; fi; exit $$status
+	if [ $$status -eq 3 ]; then echo "(exit 3: model not blessed, nothing pushed)"; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi
+	@$(VENV)/bin/fraudctl decide replay --data $(DEMO_DIR)/data --model-base $(DEMO_DIR)/serving_models/fraud_detector
 
 test: setup system-deps
 	@$(PY) -m pytest $(PYTEST_ARGS)

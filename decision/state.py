@@ -14,6 +14,8 @@ process would, a retried transaction id gets the first decision back, and a cras
 from __future__ import annotations
 
 import json
+
+import orjson
 from dataclasses import dataclass, field
 
 from fraud.errors import FraudError
@@ -55,16 +57,16 @@ class MemoryStore:
         decision = self._data.get(decision_key(transaction_id))
         watched = [*keys.values(), decision_key(transaction_id)]
         return Snapshot({kind: _load(self._data.get(k)) for kind, k in keys.items()},
-                        None if decision is None else json.loads(decision),
+                        _load(decision),
                         {k: self._versions.get(k, 0) for k in watched}, keys)
 
     async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
                      transaction_id: str | None) -> None:
         if any(self._versions.get(k, 0) != v for k, v in snap.handle.items()):
             raise Conflict()
-        writes = {snap.keys[kind]: json.dumps(value, separators=(",", ":")) for kind, value in updates.items()}
+        writes = {snap.keys[kind]: _dump(value) for kind, value in updates.items()}
         if record is not None:
-            writes[decision_key(transaction_id)] = json.dumps(record, separators=(",", ":"))
+            writes[decision_key(transaction_id)] = _dump(record)
         for key, value in writes.items():
             self._data[key] = value
             self._versions[key] = self._versions.get(key, 0) + 1
@@ -73,7 +75,7 @@ class MemoryStore:
 
     async def get_decision(self, transaction_id: str) -> dict | None:
         value = self._data.get(decision_key(transaction_id))
-        return None if value is None else json.loads(value)
+        return _load(value)
 
     async def add_label(self, label: dict) -> None:
         self._labels.append(label)
@@ -134,7 +136,7 @@ class RedisStore:
             raise
         decision = values[-1]
         return Snapshot({kind: _load(v) for kind, v in zip(keys, values[:-1])},
-                        None if decision is None else json.loads(decision), pipe, keys)
+                        _load(decision), pipe, keys)
 
     async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
                      transaction_id: str | None) -> None:
@@ -142,9 +144,9 @@ class RedisStore:
         try:
             pipe.multi()
             for kind, value in updates.items():
-                pipe.set(snap.keys[kind], json.dumps(value, separators=(",", ":")))
+                pipe.set(snap.keys[kind], _dump(value))
             if record is not None:
-                pipe.set(self._k(decision_key(transaction_id)), json.dumps(record, separators=(",", ":")),
+                pipe.set(self._k(decision_key(transaction_id)), _dump(record),
                          ex=DECISION_TTL_S)
             if alert is not None:
                 pipe.xadd(self._k("alerts"), {k: json.dumps(v) for k, v in alert.items()},  # every field JSON
@@ -159,7 +161,7 @@ class RedisStore:
 
     async def get_decision(self, transaction_id: str) -> dict | None:
         value = await self._guard(self._client.get(self._k(decision_key(transaction_id))))
-        return None if value is None else json.loads(value)
+        return _load(value)
 
     async def add_label(self, label: dict) -> None:
         await self._guard(self._client.xadd(self._k("labels"), {k: str(v) for k, v in label.items()}))
@@ -187,8 +189,12 @@ def decision_key(transaction_id: str) -> str:
     return f"decision:{transaction_id}"
 
 
-def _load(value: str | None) -> dict | None:
-    return None if value is None else json.loads(value)
+def _dump(value) -> bytes:
+    return orjson.dumps(value)  # several times faster than json for the snapshots read on every decision
+
+
+def _load(value: str | bytes | None) -> dict | None:
+    return None if value is None else orjson.loads(value)
 
 
 def redact(url: str) -> str:

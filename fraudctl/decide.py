@@ -43,3 +43,40 @@ def serve(serving, state, host, port, model_dir, review_threshold, decline_thres
                               decline_threshold=decline_threshold, rules_file=rules_file, deadline_ms=deadline_ms,
                               canary_label=canary_label)
     sys.exit(run(options, host, port, echo=click.echo))
+
+
+@decide.command("replay")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Transactions (CSV dir) with labels, e.g. runs/demo/data.")
+@click.option("--model-base", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help=f"<serving-dir>/{F.MODEL_NAME}: the pushed versions and their thresholds.")
+@click.option("--serving", help="A running TF Serving gRPC endpoint; without it the local server is started "
+                                "on --model-base for the replay.")
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 31), help="Last days to replay.")
+def replay(data_dir, model_base, serving, days):
+    """Replay the data's last day(s) through the live path (model server + decision service, embedded state)
+    and print the decisions per outcome, example reasons and the alerts raised."""
+    import asyncio
+    import tempfile
+
+    from decision.replay import format_summary, replay as run_replay
+    from decision.service import DecisionOptions
+    from fraud.errors import FraudError
+
+    server = None
+    if serving is None:
+        from serving.process import start_server
+
+        click.echo(f"Starting the local model server on {model_base} ...")
+        server = start_server(model_base, Path(tempfile.mkdtemp(prefix="replay_")) / "server.log")
+        serving = server.grpc_target
+    try:
+        options = DecisionOptions(serving=serving, model_dir=model_base, deadline_ms=2000)
+        summary = asyncio.run(run_replay(data_dir, options, days=days, progress=click.echo))
+    except FraudError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        if server is not None:
+            server.stop()
+    click.echo(format_summary(summary))

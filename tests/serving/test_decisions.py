@@ -283,3 +283,118 @@ def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target):
         await service.close()
 
     asyncio.run(main())
+
+
+def test_replay_command_prints_the_days_decisions(small_run):
+    from tests.helpers import run_fraudctl
+
+    proc = run_fraudctl("decide", "replay", "--data", small_run.data_dir, "--model-base", small_run.model_base,
+                        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    replayed = int(out.split("Live replay of ", 1)[1].split(": ", 1)[1].split(" transactions", 1)[0])
+    counts = {k: int(out.split(f"{k} ", 1)[1].split(",")[0].split()[0]) for k in ("approve", "review", "decline")}
+    assert replayed > 50 and sum(counts.values()) == replayed
+    assert "degraded answers: 0" in out and "alerts raised: " in out
+    alerts = int(out.split("alerts raised: ", 1)[1].split(";")[0])
+    assert alerts == counts["review"] + counts["decline"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up")
+
+
+def test_degraded_decisions_raise_an_alert_through_prometheus_and_alertmanager(stream, tmp_path):
+    """The real alert path: the decision service (model server unreachable) -> Prometheus (the repository's
+    rule, its `for:` shortened to 0s so the test need not wait 2 minutes) -> Alertmanager -> a webhook."""
+    import json as jsonlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import requests
+    import yaml
+
+    from tests.helpers import FRAUDCTL, REPO
+
+    prometheus = require_system_tool("prometheus", "prometheus")
+    alertmanager = require_system_tool("prometheus-alertmanager", "prometheus-alertmanager")
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    am_port, prom_port, decide_port, dead_port = _port(), _port(), _port(), _port()
+    (tmp_path / "am.yml").write_text(yaml.safe_dump({
+        "route": {"receiver": "hook", "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "hook", "webhook_configs": [
+            {"url": f"http://127.0.0.1:{hook.server_port}/alert"}]}]}))
+    rules = yaml.safe_load((REPO / "serving" / "alert_rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "FraudDecisionsDegraded":
+                rule["for"] = "0s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [{"job_name": "decision-service",
+                            "static_configs": [{"targets": [f"127.0.0.1:{decide_port}"]}]}]}))
+    log = open(tmp_path / "daemons.log", "wb")
+    processes = [
+        subprocess.Popen([alertmanager, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
+                          f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+                          "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT),
+        subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={tmp_path / 'prom'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+                          "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT),
+        subprocess.Popen([FRAUDCTL, "decide", "serve", "--serving", f"grpc://127.0.0.1:{dead_port}", "--port",
+                          str(decide_port), "--deadline-ms", "100", "--review-threshold", "0.3"],
+                         stdout=log, stderr=subprocess.STDOUT),
+    ]
+    try:
+        _wait_http(f"http://127.0.0.1:{decide_port}/healthz")
+        raw, _, _ = stream
+        txs = [tx for tx, _ in _transactions(raw.head(40))]
+        deadline = time.monotonic() + 90
+        i = 0
+        while time.monotonic() < deadline and not any(
+                a["labels"].get("alertname") == "FraudDecisionsDegraded" for r in received for a in r["alerts"]):
+            answer = requests.post(f"http://127.0.0.1:{decide_port}/v1/decisions",
+                                   json={**txs[i % len(txs)], "transaction_id": f"am-{i}"}, timeout=10).json()
+            assert answer["degraded"] is True
+            i += 1
+            time.sleep(0.2)
+        alerts = [a for r in received for a in r["alerts"] if a["labels"].get("alertname") == "FraudDecisionsDegraded"]
+        assert alerts, f"no alert delivered; log:\n{(tmp_path / 'daemons.log').read_text()[-3000:]}"
+        assert alerts[0]["status"] == "firing" and alerts[0]["labels"]["severity"] == "critical"
+        assert "without the model" in alerts[0]["annotations"]["summary"]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(15)
+        hook.shutdown()

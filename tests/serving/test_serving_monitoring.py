@@ -186,10 +186,62 @@ def test_promtool_unit_tests_of_the_alerts(tmp_path):
                              "exp_annotations": _annotations("FraudModelStale", value="8d 0h 0m 0s")}]},
         ],
     })
+    tests["tests"] += _decision_alert_tests()
     path = tmp_path / "alert_tests.yml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _decision_alert_tests() -> list[dict]:
+    """The decision service's alerts (metric names from decision/metrics.py), on synthetic series."""
+    from decision import metrics as M
+
+    decisions = M.DECISIONS._name + "_total"
+    degraded = M.DEGRADED._name + "_total"
+    score = M.SCORES._name + "_bucket"
+    return [
+        {  # 5 % of decisions degraded -> the model is effectively unreachable
+            "interval": "1m",
+            "input_series": [
+                {"series": f'{decisions}{{decision="approve",model_version="1"}}', "values": "0+95x30"},
+                {"series": f'{decisions}{{decision="approve",model_version="None"}}', "values": "0+5x30"},
+                {"series": degraded, "values": "0+5x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "FraudDecisionsDegraded", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "FraudDecisionsDegraded",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical"},
+                                 "exp_annotations": _annotations("FraudDecisionsDegraded", value="5%")}]},
+            ],
+        },
+        {  # a day at 1 % declines, then 10 %: a spike; the steady day alone is not
+            "interval": "1m",
+            "input_series": [
+                {"series": f'{decisions}{{decision="approve",model_version="1"}}', "values": "0+99x1400 138600+90x100"},
+                {"series": f'{decisions}{{decision="decline",model_version="1"}}', "values": "0+1x1400 1400+10x100"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1380m", "alertname": "FraudDeclineRateSpike", "exp_alerts": []},
+                {"eval_time": "1440m", "alertname": "FraudDeclineRateSpike",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"},
+                                 "exp_annotations": _annotations("FraudDeclineRateSpike", value="10%")}]},
+            ],
+        },
+        {  # a day of low scores, then an hour of high ones
+            "interval": "1m",
+            "input_series": [{"series": f'{score}{{le="{le}"}}', "values": values} for le, values in (
+                ("0.001", "0+10x1500 15000x100"), ("0.5", "0+10x1500 15000x100"),
+                ("0.7", "0+10x1500 15000+10x100"), ("+Inf", "0+10x1500 15000+10x100"))],
+            "alert_rule_test": [
+                {"eval_time": "1400m", "alertname": "FraudScoreDistributionShift", "exp_alerts": []},
+                {"eval_time": "1560m", "alertname": "FraudScoreDistributionShift",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"},
+                                 "exp_annotations": _annotations("FraudScoreDistributionShift",
+                                                                 value="0.680")}]},
+            ],
+        },
+    ]
 
 
 def _annotations(alert: str, value: str = "") -> dict:
