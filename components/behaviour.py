@@ -67,10 +67,17 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
     by_tid = events | "KeyExample" >> beam.Map(lambda es: (es[0].transaction_id, es[1]))
 
     def per_entity(name, key_fn, fn):
-        return (events
-                | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
-                | f"Group[{name}]" >> beam.GroupByKey()
-                | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
+        # A missing id ("", e.g. no device) is no entity: such events are not grouped together (one giant group
+        # would be one huge Beam element, and not a history), each gets its cold-start features on its own.
+        keyed = events | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
+        grouped = (keyed
+                   | f"Known[{name}]" >> beam.Filter(lambda kv: kv[0] != "")
+                   | f"Group[{name}]" >> beam.GroupByKey()
+                   | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
+        alone = (keyed
+                 | f"Missing[{name}]" >> beam.Filter(lambda kv: kv[0] == "")
+                 | f"ColdStart[{name}]" >> beam.FlatMap(lambda kv: fn([kv[1]])))
+        return (grouped, alone) | f"Both[{name}]" >> beam.Flatten()
 
     user = per_entity("user", lambda e: e.user_id, B.user_features_for_entity)
     device = per_entity("device", lambda e: e.device_id, B.device_features_for_entity)

@@ -243,13 +243,16 @@ def compute_offline(events) -> dict[str, dict[str, float]]:
     """
     events = list(events)
     groups: dict[tuple[str, str], list[Event]] = {}
-    for e in events:
-        groups.setdefault(("user", e.user_id), []).append(e)
-        groups.setdefault(("device", e.device_id), []).append(e)
-        groups.setdefault(("restaurant", e.restaurant_id), []).append(e)
-    result: dict[str, dict[str, float]] = {e.transaction_id: {} for e in events}
     functions = {"user": user_features_for_entity, "device": device_features_for_entity,
                  "restaurant": restaurant_features_for_entity}
+    result: dict[str, dict[str, float]] = {e.transaction_id: {} for e in events}
+    for e in events:
+        for kind, key in (("user", e.user_id), ("device", e.device_id), ("restaurant", e.restaurant_id)):
+            if key:
+                groups.setdefault((kind, key), []).append(e)
+            else:  # a missing id is no entity: cold-start features, no shared history
+                for tid, feats in functions[kind]([e]):
+                    result[tid].update(feats)
     for (kind, _), group in groups.items():
         for tid, feats in functions[kind](group):
             result[tid].update(feats)
