@@ -33,7 +33,7 @@ from fraud.errors import DuplicateTransaction, OutOfOrderEvent
 
 DAY = F.DAY_S
 MAX_GAP_S = 30 * DAY
-UNKNOWN_LABEL = -1
+UNKNOWN_LABEL = F.UNKNOWN_LABEL
 
 
 @dataclass(frozen=True)

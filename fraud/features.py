@@ -31,6 +31,7 @@ TIMESTAMP = "timestamp"  # raw, any of the accepted formats; ingestion turns it 
 AMOUNT = "amount"
 USER_ID = "user_id"
 LABEL = "is_fraudulent"
+UNKNOWN_LABEL = -1  # a label not known (yet): scoring input with blanks, live traffic
 
 REQUIRED_COLUMNS = (TRANSACTION_ID, TIMESTAMP, AMOUNT, USER_ID)
 TRAINING_REQUIRED_COLUMNS = REQUIRED_COLUMNS + (LABEL,)

@@ -123,7 +123,10 @@ class Standardised:
 
 
 def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
-    """Check the contract and return the standard frame, sorted by event time."""
+    """Check the contract and return the standard frame, sorted by event time.
+
+    `require_label`: every row must carry a 0/1 label (training). Without it, a label column that is present
+    is kept (0, 1, or blank = F.UNKNOWN_LABEL), so scoring sees the labels known so far, as the pipeline did."""
     required = F.TRAINING_REQUIRED_COLUMNS if require_label else F.REQUIRED_COLUMNS
     missing = [c for c in required if c not in raw.columns]
     if missing:
@@ -173,6 +176,15 @@ def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
             raise DataContractError(
                 f"label column {F.LABEL!r} must be 0 or 1 in every row; {int(bad.sum())} row(s) are not")
         out[F.LABEL] = label.astype(np.int64)
+    elif F.LABEL in raw.columns:
+        # Scoring with history: the labels known so far feed the delayed-label features exactly as in training
+        # (a backtest must reproduce what the pipeline measured); a blank label is not known yet.
+        label = _numeric(raw, F.LABEL)
+        bad = label.notna() & ~label.isin([0.0, 1.0])
+        if bad.any():
+            raise DataContractError(
+                f"label column {F.LABEL!r} must be 0, 1 or empty; {int(bad.sum())} row(s) are not")
+        out[F.LABEL] = label.fillna(F.UNKNOWN_LABEL).astype(np.int64)
 
     out[F.TIME_OF_DAY] = timeutil.lima_hour(out[F.EVENT_TIME]).map(F.time_of_day)
     out = out.sort_values([F.EVENT_TIME, F.TRANSACTION_ID], kind="stable").reset_index(drop=True)

@@ -71,7 +71,8 @@ def score_frame(signature, frame: pd.DataFrame) -> np.ndarray:
 def score_csv(model_dir: Path, input_csv: Path, output_csv: Path, from_date: date | None = None) -> ScoreResult:
     """Score every row (or only rows on/after `from_date`, Lima calendar day: earlier rows serve as history).
 
-    Behavioural features come from the history in the input itself, point-in-time, as in training.
+    Behavioural features come from the history in the input itself, point-in-time, as in training; labels in the
+    input (blanks allowed) feed the delayed-label features (the restaurant's fraud rate) as in the pipeline.
     """
     version_dir = resolve_version_dir(model_dir)
     raw = pd.read_csv(input_csv, dtype=str, keep_default_na=False, na_values=[])

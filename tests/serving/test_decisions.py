@@ -398,3 +398,27 @@ def test_degraded_decisions_raise_an_alert_through_prometheus_and_alertmanager(s
         for process in processes:
             process.wait(15)
         hook.shutdown()
+
+
+def test_canary_scores_in_the_shadow_and_never_decides(stream, target):
+    if target.local is None or "canary" not in target.local.labels:
+        pytest.skip("needs the local deployment's stable/canary labels")
+    raw, _, _ = stream
+    txs = [tx for tx, _ in _transactions(raw.head(3))]
+
+    async def main():
+        shadowed = DecisionService(_options(target, canary_label="canary"), store=MemoryStore())
+        plain = DecisionService(_options(target), store=MemoryStore())
+        broken = DecisionService(_options(target, canary_label="no-such-label"), store=MemoryStore())
+        out = [(await shadowed.decide(tx), await plain.decide(tx), await broken.decide(tx)) for tx in txs]
+        for service in (shadowed, plain, broken):
+            await service.close()
+        return out
+
+    for with_shadow, without, broken in asyncio.run(main()):
+        shadow = with_shadow.pop("shadow")
+        assert shadow["label"] == "canary" and shadow["model_version"] == target.local.labels["canary"]
+        assert abs(shadow["score"] - with_shadow["score"]) < 1e-6  # the same weights pushed twice
+        assert with_shadow == without, "the shadow must not change the decision"
+        assert "Unrecognized servable version label" in broken.pop("shadow")["error"]
+        assert broken == without

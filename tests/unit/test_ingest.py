@@ -51,6 +51,32 @@ def test_label_only_required_for_training():
     assert len(ingest.standardise(frame, require_label=False).frame) == 4
 
 
+def test_scoring_keeps_the_labels_it_is_given_blanks_unknown():
+    out = ingest.standardise(_frame(**{F.LABEL: ["1", "", "0", "1"]}), require_label=False).frame
+    by_id = dict(zip(out[F.TRANSACTION_ID], out[F.LABEL]))
+    assert by_id == {"t1": 1, "t2": F.UNKNOWN_LABEL, "t3": 0, "t4": 1}
+    with pytest.raises(ingest.DataContractError, match="0, 1 or empty"):
+        ingest.standardise(_frame(**{F.LABEL: ["1", "2", "0", "1"]}), require_label=False)
+
+
+def test_scored_restaurant_fraud_rate_uses_the_inputs_labels_as_training_does():
+    from fraud import behaviour as B
+
+    day = 86400
+    frame = pd.DataFrame({F.TRANSACTION_ID: [f"t{i}" for i in range(10)],
+                          F.TIMESTAMP: [str(1780000000 + i * day) for i in range(10)],
+                          F.AMOUNT: ["50"] * 10, F.USER_ID: [f"u{i}" for i in range(10)],
+                          F.RESTAURANT_ID: ["R1"] * 10, F.LABEL: ["1", "0"] + [""] * 8})
+    rate = "restaurant_fraud_rate_delayed"
+    scored = B.add_behaviour_columns(ingest.standardise(frame, require_label=False).frame)[rate].tolist()
+    # Labels count once 7 days old: day 7 sees day 0 (fraud), days 8-9 see days 0-1 (one fraud of two known).
+    assert scored == [0.0] * 7 + [1.0, 0.5, 0.5]
+    trained = B.add_behaviour_columns(ingest.standardise(frame.assign(**{F.LABEL: ["1", "0"] + ["0"] * 8}),
+                                                         require_label=True).frame)[rate].tolist()
+    assert trained[:9] == scored[:9]  # the same code and labels: the same values (day 9 also knows day 2's 0)
+    assert trained[9] == 1 / 3
+
+
 def test_wrong_type_is_named_with_examples():
     with pytest.raises(ingest.DataContractError, match=r"'amount' must be numeric.*'abc'"):
         ingest.standardise(_frame(**{F.AMOUNT: ["1", "abc", "2", "3"]}), require_label=True)
