@@ -164,3 +164,29 @@ def test_score_from_date_uses_earlier_rows_as_history(small_run, tmp_path):
     bad = run_fraudctl("score", "--model", small_run.model_base, "--input", csv, "--output", tmp_path / "x.csv",
                        "--from", "2099-01-01")
     assert bad.returncode != 0 and "no transactions on or after" in bad.stderr
+
+
+def test_a_backtest_of_the_eval_split_reproduces_the_evaluators_metrics(small_run, tmp_path):
+    """`fraudctl score` on the whole data (labels included, as history) gives the eval rows the scores the
+    Evaluator saw: TFMA's own metric code on the backtest's scores gives the stored metrics."""
+    from fraud import ingest
+    from fraud.report.metrics import load_evaluation, tfma_metrics_from_scores
+    from fraud.runs import props, read_run
+
+    metadata = str(small_run.root / F.METADATA_FILE)
+    summary = summarize(metadata, F.PIPELINE_NAME)
+    _, nodes = read_run(metadata, F.PIPELINE_NAME)
+    eval_start = int(props(nodes[F.NODE_EXAMPLE_GEN].artifact("examples"))[F.prop_start(F.SPLIT_EVAL)])
+    raw = ingest.read_csv_dir(small_run.data_dir)
+    csv, out = tmp_path / "all.csv", tmp_path / "scores.csv"
+    raw.to_csv(csv, index=False)
+    proc = run_fraudctl("score", "--model", small_run.model_base, "--input", csv, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    standard = ingest.standardise(raw, require_label=True).frame
+    scored = pd.read_csv(out, dtype={F.TRANSACTION_ID: str}).merge(standard, on=F.TRANSACTION_ID)
+    eval_rows = scored[scored[F.EVENT_TIME] >= eval_start].reset_index(drop=True)
+    assert len(eval_rows) == summary.splits[F.SPLIT_EVAL]["rows"]
+    config = load_evaluation(summary.eval_uri).eval_config
+    metrics, _ = tfma_metrics_from_scores(eval_rows[F.LABEL], eval_rows["score"], config, eval_rows)
+    for name in (F.METRIC_ROC_AUC, F.METRIC_PR_AUC, F.METRIC_MEAN_PREDICTION):
+        assert abs(metrics[name] - summary.candidate[name]) < 1e-4, (name, metrics[name], summary.candidate[name])
