@@ -188,5 +188,7 @@ def test_a_backtest_of_the_eval_split_reproduces_the_evaluators_metrics(small_ru
     assert len(eval_rows) == summary.splits[F.SPLIT_EVAL]["rows"]
     config = load_evaluation(summary.eval_uri).eval_config
     metrics, _ = tfma_metrics_from_scores(eval_rows[F.LABEL], eval_rows["score"], config, eval_rows)
+    # The CSV holds scores to 6 decimals (ties among the smallest scores): agreement to 1e-3; without the input's
+    # labels the delayed fraud rate was 0 in every row and ROC-AUC differed by ~1e-2.
     for name in (F.METRIC_ROC_AUC, F.METRIC_PR_AUC, F.METRIC_MEAN_PREDICTION):
-        assert abs(metrics[name] - summary.candidate[name]) < 1e-4, (name, metrics[name], summary.candidate[name])
+        assert abs(metrics[name] - summary.candidate[name]) < 1e-3, (name, metrics[name], summary.candidate[name])
