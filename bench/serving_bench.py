@@ -57,10 +57,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = False, server_pid: int | None = None):
-    """Requests per second with `clients` threads, each with its own client (connection); with
-    `keep_latencies`, also every request's latency in ms; with `server_pid`, also the CPU milliseconds per request
-    of the clients' process and of the server's."""
+def throughput(make_call, clients: int, seconds: float, server_pid: int | None = None):
+    """(requests per second, every request's latency in ms, CPU ms per request of the clients' process and of the
+    server's, or None without `server_pid`) with `clients` threads, each with its own client (connection)."""
     calls = [make_call() for _ in range(clients)]
     for call in calls:
         call()
@@ -86,20 +85,20 @@ def throughput(make_call, clients: int, seconds: float, keep_latencies: bool = F
         thread.start()
     start.wait()
     began = time.perf_counter()
-    cpu_before = (cpu_seconds(os.getpid()), cpu_seconds(server_pid)) if server_pid else None
+    pids = (os.getpid(), server_pid) if server_pid else ()
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join(30)
     elapsed = time.perf_counter() - began
-    cpu_after = (cpu_seconds(os.getpid()), cpu_seconds(server_pid)) if server_pid else None
+    cpu_after = [cpu_seconds(pid) for pid in pids]
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
-    rate = sum(counts) / elapsed
-    if server_pid:
-        per_request = [1000 * (after - before) / max(1, sum(counts)) for before, after in zip(cpu_before, cpu_after)]
-        return rate, [x for per in lat for x in per], {"client": per_request[0], "server": per_request[1]}
-    return (rate, [x for per in lat for x in per]) if keep_latencies else rate
+    done = sum(counts)
+    cpu = (dict(zip(("client", "server"), (1000 * (b - a) / max(1, done) for a, b in zip(cpu_before, cpu_after))))
+           if pids else None)
+    return done / elapsed, [x for per in lat for x in per], cpu
 
 
 def server_side_means(exposition: str) -> dict:
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
     values = latencies(in_process, args.requests)
     results["in-process"]["latency_ms"] = {"p50": percentile(values, 50), "p99": percentile(values, 99),
                                            "mean": statistics.fmean(values)}
-    results["in-process"]["throughput_rps"] = {str(c): throughput(lambda: in_process, c, args.seconds)
+    results["in-process"]["throughput_rps"] = {str(c): throughput(lambda: in_process, c, args.seconds)[0]
                                                for c in clients_levels}
     log_dir = Path(tempfile.mkdtemp(prefix="serving_bench_"))
     for mode in args.batching.split(","):

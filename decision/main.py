@@ -7,9 +7,9 @@ import signal
 import sys
 
 from fraud.errors import FraudError
+from fraud.sources import display
 
 from decision.service import DecisionOptions, DecisionService
-from decision.state import redact
 
 
 def _echo(message: str, err: bool = False) -> None:
@@ -32,7 +32,7 @@ async def run(options: DecisionOptions, host: str, port: int, *, echo=_echo, sto
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = runner.addresses[0][1]
     echo(f"Deciding at http://{host}:{bound}/v1/decisions  (model {options.serving.removeprefix('grpc://')}, "
-         f"state {redact(options.state or 'memory://')}; Ctrl-C stops)")
+         f"state {display(options.state or 'memory://')}; Ctrl-C stops)")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

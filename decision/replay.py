@@ -7,7 +7,6 @@ order. Their labels are not given to the service; they only score the outcome af
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import date
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from fraud import features as F
 from fraud import ingest, online, timeutil
 
 from decision.service import DecisionOptions, DecisionService
-from decision.state import MemoryStore, entity_key
+from decision.state import MemoryStore
 
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -32,7 +31,6 @@ class ReplaySummary:
     frauds: int = 0
     frauds_flagged: int = 0
     flagged: int = 0
-    flagged_fraud: int = 0
     degraded: int = 0
     examples: list = field(default_factory=list)
     alerts: int = 0
@@ -49,11 +47,6 @@ def fold_history(events: list[B.Event]) -> dict[tuple[str, str], dict]:
     return snapshots
 
 
-def load_memory_store(store: MemoryStore, snapshots: dict) -> None:
-    for (kind, key), snapshot in snapshots.items():
-        store._data[entity_key(kind, key)] = json.dumps(snapshot, separators=(",", ":"))
-
-
 async def replay(data_dir: Path, options: DecisionOptions, *, days: int = 1, progress=None) -> ReplaySummary:
     import time
 
@@ -64,12 +57,11 @@ async def replay(data_dir: Path, options: DecisionOptions, *, days: int = 1, pro
     history = standard[standard[F.EVENT_TIME] < start]
     replayed_ids = set(standard.loc[standard[F.EVENT_TIME] >= start, F.TRANSACTION_ID])
     store = MemoryStore()
-    load_memory_store(store, fold_history(B.events_from_frame(history)))
+    store.load(fold_history(B.events_from_frame(history)))
     labels = dict(zip(standard[F.TRANSACTION_ID], standard[F.LABEL]))
-    order = {tid: i for i, tid in enumerate(standard[F.TRANSACTION_ID])}
-    rows = raw[raw[F.TRANSACTION_ID].astype(str).str.strip().isin(replayed_ids)].copy()
-    rows = rows.assign(_o=rows[F.TRANSACTION_ID].astype(str).str.strip().map(order)).sort_values("_o")
-    rows = rows.drop(columns=[c for c in ("_o", F.LABEL, F.FRAUD_SCENARIO) if c in rows.columns])
+    rows = ingest.raw_in_time_order(raw[raw[F.TRANSACTION_ID].astype(str).str.strip().isin(replayed_ids)],
+                                    standard)
+    rows = rows.drop(columns=[c for c in (F.LABEL, F.FRAUD_SCENARIO) if c in rows.columns])
     summary = ReplaySummary(history_rows=len(history), replayed=len(rows),
                             days=[str(date.fromordinal(EPOCH_ORDINAL + last_day - d)) for d in reversed(range(days))])
     service = DecisionService(options, store=store)
@@ -83,7 +75,6 @@ async def replay(data_dir: Path, options: DecisionOptions, *, days: int = 1, pro
             summary.frauds += fraud
             summary.flagged += flagged
             summary.frauds_flagged += fraud and flagged
-            summary.flagged_fraud += fraud and flagged
             summary.degraded += bool(answer["degraded"])
             if flagged and len(summary.examples) < 5 and answer["reasons"]:
                 summary.examples.append((answer, fraud))
@@ -104,8 +95,8 @@ def format_summary(s: ReplaySummary) -> str:
              f"  alerts raised: {s.alerts}; degraded answers: {s.degraded}",
              f"  fraud that day: {s.frauds}, of which flagged (review or decline): {s.frauds_flagged}"
              + (f" ({100 * s.frauds_flagged / s.frauds:.0f}%)" if s.frauds else ""),
-             f"  flagged that were fraud: {s.flagged_fraud} of {s.flagged}"
-             + (f" ({100 * s.flagged_fraud / s.flagged:.0f}%)" if s.flagged else "")]
+             f"  flagged that were fraud: {s.frauds_flagged} of {s.flagged}"
+             + (f" ({100 * s.frauds_flagged / s.flagged:.0f}%)" if s.flagged else "")]
     for answer, fraud in s.examples:
         lines.append(f"  e.g. {answer['transaction_id']}: {answer['decision']} (score {answer['score']}, "
                      f"{'fraud' if fraud else 'legitimate'}): {'; '.join(answer['reasons'][:3])}")

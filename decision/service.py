@@ -10,7 +10,6 @@ The HTTP front end is decision/http.py; `fraudctl decide serve` runs it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -24,9 +23,10 @@ from fraud import online
 from fraud.errors import DataContractError, FraudError
 
 from decision import metrics as M
-from decision.state import Conflict, MemoryStore, StateUnavailable, open_store
+from decision.state import Conflict, StateUnavailable, open_store
 
 log = logging.getLogger("decision")
+DEFAULT_REVIEW_THRESHOLD = 0.5  # only when the served version ships no threshold and none is given
 MAX_CONFLICT_RETRIES = 100  # a hot card or restaurant under concurrent decisions: retry with a short back-off
 
 
@@ -138,6 +138,7 @@ class _Standardiser:
 
 def model_request(row: dict, features: dict, input_names, model_name: str, label: str | None = None):
     """A PredictRequest of one transaction: raw inputs from the standardised row, behavioural ones computed."""
+    from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -151,13 +152,13 @@ def model_request(row: dict, features: dict, input_names, model_name: str, label
         proto.tensor_shape.dim.add(size=1)
         kind = F.input_kind(name)
         if kind == "string":
-            proto.dtype = 7  # DT_STRING
+            proto.dtype = types_pb2.DT_STRING
             proto.string_val.append(str(value).encode())
         elif kind == "int":
-            proto.dtype = 9  # DT_INT64
+            proto.dtype = types_pb2.DT_INT64
             proto.int64_val.append(int(value))
         else:
-            proto.dtype = 1  # DT_FLOAT
+            proto.dtype = types_pb2.DT_FLOAT
             proto.float_val.append(float(value))
     return request
 
@@ -194,9 +195,7 @@ class ModelClient:
         names = await self.inputs()
         request = model_request(row, features, names, self.model_name, label)
         response = await self._stub.Predict(request, timeout=self.deadline_s)
-        score = float(response.outputs[F.SCORE_OUTPUT].float_val[0]) if response.outputs[
-            F.SCORE_OUTPUT].float_val else float(_first_float(response.outputs[F.SCORE_OUTPUT]))
-        return score, int(response.model_spec.version.value)
+        return _first_float(response.outputs[F.SCORE_OUTPUT]), int(response.model_spec.version.value)
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, (self._grpc.aio.AioRpcError, asyncio.TimeoutError))
@@ -206,9 +205,12 @@ class ModelClient:
 
 
 def _first_float(proto) -> float:
+    """The first value of a float TensorProto, whichever encoding the server chose (TF Serving: tensor_content)."""
+    if proto.float_val:
+        return float(proto.float_val[0])
     import numpy as np
 
-    return float(np.frombuffer(proto.tensor_content, dtype=np.float32)[0])
+    return float(np.frombuffer(proto.tensor_content, dtype=np.float32, count=1)[0])
 
 
 class _EntityLocks:
@@ -258,18 +260,23 @@ class DecisionService:
 
     # ------------------------------------------------------------------------------------------
     def thresholds(self, version: int | None) -> D.Thresholds:
-        """The version's shipped operating threshold (unless overridden) and the decline threshold."""
+        """The version's shipped operating threshold (unless overridden) and the decline threshold; read once
+        per version."""
         if version is not None and version in self._thresholds:
             return self._thresholds[version]
         review = self.options.review_threshold
         if review is None and version is not None and self.options.model_dir is not None:
-            path = Path(self.options.model_dir) / str(version) / F.THRESHOLD_FILE
+            from fraud.threshold import read_threshold
+
+            version_dir = str(Path(self.options.model_dir) / str(version))
             try:
-                review = float(json.loads(path.read_text())["threshold"])
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("no operating threshold for version %s at %s (%s)", version, path, exc)
+                shipped = read_threshold(version_dir)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                shipped = None
+                log.warning("unreadable operating threshold in %s (%s)", version_dir, exc)
+            review = shipped.threshold if shipped is not None else None
         if review is None:
-            review = 0.5
+            review = DEFAULT_REVIEW_THRESHOLD
             log.warning("no operating threshold known for version %s: reviewing above %.2f; give --model-dir "
                         "(the serving dir) or --review-threshold", version, review)
         found = D.Thresholds(review=review, decline=max(self.options.decline_threshold, review))
@@ -311,7 +318,7 @@ class DecisionService:
             hits = D.rule_hits(self.rules, user_id=event.user_id, device_id=event.device_id, city=event.city,
                                amount_pen=event.amount_pen)
             outcome = D.decide(score, thresholds, hits, amount_pen=event.amount_pen, rules=self.rules)
-            reasons = [reason for _, reason in hits] + (D.reasons(features, event.amount_pen)
+            reasons = [reason for _, reason in hits] + (D.reasons(features)
                                                         if outcome != D.APPROVE else [])
             if degraded:
                 reasons.append("degraded: the model could not be reached in time; rules and amount policy only")
@@ -415,4 +422,4 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-__all__ = ["BadTransaction", "DecisionOptions", "DecisionService", "MemoryStore", "ModelClient", "standardise"]
+__all__ = ["BadTransaction", "DecisionOptions", "DecisionService", "ModelClient", "standardise"]

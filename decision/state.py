@@ -19,6 +19,7 @@ import orjson
 from dataclasses import dataclass, field
 
 from fraud.errors import FraudError
+from fraud.sources import display  # URLs without their password
 
 DECISION_TTL_S = 120 * 24 * 3600  # a decision record (idempotency, labels) outlives the label window
 
@@ -80,6 +81,11 @@ class MemoryStore:
     async def add_label(self, label: dict) -> None:
         self._labels.append(label)
 
+    def load(self, snapshots: dict) -> None:
+        """Seed entity snapshots ((kind, id) -> snapshot), e.g. folded from history (decision/replay.py)."""
+        for (kind, key), snapshot in snapshots.items():
+            self._data[entity_key(kind, key)] = _dump(snapshot)
+
     async def alerts(self, count: int = 1000) -> list[dict]:
         return self._alerts[-count:]
 
@@ -117,7 +123,7 @@ class RedisStore:
         except self._redis.WatchError:
             raise Conflict() from None
         except (self._redis.ConnectionError, self._redis.TimeoutError, OSError) as exc:
-            raise StateUnavailable(f"the state store {redact(self.url)} cannot be reached ({exc}); nothing was "
+            raise StateUnavailable(f"the state store {display(self.url)} cannot be reached ({exc}); nothing was "
                                    "changed: retry, or check that Redis is running") from None
 
     async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
@@ -197,21 +203,10 @@ def _load(value: str | bytes | None) -> dict | None:
     return None if value is None else orjson.loads(value)
 
 
-def redact(url: str) -> str:
-    """A store URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def open_store(url: str | None):
     """memory:// (or nothing): the embedded store; redis://...: Redis."""
     if not url or url.startswith("memory:"):
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url)
-    raise FraudError(f"unsupported state store {redact(url)!r}: use memory:// or redis://HOST:6379/0")
+    raise FraudError(f"unsupported state store {display(url)!r}: use memory:// or redis://HOST:6379/0")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from fraud import features as F
 from fraud import timeutil
@@ -185,6 +186,13 @@ class RestaurantHistory:
         self.frauds.append(self.frauds[-1] + (1 if known and e.label == 1 else 0))
         self.labelled.append(self.labelled[-1] + (1 if known else 0))
 
+    @classmethod
+    def of(cls, times: list[int], labels: list[int]) -> "RestaurantHistory":
+        """The history `append` builds from events with these times and labels, in one pass (the online state
+        rebuilds a busy restaurant's hundreds of events on every decision)."""
+        return cls(times=list(times), frauds=[0, *accumulate(1 if v == 1 else 0 for v in labels)],
+                   labelled=[0, *accumulate(0 if v == UNKNOWN_LABEL else 1 for v in labels)])
+
 
 def restaurant_features(h: RestaurantHistory, e: Event, *, label_delay_days: int = F.LABEL_DELAY_DAYS,
                         window_days: int = F.RESTAURANT_FRAUD_WINDOW_DAYS) -> dict[str, float]:
@@ -236,6 +244,12 @@ def restaurant_features_for_entity(events, **kwargs) -> list[tuple[str, dict]]:
     return out
 
 
+def entity_ids(e: Event) -> dict[str, str]:
+    """kind -> id of the entities an event belongs to; a missing id ("", e.g. no device) is no entity."""
+    return {kind: key for kind, key in (("user", e.user_id), ("device", e.device_id),
+                                        ("restaurant", e.restaurant_id)) if key}
+
+
 def compute_offline(events) -> dict[str, dict[str, float]]:
     """All behavioural features for a collection of events, grouped per entity in memory.
 
@@ -247,9 +261,10 @@ def compute_offline(events) -> dict[str, dict[str, float]]:
                  "restaurant": restaurant_features_for_entity}
     result: dict[str, dict[str, float]] = {e.transaction_id: {} for e in events}
     for e in events:
-        for kind, key in (("user", e.user_id), ("device", e.device_id), ("restaurant", e.restaurant_id)):
-            if key:
-                groups.setdefault((kind, key), []).append(e)
+        ids = entity_ids(e)
+        for kind in functions:
+            if kind in ids:
+                groups.setdefault((kind, ids[kind]), []).append(e)
             else:  # a missing id is no entity: cold-start features, no shared history
                 for tid, feats in functions[kind]([e]):
                     result[tid].update(feats)

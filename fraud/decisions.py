@@ -18,7 +18,6 @@ from pathlib import Path
 from fraud.errors import SettingsError
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
-OUTCOMES = (APPROVE, REVIEW, DECLINE)
 _RANK = {APPROVE: 0, REVIEW: 1, DECLINE: 2}
 
 DEFAULT_DECLINE_THRESHOLD = 0.9  # when the served version ships none (see docs/decisions.md)
@@ -84,7 +83,7 @@ def rule_hits(rules: Rules, *, user_id: str, device_id: str, city: str, amount_p
     return hits
 
 
-def reasons(features: dict, amount_pen: float) -> list[str]:
+def reasons(features: dict) -> list[str]:
     """Readable reasons, strongest first, from the behavioural features (names as in fraud.features)."""
     out: list[tuple[float, str]] = []
     ratio = features.get("user_amount_ratio_30d", 1.0)

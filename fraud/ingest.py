@@ -191,6 +191,14 @@ def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
     return Standardised(frame=out, rows_in=len(raw), imputed_columns=tuple(imputed))
 
 
+def raw_in_time_order(raw: pd.DataFrame, standard: pd.DataFrame) -> pd.DataFrame:
+    """The raw rows, as the source holds them, in the order of their standardised frame (event time, then
+    transaction id): how a stream replays them (the decision service's replay, its tests and benchmark)."""
+    order = {tid: i for i, tid in enumerate(standard[F.TRANSACTION_ID])}
+    position = raw[F.TRANSACTION_ID].astype(str).str.strip().map(order)
+    return raw.iloc[position.to_numpy().argsort(kind="stable")]
+
+
 def split_by_time(frame: pd.DataFrame, *, eval_days: int, valid_days: int) -> dict[str, pd.DataFrame]:
     """Time split: eval = the last `eval_days` days, valid = the `valid_days` before, train = the rest.
 

@@ -18,23 +18,16 @@ the current state but not inserted (`is_late`).
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 
 from fraud import behaviour as B
 from fraud import features as F
 
-USER_KEEP_S = 30 * F.DAY_S
-DEVICE_KEEP_S = 30 * F.DAY_S
+USER_KEEP_S = max(width for _, width in F.BEHAVIOUR_WINDOWS)  # 30 days
+DEVICE_KEEP_S = 30 * F.DAY_S  # device_distinct_users_30d
 RESTAURANT_KEEP_S = (F.RESTAURANT_FRAUD_WINDOW_DAYS + F.LABEL_DELAY_DAYS) * F.DAY_S
 _PRIOR_EVENTS_THAT_MATTER = 3  # user_features' "n >= 3": older events count only up to this
 
-KINDS = ("user", "device", "restaurant")
-
-
-def entity_ids(e: B.Event) -> dict[str, str]:
-    """kind -> id for the entities an event belongs to; a missing id ("") is no entity."""
-    return {kind: key for kind, key in (("user", e.user_id), ("device", e.device_id),
-                                        ("restaurant", e.restaurant_id)) if key}
+entity_ids = B.entity_ids  # kind -> id; a missing id is no entity (as offline)
 
 
 def empty(kind: str) -> dict:
@@ -78,14 +71,9 @@ def device_history(snapshot: dict) -> B.DeviceHistory:
 
 
 def restaurant_history(snapshot: dict) -> B.RestaurantHistory:
-    """The RestaurantHistory that appending these events would build (fields filled directly: a busy
-    restaurant keeps hundreds of events, rebuilt on every decision)."""
     labels = snapshot["labels"]
-    events = snapshot["events"]
-    known = [labels.get(tid, B.UNKNOWN_LABEL) for _, tid in events]
-    return B.RestaurantHistory(times=[t for t, _ in events],
-                               frauds=[0, *accumulate(1 if v == 1 else 0 for v in known)],
-                               labelled=[0, *accumulate(0 if v == B.UNKNOWN_LABEL else 1 for v in known)])
+    return B.RestaurantHistory.of([t for t, _ in snapshot["events"]],
+                                  [labels.get(tid, B.UNKNOWN_LABEL) for _, tid in snapshot["events"]])
 
 
 def features(snapshots: dict[str, dict], e: B.Event, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> dict:

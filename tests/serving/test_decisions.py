@@ -31,8 +31,7 @@ def stream(small_data):
     users = sorted(raw[F.USER_ID].unique())[::8]
     raw = raw[raw[F.USER_ID].isin(users)].copy()
     standard = ingest.standardise(raw, require_label=True).frame
-    order = {tid: i for i, tid in enumerate(standard[F.TRANSACTION_ID])}
-    raw = raw.assign(_order=raw[F.TRANSACTION_ID].map(order)).sort_values("_order").drop(columns="_order")
+    raw = ingest.raw_in_time_order(raw, standard)
     offline = B.compute_offline(B.events_from_frame(standard))
     return raw, standard, offline
 
