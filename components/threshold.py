@@ -19,14 +19,23 @@ def OperatingThresholdSelector(
     model: OutputArtifact[standard_artifacts.Model],
     alerts_per_day: Parameter[float],
     split: Parameter[str],
+    decline_precision: Parameter[float],
 ):
     # Artifacts are immutable: the threshold goes into a copy of the Trainer's serving model.
     target = path_utils.serving_model_dir(model.uri)
     io_utils.copy_dir(path_utils.serving_model_path(trained_model.uri), target)
-    op = T.select_and_record(target, examples.uri, alerts_per_day=alerts_per_day, split=split)
+    op = T.select_and_record(target, examples.uri, alerts_per_day=alerts_per_day, split=split,
+                            decline_precision=decline_precision)
     model.set_float_custom_property(F.PROP_THRESHOLD, op.threshold)
     model.set_float_custom_property(F.PROP_BUDGET, op.alerts_per_day_budget)
     model.set_string_custom_property(F.PROP_THRESHOLD_SPLIT, op.split)
+    model.set_float_custom_property(F.PROP_DECLINE_THRESHOLD, op.decline_threshold)
     print(f"operating threshold {op.threshold:.3f}: {op.split_alerts} alerts in {op.split_days} days of the "
           f"{op.split} split ({op.split_alerts_per_day:.1f}/day, budget {op.alerts_per_day_budget:g}/day)",
           flush=True)
+    if op.decline_precision is None:
+        print(f"decline threshold: none reaches precision {decline_precision:g} on the {op.split} split; the "
+              f"model alone never declines (review only)", flush=True)
+    else:
+        print(f"decline threshold {op.decline_threshold:.3f}: precision {op.decline_precision:.3f} on "
+              f"{op.split_declines} {op.split} rows (target {decline_precision:g})", flush=True)

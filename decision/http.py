@@ -7,7 +7,8 @@
     GET  /metrics        Prometheus metrics (decision/metrics.py)
 
 Errors are `{"error": "..."}`: 400 not JSON, 422 a transaction or label that breaks the contract (the field is
-named, nothing is changed), 404 a label for an unknown transaction, 503 the state store is unreachable.
+named, nothing is changed), 404 a label for an unknown transaction, 503 the state store (or, for a label, the
+labels database) is unreachable: nothing was changed, retry.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import logging
 
 from aiohttp import web
 
-from fraud.errors import DataContractError
+from fraud.errors import DataContractError, DataSourceError
 
 from decision import metrics as M
 from decision.service import DecisionService
@@ -60,7 +61,7 @@ def application(service: DecisionService) -> web.Application:
             return _error(422, str(exc))
         except LookupError as exc:
             return _error(404, str(exc).strip("'\""))
-        except StateUnavailable as exc:
+        except (StateUnavailable, DataSourceError) as exc:
             return _error(503, str(exc))
         except Exception as exc:  # a bug on our side: report it, keep serving
             log.exception("Internal error on %s %s", request.method, request.path)

@@ -18,6 +18,8 @@ REJECTED = Counter("fraud_requests_rejected_total", "Requests refused (4xx) by r
                    registry=REGISTRY)
 STATE_CONFLICTS = Counter("fraud_state_conflicts_total", "State transactions retried after a concurrent update",
                           registry=REGISTRY)
+WEBHOOK = Counter("fraud_alert_webhook_total", "Alerts POSTed to the webhook, by result (sent, failed, dropped)",
+                  ["result"], registry=REGISTRY)
 SCORES = Histogram("fraud_score", "Model scores of decided transactions", registry=REGISTRY,
                    buckets=(1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99))
 DECISION_LATENCY = Histogram("fraud_decision_latency_seconds", "Time to decide one transaction",

@@ -37,10 +37,12 @@ class DecisionOptions:
     model_name: str = F.MODEL_NAME
     model_dir: Path | None = None  # <serving-dir>/<model>: thresholds shipped with each version
     review_threshold: float | None = None  # overrides the shipped operating threshold
-    decline_threshold: float = D.DEFAULT_DECLINE_THRESHOLD
+    decline_threshold: float | None = None  # overrides the shipped decline threshold
     rules_file: Path | None = None
     deadline_ms: float = 150.0  # the model call's deadline; beyond it the answer is degraded (rules only)
     canary_label: str | None = None  # also score with this version label in the shadow (never decides)
+    labels_db: str | None = None  # the pipeline's database source (SQLAlchemy URL): labels are appended to it
+    alert_webhook: str | None = None  # every alert is also POSTed here (JSON), after the decision is answered
 
 
 class BadTransaction(DataContractError):
@@ -59,81 +61,19 @@ def _raw_record(transaction) -> dict:
     return raw
 
 
-def standardise_many(transactions: list) -> list:
-    """Raw transactions (data-contract columns, values as the CSV holds them) -> for each, its standardised row
-    and event, or the BadTransaction it raises; through fraud.ingest exactly as training data goes. One call
-    for many transactions costs about what one costs (pandas' per-call overhead), so concurrent requests are
-    standardised together; a bad one never fails its neighbours (the batch is then redone one by one)."""
-    import pandas as pd
-
+def standardise(transaction) -> tuple[dict, B.Event]:
+    """One raw transaction (data-contract columns, values as the CSV holds them) -> its standardised row and
+    event, by fraud.ingest's rules exactly as training data goes (standardise_record, tested equal to the frame
+    path); BadTransaction naming the field otherwise."""
     from fraud import ingest
 
-    records, out = [], [None] * len(transactions)
-    for i, tx in enumerate(transactions):
-        try:
-            records.append((i, _raw_record(tx)))
-        except BadTransaction as exc:
-            out[i] = exc
-    if not records:
-        return out
     try:
-        frame = ingest.standardise(pd.DataFrame([r for _, r in records], dtype=str).fillna(""),
-                                   require_label=False).frame
+        row = ingest.standardise_record(_raw_record(transaction))
+    except BadTransaction:
+        raise
     except DataContractError as exc:
-        if len(records) == 1:
-            out[records[0][0]] = BadTransaction(str(exc))
-            return out
-        for i, record in records:
-            out[i] = standardise_many([record])[0]
-        return out
-    if len(records) > 1 and len({r.get(F.TRANSACTION_ID, "").strip() for _, r in records}) != len(records):
-        for i, record in records:  # the same id twice in one batch: each on its own
-            out[i] = standardise_many([record])[0]
-        return out
-    by_id = {}
-    for (row, event) in zip(frame.to_dict("records"), B.events_from_frame(frame)):
-        by_id[event.transaction_id] = (row, event)
-    for i, record in records:
-        out[i] = by_id[record[F.TRANSACTION_ID].strip()]
-    return out
-
-
-def standardise(transaction: dict) -> tuple[dict, B.Event]:
-    """One raw transaction -> its standardised row and event (see standardise_many)."""
-    result = standardise_many([transaction])[0]
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-class _Standardiser:
-    """Collects the transactions that arrive in one turn of the event loop and standardises them together."""
-
-    def __init__(self):
-        self._pending: list = []
-        self._scheduled = False
-
-    async def __call__(self, transaction) -> tuple[dict, B.Event]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((transaction, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        result = await future
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def _flush(self) -> None:
-        batch, self._pending, self._scheduled = self._pending, [], False
-        try:
-            results = standardise_many([tx for tx, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - a bug: every waiting request gets it, none hangs
-            results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results):
-            if not future.done():
-                future.set_result(result)
+        raise BadTransaction(str(exc)) from None
+    return row, B.event_of(row)
 
 
 def model_request(row: dict, features: dict, input_names, model_name: str, label: str | None = None):
@@ -247,6 +187,49 @@ class _EntityLocks:
         return held()
 
 
+class AlertWebhook:
+    """POSTs each alert (JSON) to a URL in the background: the decision never waits for it and a slow or failing
+    receiver never fails a decision. At most MAX_IN_FLIGHT posts at once (more are dropped and counted); each
+    post has a timeout. The alert stream (store) stays the record; the webhook is the push."""
+
+    MAX_IN_FLIGHT = 256
+
+    def __init__(self, url: str, timeout_s: float = 2.0):
+        self.url, self.timeout_s = url, timeout_s
+        self._session = None
+        self._tasks: set = set()
+
+    def send(self, alert: dict) -> None:
+        if len(self._tasks) >= self.MAX_IN_FLIGHT:
+            M.WEBHOOK.labels(result="dropped").inc()
+            log.warning("alert webhook: %d posts in flight, alert %s dropped (it is in the alert stream)",
+                        len(self._tasks), alert.get("transaction_id"))
+            return
+        task = asyncio.get_running_loop().create_task(self._post(alert))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, alert: dict) -> None:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        try:
+            async with self._session.post(self.url, json=alert) as response:
+                if response.status >= 300:
+                    raise OSError(f"HTTP {response.status}")
+            M.WEBHOOK.labels(result="sent").inc()
+        except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            M.WEBHOOK.labels(result="failed").inc()
+            log.warning("alert webhook %s: %s failed: %s", self.url, alert.get("transaction_id"), _short(exc))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.timeout_s)
+        if self._session is not None:
+            await self._session.close()
+
+
 class DecisionService:
     def __init__(self, options: DecisionOptions, *, store=None, model=None):
         self.options = options
@@ -255,38 +238,43 @@ class DecisionService:
                                                                  options.deadline_ms / 1000)
         self.rules = D.load_rules(options.rules_file)
         self._thresholds: dict[int, D.Thresholds] = {}
-        self._standardise = _Standardiser()
         self._locks = _EntityLocks()
+        self.webhook = AlertWebhook(options.alert_webhook) if options.alert_webhook else None
 
     # ------------------------------------------------------------------------------------------
     def thresholds(self, version: int | None) -> D.Thresholds:
-        """The version's shipped operating threshold (unless overridden) and the decline threshold; read once
-        per version."""
+        """The version's shipped operating (review) and decline thresholds, unless overridden; read once per
+        version."""
         if version is not None and version in self._thresholds:
             return self._thresholds[version]
-        review = self.options.review_threshold
-        if review is None and version is not None and self.options.model_dir is not None:
+        review, decline = self.options.review_threshold, self.options.decline_threshold
+        shipped = None
+        if (review is None or decline is None) and version is not None and self.options.model_dir is not None:
             from fraud.threshold import read_threshold
 
             version_dir = str(Path(self.options.model_dir) / str(version))
             try:
                 shipped = read_threshold(version_dir)
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                shipped = None
                 log.warning("unreadable operating threshold in %s (%s)", version_dir, exc)
-            review = shipped.threshold if shipped is not None else None
+        if review is None and shipped is not None:
+            review = shipped.threshold
         if review is None:
             review = DEFAULT_REVIEW_THRESHOLD
             log.warning("no operating threshold known for version %s: reviewing above %.2f; give --model-dir "
                         "(the serving dir) or --review-threshold", version, review)
-        found = D.Thresholds(review=review, decline=max(self.options.decline_threshold, review))
+        if decline is None and shipped is not None and shipped.decline_precision_target is not None:
+            decline = shipped.decline_threshold  # chosen by the pipeline for its precision target
+        if decline is None:
+            decline = D.DEFAULT_DECLINE_THRESHOLD
+        found = D.Thresholds(review=review, decline=max(decline, review))
         if version is not None:
             self._thresholds[version] = found
         return found
 
     async def decide(self, transaction: dict) -> dict:
         started = time.perf_counter()
-        row, event = await self._standardise(transaction)
+        row, event = standardise(transaction)
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 async with self._locks.hold(online.entity_ids(event)):
@@ -353,6 +341,8 @@ class DecisionService:
             M.DEGRADED.inc()
         if alert is not None:
             M.ALERTS.labels(decision=outcome).inc()
+            if self.webhook is not None:
+                self.webhook.send(alert)
         return response
 
     async def _score(self, row: dict, features: dict):
@@ -387,10 +377,17 @@ class DecisionService:
         if is_fraudulent not in (0, 1, True, False, "0", "1"):
             raise BadTransaction("field 'is_fraudulent' must be 0 or 1")
         value = int(is_fraudulent)
+        written = False
         for _ in range(MAX_CONFLICT_RETRIES):
             record = await self.store.get_decision(transaction_id)
             if record is None:
                 raise LookupError(f"transaction {transaction_id!r} was never decided by this service")
+            if self.options.labels_db and not written:  # first the database: a failure changes nothing
+                from fraud import sql_source
+
+                await asyncio.to_thread(sql_source.append_labels, self.options.labels_db, [
+                    {"transaction_id": transaction_id, F.LABEL: value, "reported_at": reported_at}])
+                written = True
             restaurant = record.get("restaurant_id")
             applied = False
             if restaurant:
@@ -408,10 +405,13 @@ class DecisionService:
             await self.store.add_label({"transaction_id": transaction_id, F.LABEL: value,
                                         "reported_at": reported_at or "", "event_time": record.get("time", "")})
             M.LABELS.labels(is_fraudulent=str(value)).inc()
-            return {"transaction_id": transaction_id, F.LABEL: value, "applied_to_state": applied}
+            return {"transaction_id": transaction_id, F.LABEL: value, "applied_to_state": applied,
+                    "written_to_database": written}
         raise StateUnavailable(f"label for {transaction_id}: the state kept changing; retry")
 
     async def close(self) -> None:
+        if self.webhook is not None:
+            await self.webhook.close()
         await self.store.close()
         await self.model.close()
 

@@ -330,6 +330,14 @@ def amount_pen(amount: float, currency: str) -> float:
     return amount * F.USD_TO_PEN if currency == "USD" else amount
 
 
+def event_of(row: dict) -> Event:
+    """The Event of one standardised row (fraud.ingest.standardise_record), as events_from_frame makes it."""
+    return Event(transaction_id=row[F.TRANSACTION_ID], time=int(row[F.EVENT_TIME]), user_id=row[F.USER_ID],
+                 amount_pen=amount_pen(float(row[F.AMOUNT]), row[F.CURRENCY]), city=row[F.CITY],
+                 restaurant_id=row[F.RESTAURANT_ID], device_id=row[F.DEVICE_ID],
+                 label=int(row.get(F.LABEL, UNKNOWN_LABEL)))
+
+
 def events_from_frame(frame) -> list[Event]:
     labels = frame[F.LABEL].tolist() if F.LABEL in frame.columns else [UNKNOWN_LABEL] * len(frame)
     return [

@@ -255,6 +255,7 @@ PROP_ANOMALY_COUNT = "anomaly_count"  # validated Schema artifact
 PROP_THRESHOLD = "operating_threshold"
 PROP_BUDGET = "alerts_per_day_budget"
 PROP_THRESHOLD_SPLIT = "threshold_split"
+PROP_DECLINE_THRESHOLD = "decline_threshold"
 
 # Files.
 METADATA_FILE = "metadata.sqlite"  # ML Metadata, in the pipeline root

@@ -71,6 +71,10 @@ class PipelineSettings(BaseModel):
         description="Alert budget: the operating threshold is the lowest score threshold with at most this many "
                     "alerts per day on the valid split; it is recorded with the model.")
     threshold_split: str = Field(F.SPLIT_VALID, description="The split the operating threshold is chosen on.")
+    decline_precision: float = Field(
+        0.9, gt=0.0, le=1.0,
+        description="The decision service declines above the lowest score threshold whose precision on the "
+                    "threshold split reaches this (never, if none does); it is recorded with the model.")
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     schema_file: Path = DEFAULT_SCHEMA_FILE
     seed: int = 42
@@ -129,6 +133,7 @@ class PipelineSettings(BaseModel):
             feature_set=self.feature_set,
             alerts_per_day=self.alerts_per_day,
             threshold_split=self.threshold_split,
+            decline_precision=self.decline_precision,
             label_delay_days=self.label_delay_days,
             beam_pipeline_args=list(self.beam_args),
             schema_file=str(self.schema_file),

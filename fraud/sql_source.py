@@ -11,6 +11,10 @@ Tables (fraud.synth.database writes them with a profile history: `fraudctl gener
 ``users``         user_id, valid_from, home_city, user_age, user_gender      key (user_id, valid_from)
 ``devices``       device_id (normalised), valid_from, device_type, os_version key (device_id, valid_from)
 ``restaurants``   restaurant_id (key), city
+``labels``        optional, append-only: label_id (key), transaction_id, is_fraudulent, reported_at, recorded_at
+                  (UTC epoch seconds). Chargebacks and confirmations reported after the transaction was written
+                  (the decision service's POST /v1/labels, `append_labels`); the latest row of a transaction
+                  overrides its ``transactions.is_fraudulent`` when read.
 
 ``valid_from`` is INTEGER UTC epoch seconds: a profile row holds from that second until the next row of the
 same entity. The raw messiness of the CSVs is kept where it lives in the transactions: ``timestamp`` is the
@@ -65,8 +69,10 @@ from fraud.errors import DataContractError, DataSourceError
 # ---------------------------------------------------------------------------------------------
 # The schema
 # ---------------------------------------------------------------------------------------------
-TRANSACTIONS, USERS, DEVICES, RESTAURANTS = "transactions", "users", "devices", "restaurants"
-TABLES = (TRANSACTIONS, USERS, DEVICES, RESTAURANTS)
+TRANSACTIONS, USERS, DEVICES, RESTAURANTS, LABELS = "transactions", "users", "devices", "restaurants", "labels"
+TABLES = (TRANSACTIONS, USERS, DEVICES, RESTAURANTS)  # required
+LABEL_ID, REPORTED_AT, RECORDED_AT = "label_id", "reported_at", "recorded_at"
+LABEL_COLUMNS = (LABEL_ID, F.TRANSACTION_ID, F.LABEL, REPORTED_AT, RECORDED_AT)
 VALID_FROM = "valid_from"  # INTEGER UTC epoch seconds
 DEVICE_KEY = "device_key"  # transactions: the normalised device id, joined to devices.device_id
 
@@ -119,6 +125,10 @@ def schema() -> sa.MetaData:
     sa.Table(DEVICES, md, col(F.DEVICE_ID, primary_key=True), col(VALID_FROM, primary_key=True),
              *(col(c) for c in DEVICE_PROFILE))
     sa.Table(RESTAURANTS, md, col(F.RESTAURANT_ID, primary_key=True), *(col(c) for c in RESTAURANT_PROFILE))
+    sa.Table(LABELS, md, sa.Column(LABEL_ID, sa.Integer, primary_key=True, autoincrement=True),
+             col(F.TRANSACTION_ID, nullable=False), col(F.LABEL, nullable=False), col(REPORTED_AT),
+             sa.Column(RECORDED_AT, sa.BigInteger, nullable=False),
+             sa.Index("ix_labels_transaction", F.TRANSACTION_ID))
     return md
 
 
@@ -203,12 +213,15 @@ class ReadReport:
     no_device_id: int  # rows without a device id (no device profile to join)
     unknown_restaurant: int  # rows with a restaurant_id absent from restaurants
     seconds: float
+    relabelled: int = 0  # rows whose label comes from the labels table
+
 
     def message(self) -> str:
         return (f"read {self.rows_out} of {self.rows_in} transactions from {self.url} (point-in-time join) in "
                 f"{self.seconds:.1f} s; without a profile valid at their time: {self.no_user_profile} user, "
                 f"{self.no_device_profile} device; {self.no_device_id} without a device id; "
-                f"{self.unknown_restaurant} with an unknown restaurant (profile columns left empty, rows kept)")
+                f"{self.unknown_restaurant} with an unknown restaurant (profile columns left empty, rows kept)"
+                + (f"; {self.relabelled} labelled by the labels table" if self.relabelled else ""))
 
 
 def _check_schema(conn, safe: str) -> dict[str, list[str]]:
@@ -230,6 +243,11 @@ def _check_schema(conn, safe: str) -> dict[str, list[str]]:
         for c in INTEGER_COLUMNS.get(table, ()):
             if c in info and not isinstance(info[c], sa.types.Integer):
                 problems.append(f"{table}.{c} must be an INTEGER column (UTC epoch seconds), found {info[c]}")
+    if LABELS in present:
+        columns[LABELS] = [c["name"] for c in inspector.get_columns(LABELS)]
+        lacking = [c for c in (LABEL_ID, F.TRANSACTION_ID, F.LABEL) if c not in columns[LABELS]]
+        if lacking:
+            problems.append(f"table {LABELS} lacks column(s) {', '.join(lacking)}")
     if problems:
         raise DataContractError(f"the database {safe} does not have the expected schema: "
                                        + "; ".join(problems))
@@ -252,12 +270,16 @@ def _check_keys(conn, q, safe: str) -> None:
 def point_in_time_query(columns: dict[str, list[str]], quote: Callable[[str], str]) -> str:
     """The one SELECT: transactions LEFT JOIN the profiles valid at their time, and the restaurant."""
     q = quote
-    select = [f"t.{q(c)} AS {q(c)}" for c in TRANSACTION_COLUMNS if c in columns[TRANSACTIONS]]
+    labelled = LABELS in columns
+    select = [f"COALESCE(l.{q(c)}, t.{q(c)}) AS {q(c)}" if c == F.LABEL and labelled else f"t.{q(c)} AS {q(c)}"
+              for c in TRANSACTION_COLUMNS if c in columns[TRANSACTIONS]]
     for alias, table in (("u", USERS), ("d", DEVICES), ("r", RESTAURANTS)):
         select += [f"{alias}.{q(c)} AS {q(c)}" for c in PROFILE_COLUMNS[table] if c in columns[table]]
     select += [f"t.{q(F.EVENT_TIME)} AS {q('_event_time')}", f"t.{q(DEVICE_KEY)} AS {q('_device_key')}",
                f"u.{q(VALID_FROM)} AS {q('_user_from')}", f"d.{q(VALID_FROM)} AS {q('_device_from')}",
                f"r.{q(F.RESTAURANT_ID)} AS {q('_restaurant')}"]
+    if labelled:
+        select.append(f"l.{q(LABEL_ID)} AS {q('_label_id')}")
 
     def pit(alias: str, table: str, key: str, t_key: str) -> str:
         return (f"LEFT JOIN {q(table)} {alias} ON {alias}.{q(key)} = t.{q(t_key)} AND {alias}.{q(VALID_FROM)} = "
@@ -270,6 +292,8 @@ def point_in_time_query(columns: dict[str, list[str]], quote: Callable[[str], st
         pit("u", USERS, F.USER_ID, F.USER_ID),
         pit("d", DEVICES, F.DEVICE_ID, DEVICE_KEY),
         f"LEFT JOIN {q(RESTAURANTS)} r ON r.{q(F.RESTAURANT_ID)} = t.{q(F.RESTAURANT_ID)}",
+        *([f"LEFT JOIN {q(LABELS)} l ON l.{q(LABEL_ID)} = (SELECT MAX(p.{q(LABEL_ID)}) FROM {q(LABELS)} p "
+           f"WHERE p.{q(F.TRANSACTION_ID)} = t.{q(F.TRANSACTION_ID)})"] if labelled else []),
         f"ORDER BY t.{q(F.EVENT_TIME)}, t.{q(F.TRANSACTION_ID)}",
     ])
 
@@ -356,11 +380,33 @@ def read_with_report(url: str) -> tuple[pd.DataFrame, ReadReport]:
         no_device_profile=int((has_device & none("_device_from")).sum()),
         no_device_id=int((~has_device).sum()),
         unknown_restaurant=int((has_rest & none("_restaurant")).sum()),
-        seconds=time.time() - started)
+        seconds=time.time() - started,
+        relabelled=int((~none("_label_id")).sum()) if "_label_id" in raw else 0)
     if report.rows_out != report.rows_in:  # impossible with unique profile keys, unless written meanwhile
         raise DataSourceError(f"{report.message()}: the transactions table changed while it was read; retry")
     frame.attrs["source_report"] = asdict(report)
     return frame, report
+
+
+def append_labels(url: str, labels: list[dict]) -> int:
+    """Append labels ({transaction_id, is_fraudulent 0/1, reported_at}) to the labels table, created if absent,
+    in one database transaction (all or none): the next pipeline run reads them (the latest label of a
+    transaction wins). Returns the rows written."""
+    rows = []
+    for label in labels:
+        value = label[F.LABEL]
+        if value not in (0, 1):
+            raise DataContractError(f"label {F.LABEL!r} must be 0 or 1, got {value!r}")
+        rows.append({F.TRANSACTION_ID: str(label[F.TRANSACTION_ID]), F.LABEL: int(value),
+                     REPORTED_AT: str(label.get(REPORTED_AT) or ""), RECORDED_AT: int(time.time())})
+    if not rows:
+        return 0
+    table = schema().tables[LABELS]
+    with session(url, must_exist=True, doing="writing labels to") as (engine, conn, _):
+        with conn.begin():
+            table.create(conn, checkfirst=True)
+            conn.execute(table.insert(), rows)
+    return len(rows)
 
 
 def read_transactions(url: str, *, echo: Callable[[str], None] | None = print) -> pd.DataFrame:

@@ -21,6 +21,11 @@ rounded UP to that grid (fewer alerts, never more): TFMA's precision and recall 
 then read from its own output, not re-derived. `flagged()` reproduces TFMA's histogram-based counting exactly.
 
 Serving rule: alert when fraud_score > threshold.
+
+The decline threshold (the decision service's `decline`) is chosen on the same split, with its labels: the lowest
+grid threshold, at or above the operating threshold, whose flagged rows reach a precision target (0.9 by default:
+at most one good guest declined per nine frauds stopped), measured on at least MIN_DECLINE_ROWS rows. If no
+threshold reaches the target, it is 1.0: the model alone never declines, it only sends to review.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ THRESHOLD_GRID = 1000
 TFMA_HISTOGRAM_BUCKETS = 10000
 _TFMA_EPSILON = 1e-7
 _BATCH = 4096
+MIN_DECLINE_ROWS = 5  # a precision measured on fewer flagged rows is noise
+NEVER = 1.0  # nothing scores above 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +60,11 @@ class OperatingThreshold:
     split_days: int
     split_rows: int
     split_alerts: int  # alerts the threshold gives on that split (<= budget * days)
+    # The decline threshold for a precision target on the same split (NEVER when the target is not reached).
+    decline_threshold: float = NEVER
+    decline_precision_target: float | None = None
+    decline_precision: float | None = None  # measured on the split at decline_threshold
+    split_declines: int = 0
 
     @property
     def split_alerts_per_day(self) -> float:
@@ -64,8 +76,9 @@ class OperatingThreshold:
 
     @classmethod
     def from_json(cls, text: str) -> "OperatingThreshold":
-        data = json.loads(text)
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        data = json.loads(text)  # files written before the decline fields existed get their defaults
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)
+                      if f.name in data or f.default is dataclasses.MISSING})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,6 +137,29 @@ def choose_threshold(scores, days: int, alerts_per_day: float) -> tuple[float, i
     return 1.0, 0  # unreachable: nothing is flagged above 1.0
 
 
+def choose_decline_threshold(scores, labels, *, at_least: float, precision: float) -> tuple[float, float | None, int]:
+    """The lowest grid threshold >= `at_least` whose flagged rows (TFMA's counting) have at least `precision`
+    fraud precision over at least MIN_DECLINE_ROWS rows. Returns (threshold, measured precision, flagged rows);
+    (NEVER, None, 0) if no threshold reaches the target."""
+    if not 0 < precision <= 1:
+        raise ValueError(f"the decline precision target must be in (0, 1], got {precision}")
+    floors = _histogram_floor(scores)
+    order = np.argsort(floors, kind="stable")
+    floors, fraud = floors[order], np.asarray(labels, dtype=np.int64)[order] == 1
+    fraud_above = np.concatenate([np.cumsum(fraud[::-1])[::-1], [0]])  # frauds from position i to the end
+    for t in grid_thresholds():
+        if t < at_least:
+            continue
+        first = int(np.searchsorted(floors, t + _TFMA_EPSILON if t != 0 else t, side="left"))
+        flagged_rows = len(floors) - first
+        if flagged_rows < MIN_DECLINE_ROWS:
+            break
+        measured = float(fraud_above[first]) / flagged_rows
+        if measured >= precision:
+            return float(t), measured, flagged_rows
+    return NEVER, None, 0
+
+
 def threshold_path(model_dir: str) -> str:
     return os.path.join(model_dir, F.THRESHOLD_FILE)
 
@@ -145,18 +181,25 @@ def read_threshold(model_dir: str) -> "OperatingThreshold | None":
         return OperatingThreshold.from_json(f.read())
 
 
-def select_threshold(model_dir: str, examples_uri: str, split: str, alerts_per_day: float) -> OperatingThreshold:
-    """Score one split with the model and choose the threshold for the alert budget."""
+def select_threshold(model_dir: str, examples_uri: str, split: str, alerts_per_day: float,
+                     decline_precision: float) -> OperatingThreshold:
+    """Score one split with the model: the threshold for the alert budget, and the decline threshold for the
+    precision target (with the split's labels)."""
     serialized, frame = X.read_split(examples_uri, split)
     scores = score_serialized(load_examples_signature(model_dir), serialized)
     days = split_days(frame[F.EVENT_TIME])
     threshold, alerts = choose_threshold(scores, days, alerts_per_day)
+    decline, measured, declines = choose_decline_threshold(scores, frame[F.LABEL].to_numpy(), at_least=threshold,
+                                                           precision=decline_precision)
     return OperatingThreshold(threshold=threshold, alerts_per_day_budget=float(alerts_per_day), split=split,
-                              split_days=days, split_rows=len(serialized), split_alerts=alerts)
+                              split_days=days, split_rows=len(serialized), split_alerts=alerts,
+                              decline_threshold=decline, decline_precision_target=float(decline_precision),
+                              decline_precision=measured, split_declines=declines)
 
 
-def select_and_record(model_dir: str, examples_uri: str, *, alerts_per_day: float, split: str) -> OperatingThreshold:
-    """Choose the threshold on one split with the model in `model_dir` and record it inside that dir."""
-    op = select_threshold(model_dir, examples_uri, split, alerts_per_day)
+def select_and_record(model_dir: str, examples_uri: str, *, alerts_per_day: float, split: str,
+                      decline_precision: float) -> OperatingThreshold:
+    """Choose the thresholds on one split with the model in `model_dir` and record them inside that dir."""
+    op = select_threshold(model_dir, examples_uri, split, alerts_per_day, decline_precision)
     write_threshold(model_dir, op)
     return op

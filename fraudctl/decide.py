@@ -26,22 +26,27 @@ def decide():
                    "is read from there.")
 @click.option("--review-threshold", type=click.FloatRange(0, 1),
               help="Review above this score (default: the served version's shipped operating threshold).")
-@click.option("--decline-threshold", default=D.DEFAULT_DECLINE_THRESHOLD, show_default=True,
-              type=click.FloatRange(0, 1), help="Decline above this score.")
+@click.option("--decline-threshold", type=click.FloatRange(0, 1),
+              help="Decline above this score (default: the served version's shipped decline threshold, chosen by "
+                   f"the pipeline for --decline-precision; {D.DEFAULT_DECLINE_THRESHOLD} if it ships none).")
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Business rules (YAML): block-listed cards/devices, amount caps per city.")
 @click.option("--deadline-ms", default=150.0, show_default=True, type=click.FloatRange(min=1),
               help="Deadline of the model call; beyond it the answer is degraded (rules only).")
 @click.option("--canary-label", help="Also score with this TF Serving version label, in the shadow.")
+@click.option("--labels-db", help="The pipeline's database source (SQLAlchemy URL, e.g. sqlite:////abs/tx.db): "
+                                  "labels posted to /v1/labels are appended to its labels table for the next run.")
+@click.option("--alert-webhook", help="POST every alert (review / decline) as JSON to this URL as well.")
 def serve(serving, state, host, port, model_dir, review_threshold, decline_threshold, rules_file, deadline_ms,
-          canary_label):
+          canary_label, labels_db, alert_webhook):
     """Serve POST /v1/decisions, POST /v1/labels, GET /v1/alerts, /healthz and /metrics."""
     from decision.main import serve as run
     from decision.service import DecisionOptions
 
     options = DecisionOptions(serving=serving, state=state, model_dir=model_dir, review_threshold=review_threshold,
                               decline_threshold=decline_threshold, rules_file=rules_file, deadline_ms=deadline_ms,
-                              canary_label=canary_label)
+                              canary_label=canary_label, labels_db=labels_db,
+                              alert_webhook=alert_webhook)
     sys.exit(run(options, host, port, echo=click.echo))
 
 

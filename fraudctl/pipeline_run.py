@@ -49,6 +49,7 @@ def pipeline():
 @_setting("regression_tolerance", float)
 @_setting("operating_threshold", float)
 @_setting("alerts_per_day", float)
+@_setting("decline_precision", float)
 @_setting("feature_set", click.Choice(F.FEATURE_SETS))
 @_setting("label_delay_days", int)
 @click.option("--beam-arg", "beam_args", multiple=True,

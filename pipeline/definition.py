@@ -38,6 +38,7 @@ def create_pipeline(
     label_delay_days: int,
     alerts_per_day: float,
     threshold_split: str,
+    decline_precision: float,
     schema_file: str,
     seed: int,
 ) -> tfx.dsl.Pipeline:
@@ -75,7 +76,7 @@ def create_pipeline(
     # evaluates and the Pusher pushes that copy, so every pushed version carries its threshold.
     threshold_selector = OperatingThresholdSelector(
         trained_model=trainer.outputs["model"], examples=examples, alerts_per_day=alerts_per_day,
-        split=threshold_split)
+        split=threshold_split, decline_precision=decline_precision)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

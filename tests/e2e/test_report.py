@@ -269,7 +269,8 @@ def test_operating_threshold_selector_records_the_threshold_inside_the_model(sma
     # What the OperatingThresholdSelector does: a copy of the trained serving model, the threshold recorded inside.
     model_dir = tmp_path / "model" / "Format-Serving"  # what the Pusher copies to <serving>/<version>/
     shutil.copytree(path_utils.serving_model_path(trained.uri), model_dir)
-    op = T.select_and_record(str(model_dir), examples.uri, alerts_per_day=budget, split=F.SPLIT_VALID)
+    op = T.select_and_record(str(model_dir), examples.uri, alerts_per_day=budget, split=F.SPLIT_VALID,
+                             decline_precision=0.5)
     assert (model_dir / F.SAVED_MODEL_FILE).exists() and (model_dir / F.THRESHOLD_FILE).exists()
     assert T.read_threshold(str(model_dir)) == op and op.split == F.SPLIT_VALID
     serialized, frame = X.read_split(examples.uri, F.SPLIT_VALID)
@@ -278,6 +279,19 @@ def test_operating_threshold_selector_records_the_threshold_inside_the_model(sma
     assert T.flagged(scores, op.threshold).sum() == op.split_alerts <= budget * op.split_days
     if op.threshold > 0:  # the lowest such threshold: one grid step lower breaks the budget
         assert T.flagged(scores, op.threshold - 1 / T.THRESHOLD_GRID).sum() > budget * op.split_days
+    # The decline threshold: at or above the operating one; where it is set, the precision target holds there
+    # and, one grid step lower (above the operating threshold), it did not yet.
+    assert op.decline_threshold >= op.threshold and op.decline_precision_target == 0.5
+    labels = frame[F.LABEL].to_numpy()
+    if op.decline_precision is not None:
+        declined = T.flagged(scores, op.decline_threshold)
+        assert declined.sum() == op.split_declines >= T.MIN_DECLINE_ROWS
+        assert labels[declined].mean() == pytest.approx(op.decline_precision) and op.decline_precision >= 0.5
+        lower = op.decline_threshold - 1 / T.THRESHOLD_GRID
+        if lower >= op.threshold:
+            assert labels[T.flagged(scores, lower)].mean() < 0.5
+    else:
+        assert op.decline_threshold == T.NEVER
     recorded, source = operating_threshold_of(types.SimpleNamespace(uri=str(tmp_path / "model")))
     assert recorded == op and source.endswith(F.THRESHOLD_FILE)
 

@@ -383,6 +383,44 @@ def test_postgresql_returns_the_same_rows_as_sqlite(postgres_url, csv_dir, sqlit
         D.write_database(postgres_url, csv_dir)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_appended_labels_override_the_stored_ones_on_the_next_read(backend, request, csv_dir, sqlite_db, tmp_path):
+    """The feedback loop's write side (the decision service's POST /v1/labels): appended labels, the latest per
+    transaction, replace transactions.is_fraudulent when the pipeline next reads the source."""
+    if backend == "sqlite":
+        shutil.copy(sqlite_db[0].removeprefix("sqlite:///"), tmp_path / "tx.db")
+        url = S.sqlite_url(tmp_path / "tx.db")
+    else:
+        url = _new_database(request.getfixturevalue("postgres_url"), "labels")
+        D.write_database(url, csv_dir)
+    before, report = S.read_with_report(url)
+    assert report.relabelled == 0
+    before = before.pipe(_by_id)
+    good = before.index[before[F.LABEL] == "0"][:3].tolist()
+    fraud = before.index[before[F.LABEL] == "1"][0]
+    assert S.append_labels(url, [{F.TRANSACTION_ID: good[0], F.LABEL: 1, S.REPORTED_AT: "2026-08-01T10:00:00Z"},
+                                 {F.TRANSACTION_ID: good[1], F.LABEL: 1},
+                                 {F.TRANSACTION_ID: fraud, F.LABEL: 0},
+                                 {F.TRANSACTION_ID: "never-seen", F.LABEL: 1}]) == 4
+    assert S.append_labels(url, [{F.TRANSACTION_ID: good[1], F.LABEL: 0}]) == 1  # a later report wins
+    with pytest.raises(S.DataContractError, match=F.LABEL):  # all or none: nothing of this batch is written
+        S.append_labels(url, [{F.TRANSACTION_ID: good[2], F.LABEL: 1}, {F.TRANSACTION_ID: good[2], F.LABEL: 7}])
+    after, report = S.read_with_report(url)
+    after = after.pipe(_by_id)
+    assert report.relabelled == 3 and report.rows_out == len(before)  # the unknown transaction adds no row
+    changed = after.index[after[F.LABEL] != before[F.LABEL]].tolist()
+    assert sorted(changed) == sorted([good[0], fraud])
+    assert after.loc[good[0], F.LABEL] == "1" and after.loc[fraud, F.LABEL] == "0"
+    assert after.drop(columns=[F.LABEL]).equals(before.drop(columns=[F.LABEL]))
+    assert ingest.standardise(after, require_label=True).frame[F.LABEL].sum() == before[F.LABEL].astype(int).sum()
+
+
+def test_labels_to_a_database_that_is_not_there_fail_clearly(tmp_path):
+    with pytest.raises(S.DataSourceError, match="does not exist"):
+        S.append_labels(S.sqlite_url(tmp_path / "missing.db"), [{F.TRANSACTION_ID: "t", F.LABEL: 1}])
+    assert not (tmp_path / "missing.db").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # The real pipeline on a database
 # ---------------------------------------------------------------------------------------------

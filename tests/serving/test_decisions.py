@@ -109,6 +109,19 @@ def test_parity_with_offline_features_and_scores_on_the_embedded_store(stream, o
     sample = next(a for a in answers.values() if a["decision"] != "approve")
     assert sample["reasons"] and sample["thresholds"]["review"] < sample["score"]
     assert sample["model_version"] == max(target.local.versions)
+    # the thresholds are the ones the pipeline shipped with that version (review: the alert budget's; decline:
+    # the precision target's, NEVER when the target was not reached)
+    from fraud.threshold import read_threshold
+
+    shipped = read_threshold(str(target.local.base / str(sample["model_version"])))
+    assert shipped.decline_precision_target is not None
+    assert sample["thresholds"] == {"review": shipped.threshold,
+                                    "decline": max(shipped.decline_threshold, shipped.threshold)}
+    for tid, answer in answers.items():
+        score = offline_scores[tid]  # the answer's score is rounded to 6 decimals
+        expected = ("decline" if score > answer["thresholds"]["decline"] else
+                    "review" if score > answer["thresholds"]["review"] else "approve")
+        assert answer["decision"] == expected, answer  # no business rules in this test
 
 
 def test_retries_late_events_bad_input_and_a_model_server_that_is_down(stream, target):
@@ -245,16 +258,26 @@ def test_redis_down_is_a_clear_error_and_changes_nothing(stream, target):
     assert type(error).__name__ == "StateUnavailable" and "cannot be reached" in str(error)
 
 
-def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target):
+def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target, tmp_path):
+    import sqlalchemy as sa
     from aiohttp.test_utils import TestClient, TestServer
 
     from decision.http import application
+    from fraud import sql_source
 
     raw, _, _ = stream
     txs = [tx for tx, _ in _transactions(raw.head(5))]
+    database = sql_source.sqlite_url(tmp_path / "source.db")  # the pipeline's database source
+    engine = sa.create_engine(database)
+    sql_source.schema().create_all(engine)
+
+    def stored_labels():
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(f"SELECT transaction_id, {F.LABEL}, reported_at "
+                                                          "FROM labels ORDER BY label_id"))]
 
     async def main():
-        service = DecisionService(_options(target), store=MemoryStore())
+        service = DecisionService(_options(target, labels_db=database), store=MemoryStore())
         async with TestClient(TestServer(application(service))) as client:
             ok = await client.post("/v1/decisions", json=txs[0])
             body = await ok.json()
@@ -267,6 +290,8 @@ def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target):
             label = await client.post("/v1/labels", json={"transaction_id": txs[0]["transaction_id"],
                                                            "is_fraudulent": 1, "reported_at": "2026-03-02"})
             assert label.status == 200 and (await label.json())["applied_to_state"] is True
+            assert (await label.json())["written_to_database"] is True
+            assert stored_labels() == [(txs[0]["transaction_id"], 1, "2026-03-02")]
             unknown = await client.post("/v1/labels", json={"transaction_id": "nope", "is_fraudulent": 0})
             assert unknown.status == 404
             wrong = await client.post("/v1/labels", json={"transaction_id": txs[0]["transaction_id"],
@@ -279,6 +304,18 @@ def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target):
             assert (await client.get("/healthz")).status == 200
             labels = await service.store.labels()
             assert labels and labels[0][F.LABEL] == 1
+            assert len(stored_labels()) == 1, "refused labels are not written"
+        # The labels database unreachable: 503 with its message, the state and the database unchanged.
+        store = service.store
+        broken = DecisionService(_options(target, labels_db=sql_source.sqlite_url(tmp_path / "gone.db")),
+                                 store=store)
+        async with TestClient(TestServer(application(broken))) as client:
+            before = dict(store._data)
+            down = await client.post("/v1/labels", json={"transaction_id": txs[1]["transaction_id"],
+                                                          "is_fraudulent": 1})
+            assert down.status == 503 and "gone.db" in (await down.json())["error"]
+            assert store._data == before and len(await store.labels()) == 1
+        await broken.model.close()
         await service.close()
 
     asyncio.run(main())
@@ -421,3 +458,47 @@ def test_canary_scores_in_the_shadow_and_never_decides(stream, target):
         assert with_shadow == without, "the shadow must not change the decision"
         assert "Unrecognized servable version label" in broken.pop("shadow")["error"]
         assert broken == without
+
+
+def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_fails_no_decision(stream, target):
+    from aiohttp import web
+
+    from decision import metrics as M
+
+    raw, _, _ = stream
+    txs = [tx for tx, _ in _transactions(raw.head(12))]
+
+    async def main():
+        received = []
+
+        async def hook(request):
+            received.append(await request.json())
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        # review everything with a score above 0: every decision raises an alert
+        service = DecisionService(_options(target, review_threshold=0.0,
+                                           alert_webhook=f"http://127.0.0.1:{port}/hook"), store=MemoryStore())
+        answers = [await service.decide(tx) for tx in txs[:6]]
+        await service.close()  # waits for the posts in flight
+        await runner.cleanup()
+        flagged = [a["transaction_id"] for a in answers if a["decision"] != "approve"]
+        assert len(flagged) >= 5 and sorted(r["transaction_id"] for r in received) == sorted(flagged)
+        assert all(r["decision"] in ("review", "decline") and r["reasons"] for r in received)
+
+        failed_before = M.WEBHOOK.labels(result="failed")._value.get()
+        dead = DecisionService(_options(target, review_threshold=0.0,
+                                        alert_webhook=f"http://127.0.0.1:{port}/hook"), store=MemoryStore())
+        answers = [await dead.decide(tx) for tx in txs[6:]]  # the receiver is gone now
+        await dead.close()
+        assert all("decision" in a and not a["degraded"] for a in answers)
+        assert M.WEBHOOK.labels(result="failed")._value.get() - failed_before == sum(
+            a["decision"] != "approve" for a in answers) > 0
+
+    asyncio.run(main())
