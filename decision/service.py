@@ -273,66 +273,91 @@ class DecisionService:
         return found
 
     async def decide(self, transaction: dict) -> dict:
+        """Two steps, so that a busy restaurant or card waits only for the state, never for a model call:
+        1. under the entities' locks (other processes: the store's WATCH): read the snapshots, compute the
+           features, and write the updated snapshots with a *pending* decision record holding the features, in
+           one atomic commit. The next transaction of the same card or restaurant can start right after it.
+        2. without them: score, decide, and complete the decision record (and the alert) in one atomic commit.
+        A crash between the two leaves a pending record: a retry of the same transaction id scores the stored
+        features and completes it (the state is never updated twice); a retry after step 2 gets the answer."""
         started = time.perf_counter()
         row, event = standardise(transaction)
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                async with self._locks.hold(online.entity_ids(event)):
-                    answer = await self._decide_once(row, event)
-                break
-            except Conflict:
-                M.STATE_CONFLICTS.inc()
-                await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
+        pending = await self._with_retries(event, self._record_event, row, event, locked=True)
+        if "response" in pending:  # a retry of a decided transaction: the first answer, nothing changed
+            answer = {**pending["response"], "replayed": True}
         else:
-            raise StateUnavailable(f"transaction {event.transaction_id}: the state kept changing under "
-                                   f"{MAX_CONFLICT_RETRIES} attempts; retry")
+            answer = await self._with_retries(event, self._complete, row, event, pending)
         M.DECISION_LATENCY.observe(time.perf_counter() - started)
         return answer
 
-    async def _decide_once(self, row: dict, event: B.Event) -> dict:
+    async def _with_retries(self, event: B.Event, step, *args, locked: bool = False):
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                if locked:
+                    async with self._locks.hold(online.entity_ids(event)):
+                        return await step(*args)
+                return await step(*args)
+            except Conflict:
+                M.STATE_CONFLICTS.inc()
+                await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
+        raise StateUnavailable(f"transaction {event.transaction_id}: the state kept changing under "
+                               f"{MAX_CONFLICT_RETRIES} attempts; retry")
+
+    async def _record_event(self, row: dict, event: B.Event) -> dict:
+        """Step 1: the features from the current state, the event added to it; returns the decision record
+        (pending, or the complete one of an earlier attempt)."""
         entities = online.entity_ids(event)
         began = time.perf_counter()
         snap = await self.store.read(entities, event.transaction_id)
         M.STATE_LATENCY.observe(time.perf_counter() - began)
         try:
-            if snap.existing is not None:  # a retry: the first answer, state untouched
+            if snap.existing is not None:  # seen before: decided, or pending after a crash
                 await self.store.release(snap)
-                return {**snap.existing["response"], "replayed": True}
+                return snap.existing
             snapshots = {kind: value for kind, value in snap.values.items() if value is not None}
             late = online.is_late(snapshots, event)
-            features = online.features(snapshots, event)
-            score, version, degraded, shadow = await self._score(row, features)
-            thresholds = self.thresholds(version)
-            hits = D.rule_hits(self.rules, user_id=event.user_id, device_id=event.device_id, city=event.city,
-                               amount_pen=event.amount_pen)
-            outcome = D.decide(score, thresholds, hits, amount_pen=event.amount_pen, rules=self.rules)
-            reasons = [reason for _, reason in hits] + (D.reasons(features)
-                                                        if outcome != D.APPROVE else [])
-            if degraded:
-                reasons.append("degraded: the model could not be reached in time; rules and amount policy only")
-            response = {"transaction_id": event.transaction_id, "decision": outcome,
-                        "score": None if score is None else round(score, 6), "model_version": version,
-                        "reasons": reasons, "thresholds": thresholds.as_dict(), "degraded": degraded}
-            if late:
-                response["late"] = ("older than the newest event of its card, device or restaurant: scored on "
-                                    "the current state, not added to it")
-            if shadow is not None:
-                response["shadow"] = shadow
+            record = {"restaurant_id": event.restaurant_id, "time": event.time, "late": late,
+                      "features": online.features(snapshots, event)}
             updates = {} if late else {kind: online.append(kind, snap.values.get(kind) or online.empty(kind), event)
                                        for kind in entities}
-            record = {"response": response, "restaurant_id": event.restaurant_id, "time": event.time,
-                      "features": features}
-            alert = None
-            if outcome != D.APPROVE:
-                alert = {"transaction_id": event.transaction_id, "decision": outcome,
-                         "score": response["score"], "model_version": version, "reasons": reasons,
-                         "user_id": event.user_id, "restaurant_id": event.restaurant_id, "time": event.time,
-                         "degraded": degraded}
         except BaseException:
             await self.store.release(snap)
             raise
         began = time.perf_counter()
-        await self.store.commit(snap, updates, record, alert, event.transaction_id)
+        await self.store.commit(snap, updates, record, None, event.transaction_id)
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        return record
+
+    async def _complete(self, row: dict, event: B.Event, pending: dict) -> dict:
+        """Step 2: score the recorded features, decide, and write the answer and the alert, once."""
+        features, late = pending["features"], pending["late"]
+        score, version, degraded, shadow = await self._score(row, features)
+        thresholds = self.thresholds(version)
+        hits = D.rule_hits(self.rules, user_id=event.user_id, device_id=event.device_id, city=event.city,
+                           amount_pen=event.amount_pen)
+        outcome = D.decide(score, thresholds, hits, amount_pen=event.amount_pen, rules=self.rules)
+        reasons = [reason for _, reason in hits] + (D.reasons(features) if outcome != D.APPROVE else [])
+        if degraded:
+            reasons.append("degraded: the model could not be reached in time; rules and amount policy only")
+        response = {"transaction_id": event.transaction_id, "decision": outcome,
+                    "score": None if score is None else round(score, 6), "model_version": version,
+                    "reasons": reasons, "thresholds": thresholds.as_dict(), "degraded": degraded}
+        if late:
+            response["late"] = ("older than the newest event of its card, device or restaurant: scored on the "
+                                "current state, not added to it")
+        if shadow is not None:
+            response["shadow"] = shadow
+        alert = None
+        if outcome != D.APPROVE:
+            alert = {"transaction_id": event.transaction_id, "decision": outcome, "score": response["score"],
+                     "model_version": version, "reasons": reasons, "user_id": event.user_id,
+                     "restaurant_id": event.restaurant_id, "time": event.time, "degraded": degraded}
+        began = time.perf_counter()
+        snap = await self.store.read({}, event.transaction_id)  # watches the decision record only
+        if snap.existing is not None and "response" in snap.existing:  # a concurrent retry completed it first
+            await self.store.release(snap)
+            return {**snap.existing["response"], "replayed": True}
+        await self.store.commit(snap, {}, {**pending, "response": response}, alert, event.transaction_id)
         M.STATE_LATENCY.observe(time.perf_counter() - began)
         M.DECISIONS.labels(decision=outcome, model_version=str(version)).inc()
         if score is not None:

@@ -192,3 +192,19 @@ def test_a_backtest_of_the_eval_split_reproduces_the_evaluators_metrics(small_ru
     # labels the delayed fraud rate was 0 in every row and ROC-AUC differed by ~1e-2.
     for name in (F.METRIC_ROC_AUC, F.METRIC_PR_AUC, F.METRIC_MEAN_PREDICTION):
         assert abs(metrics[name] - summary.candidate[name]) < 1e-3, (name, metrics[name], summary.candidate[name])
+
+
+def test_required_columns_only_train_and_push_a_model(tmp_path):
+    """Data that holds the contract's required columns and the label, nothing else (no restaurant, device, city,
+    currency or guest profile): absent optional columns are imputed, pass validation (an all-missing user_age is
+    not out of range) and a model is trained on amount, time and the card's history, then pushed."""
+    data = generate(tmp_path / "full")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in sorted(data.glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame[list(F.TRAINING_REQUIRED_COLUMNS)].to_csv(bare / path.name, index=False)
+    run = run_pipeline(bare, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
+    assert run.exit_code == 0, run.output[-4000:]
+    assert f"{F.USER_AGE}: missing in every row" in run.output
+    assert len(run.versions()) == 1

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from decision.service import DecisionOptions, DecisionService
+from decision.service import DecisionOptions, DecisionService, standardise
 from decision.state import MemoryStore, RedisStore
 from fraud import behaviour as B
 from fraud import features as F
@@ -149,6 +149,22 @@ def test_retries_late_events_bad_input_and_a_model_server_that_is_down(stream, t
                 await service.decide(broken)
             assert type(info.value).__name__ == "BadTransaction" and field in str(info.value)
         assert f"decision:{transactions[2]['transaction_id']}" not in store._data
+        # A crash after step 1 (the event recorded, the decision pending): the retry scores the stored features
+        # and completes the record; the state is not updated a second time.
+        row, event = standardise(transactions[4])
+        pending = await service._record_event(row, event)
+        assert "response" not in pending and pending["features"]
+        state_after_step_1 = {k: v for k, v in store._data.items() if not k.startswith("decision:")}
+        completed = await service.decide(transactions[4])
+        assert "replayed" not in completed and completed["score"] is not None
+        assert {k: v for k, v in store._data.items() if not k.startswith("decision:")} == state_after_step_1
+        record = await store.get_decision(transactions[4]["transaction_id"])
+        assert record["response"] == completed and record["features"] == pending["features"]
+        # Two retries of one transaction at once: one answer, one alert at most, the state updated once.
+        before = len(store._alerts)
+        twins = await asyncio.gather(*(service.decide(transactions[5]) for _ in range(3)))
+        assert len({(t["decision"], t["score"]) for t in twins}) == 1 and sum("replayed" not in t for t in twins) == 1
+        assert len(store._alerts) - before == (twins[0]["decision"] != "approve")
         await service.close()
 
         with socket.socket() as s:
