@@ -282,21 +282,19 @@ class DecisionService:
         features and completes it (the state is never updated twice); a retry after step 2 gets the answer."""
         started = time.perf_counter()
         row, event = standardise(transaction)
-        pending = await self._with_retries(event, self._record_event, row, event, locked=True)
+        pending = await self._locked_with_retries(event, self._record_event, row, event)
         if "response" in pending:  # a retry of a decided transaction: the first answer, nothing changed
             answer = {**pending["response"], "replayed": True}
         else:
-            answer = await self._with_retries(event, self._complete, row, event, pending)
+            answer = await self._complete(row, event, pending)
         M.DECISION_LATENCY.observe(time.perf_counter() - started)
         return answer
 
-    async def _with_retries(self, event: B.Event, step, *args, locked: bool = False):
+    async def _locked_with_retries(self, event: B.Event, step, *args):
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                if locked:
-                    async with self._locks.hold(online.entity_ids(event)):
-                        return await step(*args)
-                return await step(*args)
+                async with self._locks.hold(online.entity_ids(event)):
+                    return await step(*args)
             except Conflict:
                 M.STATE_CONFLICTS.inc()
                 await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
@@ -353,12 +351,10 @@ class DecisionService:
                      "model_version": version, "reasons": reasons, "user_id": event.user_id,
                      "restaurant_id": event.restaurant_id, "time": event.time, "degraded": degraded}
         began = time.perf_counter()
-        snap = await self.store.read({}, event.transaction_id)  # watches the decision record only
-        if snap.existing is not None and "response" in snap.existing:  # a concurrent retry completed it first
-            await self.store.release(snap)
-            return {**snap.existing["response"], "replayed": True}
-        await self.store.commit(snap, {}, {**pending, "response": response}, alert, event.transaction_id)
+        first = await self.store.complete(event.transaction_id, {**pending, "response": response}, alert)
         M.STATE_LATENCY.observe(time.perf_counter() - began)
+        if first is not None:  # a concurrent retry completed it first: its answer, nothing written
+            return {**first["response"], "replayed": True}
         M.DECISIONS.labels(decision=outcome, model_version=str(version)).inc()
         if score is not None:
             M.SCORES.observe(score)

@@ -74,6 +74,19 @@ class MemoryStore:
         if alert is not None:
             self._alerts.append(alert)
 
+    async def complete(self, transaction_id: str, record: dict, alert: dict | None) -> dict | None:
+        """Atomically: unless the transaction's record already has an answer (then return that record and write
+        nothing), write the completed record and the alert."""
+        key = decision_key(transaction_id)
+        current = _load(self._data.get(key))
+        if current is not None and "response" in current:
+            return current
+        self._data[key] = _dump(record)
+        self._versions[key] = self._versions.get(key, 0) + 1
+        if alert is not None:
+            self._alerts.append(alert)
+        return None
+
     async def get_decision(self, transaction_id: str) -> dict | None:
         value = self._data.get(decision_key(transaction_id))
         return _load(value)
@@ -102,8 +115,23 @@ class MemoryStore:
         return None
 
 
+_COMPLETE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and record['response'] ~= nil then return current end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', unpack(cjson.decode(ARGV[3])))
+end
+return false
+"""
+
+
 class RedisStore:
-    """Redis: snapshots as JSON strings, WATCH/MULTI/EXEC per decision, alerts and labels as streams."""
+    """Redis: snapshots as JSON strings, WATCH/MULTI/EXEC per state update, a Lua script (one round trip) to
+    complete a decision, alerts and labels as streams."""
 
     def __init__(self, url: str, *, timeout_s: float = 0.5, prefix: str = "fraud"):
         import redis.asyncio as redis
@@ -113,6 +141,7 @@ class RedisStore:
         self._redis = redis
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                             max_connections=256, decode_responses=True)
+        self._complete = self._client.register_script(_COMPLETE_LUA)
 
     def _k(self, key: str) -> str:
         return f"{self.prefix}:{key}"
@@ -160,6 +189,13 @@ class RedisStore:
             await self._guard(pipe.execute())
         finally:
             await pipe.reset()
+
+    async def complete(self, transaction_id: str, record: dict, alert: dict | None) -> dict | None:
+        fields = [] if alert is None else [part for k, v in alert.items() for part in (k, json.dumps(v))]
+        current = await self._guard(self._complete(
+            keys=[self._k(decision_key(transaction_id)), self._k("alerts")],
+            args=[_dump(record), DECISION_TTL_S, json.dumps(fields) if fields else ""]))
+        return _load(current) if current else None
 
     async def release(self, snap: Snapshot) -> None:
         if snap.handle is not None:
