@@ -87,3 +87,12 @@ def test_a_missing_required_field_is_named():
     with pytest.raises(ingest.DataContractError, match=F.LABEL):
         ingest.standardise_record({k: v for k, v in record.items() if k != F.LABEL} | {F.AMOUNT: "1"},
                                   require_label=True)
+
+
+@pytest.mark.parametrize("value", [
+    "2026-06-01T23:15:07Z", "2026-06-01T23:15:07+00:00", "2026-06-01T18:15:07-05:00", "2026-06-01T18:15:07-0500",
+    "2026-06-01T23:15:07.999Z", "2026-06-01 18:15:07", "2026-06-01T18:15", "2026-06-01", "2026-12-31T23:59:59+14:00",
+    "2026-06-01T18:15:07.123456-05:00", "20260601T181507", "2026-06-01T18:15:07 -05:00", "1780355707",
+    "01/06/2026 18:15:07", "31/12/2026 23:59:59"])
+def test_one_timestamp_parses_as_the_frame_path_parses_it(value):
+    assert ingest.parse_timestamp(value) == int(ingest.parse_timestamps(pd.Series([value]))[0]), value
