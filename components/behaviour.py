@@ -5,6 +5,10 @@ walked through fraud.behaviour (the same functions as the online state), and the
 to the examples by transaction id. Splits are kept as they are: because every split goes into the same
 groups, eval rows see the history of the train period before them, and nothing after them.
 Grouping by entity (GroupByKey) keeps one entity's history in memory at a time, not the data set.
+
+Nothing is lost silently: every example must get the features of each of its entities (else LostRows naming
+the transaction and the entity), and after the job the rows written per split must equal the rows read (the
+counts ExampleGen recorded), else LostRows naming the split.
 """
 import os
 
@@ -18,9 +22,25 @@ from tfx.types import artifact_utils, standard_artifacts
 from fraud import behaviour as B
 from fraud import examples as X
 from fraud import features as F
-from fraud.errors import DuplicateTransaction
+from fraud.errors import DuplicateTransaction, LostRows
 
 _GZIP = beam.io.filesystem.CompressionTypes.GZIP
+METRICS_NAMESPACE = "BehaviouralFeatures"
+_RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happens again use "
+                "--beam-arg=--direct_running_mode=in_memory (or another runner)")
+
+
+def rows_written_metric(split: str) -> str:
+    return f"rows_written[{split}]"
+
+
+def check_counts(expected: dict[str, int], written: dict[str, int]) -> None:
+    """Every split written with exactly the rows it was read with, or LostRows naming the splits that differ."""
+    wrong = [f"{split}: {written.get(split, 0)} rows written, {rows} read" for split, rows in sorted(expected.items())
+             if written.get(split, 0) != rows]
+    if wrong:
+        raise LostRows(f"BehaviouralFeatures did not write every example exactly once ({'; '.join(wrong)}): "
+                       + _RUNNER_HINT)
 
 
 def to_event(record: bytes) -> B.Event:
@@ -41,15 +61,26 @@ def add_features(record: bytes, feats: dict) -> bytes:
     return X.set_floats(example, {name: feats[name] for name in F.BEHAVIOUR_FEATURES}).SerializeToString()
 
 
+def _entity_of(feature: str) -> str:
+    return feature.split("_", 1)[0]  # user_..., device_..., restaurant_...
+
+
 class _Join(beam.DoFn):
     def process(self, item):
         tid, grouped = item
         records, parts = grouped["example"], grouped["features"]
+        if len(records) == 0:
+            raise LostRows(f"features were computed for transaction {tid!r} but its example is missing: "
+                           + _RUNNER_HINT)
         if len(records) != 1:
             raise DuplicateTransaction(f"transaction id {tid!r} appears {len(records)} times across splits")
         feats = {}
         for part in parts:
             feats.update(part)
+        missing = [name for name in F.BEHAVIOUR_FEATURES if name not in feats]
+        if missing:
+            raise LostRows(f"transaction {tid!r} lacks {len(missing)} behavioural feature(s) after the join, e.g. "
+                           f"{missing[:3]} (its {_entity_of(missing[0])} features): " + _RUNNER_HINT)
         split, record = records[0]
         yield split, add_features(record, feats)
 
@@ -87,12 +118,26 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
     feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
     joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
     for s in inputs:
+        written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, rows_written_metric(s))
         (joined
          | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
-         | f"Record[{s}]" >> beam.Map(lambda kv: kv[1])
+         | f"Record[{s}]" >> beam.Map(lambda kv, written=written: (written.inc(), kv[1])[1])
          | f"Write[{s}]" >> beam.io.WriteToTFRecord(
              os.path.join(F.split_dir(output_dir, s), F.EXAMPLES_FILE_PREFIX), file_name_suffix=".gz",
              compression_type=_GZIP))
+
+
+def rows_written(result) -> dict[str, int]:
+    """Rows written per split, from the finished job's counters."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    out = {}
+    for counter in counters:
+        name = counter.key.metric.name
+        if name.startswith("rows_written[") and name.endswith("]"):
+            out[name[len("rows_written["):-1]] = out.get(name[len("rows_written["):-1], 0) + int(counter.committed)
+    return out
 
 
 @component(use_beam=True)
@@ -106,6 +151,7 @@ def BehaviouralFeatures(
     with beam_pipeline as p:
         build(p, {s: os.path.join(F.split_dir(examples.uri, s), "*") for s in splits}, augmented_examples.uri,
               label_delay_days=label_delay_days)
+    check_counts({s: examples.get_int_custom_property(F.prop_rows(s)) for s in splits}, rows_written(p.result))
     augmented_examples.split_names = examples.split_names
     for key, value in examples.mlmd_artifact.custom_properties.items():  # row counts, time ranges per split
         augmented_examples.mlmd_artifact.custom_properties[key].CopyFrom(value)

@@ -14,6 +14,7 @@ whatever they caught instead of looking at class names:
     +-- DataSourceError            1  the database cannot be reached or read (URL shown without password)
     +-- ModelNotFound              1  no pushed model where one was expected
     +-- ReportError                1  the evaluation report cannot be built
+    +-- LostRows                   1  a data-processing job gave fewer (or more) rows than it read (a runner fault)
     +-- SettingsError              2  a setting is missing or invalid (names the option, variable or file key)
     +-- ServingError               -  a model-server request failed with a canonical status (serving.errors)
 
@@ -71,6 +72,10 @@ class DataSourceError(FraudError, ValueError):
 
 class ModelNotFound(FraudError, ValueError):
     """No (complete) model where one was expected."""
+
+
+class LostRows(FraudError):
+    """A data-processing job's output does not hold every input row exactly once; the message names the split."""
 
 
 class ReportError(FraudError, ValueError):

@@ -34,20 +34,36 @@ def encode(row: dict) -> tf.train.Example:
 
 
 def encode_columns(floats: dict, ints: dict, strings: dict) -> list[bytes]:
-    """Serialized tf.Examples of columns of equal length: {name: values} per kind, every column in every row."""
-    floats = {c: np.asarray(v, np.float32) for c, v in floats.items()}
-    ints = {c: np.asarray(v, np.int64) for c, v in ints.items()}
-    strings = {c: [s.encode() if isinstance(s, str) else s for s in v] for c, v in strings.items()}
-    lengths = {len(v) for v in (*floats.values(), *ints.values(), *strings.values())}
+    """Serialized tf.Examples of columns of equal length: {name: values} per kind, every column in every row.
+
+    Encoded in C++ by tfx_bsl (an Arrow record batch of one-value lists -> tf.Examples), ~10x faster than building
+    protos in Python; tests/unit/test_foundation.py checks it decodes to the same values as `encode`."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    columns = {**{c: pa.array(np.asarray(v, np.float32)) for c, v in floats.items()},
+               **{c: pa.array(np.asarray(v, np.int64)) for c, v in ints.items()},
+               **{c: _binary(v) for c, v in strings.items()}}
+    lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns of different lengths: {sorted(lengths)}")
-    out = []
-    for i in range(lengths.pop() if lengths else 0):
-        feats = {c: tf.train.Feature(float_list=tf.train.FloatList(value=[v[i]])) for c, v in floats.items()}
-        feats.update({c: tf.train.Feature(int64_list=tf.train.Int64List(value=[v[i]])) for c, v in ints.items()})
-        feats.update({c: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v[i]])) for c, v in strings.items()})
-        out.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-    return out
+    rows = lengths.pop() if lengths else 0
+    if rows == 0:
+        return []
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32))
+    batch = pa.RecordBatch.from_arrays([pa.ListArray.from_arrays(offsets, values) for values in columns.values()],
+                                       list(columns))
+    return list(example_coder.RecordBatchToExamples(batch))
+
+
+def _binary(values):
+    """Strings (UTF-8 encoded by Arrow, no Python loop) or bytes -> an Arrow binary array."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, pa.string()).cast(pa.binary())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # bytes values
+        return pa.array(values, pa.binary())
 
 
 def value(example: tf.train.Example, key: str, default=None):

@@ -48,13 +48,48 @@ def list_csv_files(data_dir: str | Path) -> list[Path]:
     return files
 
 
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """One CSV file, every column as a string, empty cells as "" (types are checked by standardise()).
+
+    Read by Arrow's multi-threaded CSV reader (several times pandas' speed on large exports); a UTF-8 byte-order
+    mark is skipped, quoted values may hold commas and newlines."""
+    import pyarrow as pa
+    from pyarrow import csv as pacsv
+
+    path = Path(path)
+    names = _header(path)
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "UTF8" in reason or isinstance(exc, UnicodeDecodeError):
+            reason += " (save the file as UTF-8)"
+        raise DataContractError(f"cannot read {str(path)!r} as CSV: {reason}") from None
+    frame = table.to_pandas()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _header(path: Path) -> list[str]:
+    import csv
+
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise DataContractError(f"{str(path)!r} is empty: a CSV file needs at least its header")
+    try:
+        return next(csv.reader([first.decode("utf-8-sig")]))
+    except UnicodeDecodeError:
+        raise DataContractError(f"cannot read {str(path)!r} as CSV: its header is not UTF-8 (save the file "
+                                "as UTF-8)") from None
+
+
 def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     """Read every *.csv in a directory as strings (types are checked by standardise())."""
-    frames = []
-    for path in list_csv_files(data_dir):
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-        frame.columns = [c.strip() for c in frame.columns]
-        frames.append(frame)
+    frames = [read_csv(path) for path in list_csv_files(data_dir)]
     columns = {tuple(f.columns) for f in frames}
     if len({frozenset(c) for c in columns}) > 1:
         raise DataContractError(f"the CSV files in {str(data_dir)!r} have different columns: {sorted(columns)}")

@@ -208,3 +208,42 @@ def test_required_columns_only_train_and_push_a_model(tmp_path):
     assert run.exit_code == 0, run.output[-4000:]
     assert f"{F.USER_AGE}: missing in every row" in run.output
     assert len(run.versions()) == 1
+
+
+def test_an_export_with_hot_keys_a_bom_and_no_device_columns_trains_and_pushes(tmp_path):
+    """Shapes of real exports in one run: a restaurant taking 30% of all rows, one card with 6% of them, no
+    device columns at all, a UTF-8 byte-order mark in one file, the generator's mixed timestamp formats. Every row
+    comes out of BehaviouralFeatures exactly once (the component checks it), the hot restaurant's history is
+    counted, and a model is pushed."""
+    import numpy as np
+
+    from fraud import examples as X
+
+    data = generate(tmp_path / "full")
+    shaped = tmp_path / "shaped"
+    shaped.mkdir()
+    rng = np.random.default_rng(5)
+    for i, path in enumerate(sorted(data.glob("*.csv"))):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        hot = rng.random(len(frame)) < 0.30
+        frame.loc[hot, F.RESTAURANT_ID] = "R-HOT"
+        frame.loc[hot, F.CITY] = "Lima"
+        frame.loc[rng.random(len(frame)) < 0.06, F.USER_ID] = "U-HOT"
+        frame = frame.drop(columns=[F.DEVICE_ID, F.DEVICE_TYPE, F.OS_VERSION])
+        text = frame.to_csv(index=False)
+        (shaped / path.name).write_bytes(("\ufeff" if i == 0 else "").encode() + text.encode())
+    run = run_pipeline(shaped, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
+    assert run.exit_code == 0, run.output[-4000:]
+    assert len(run.versions()) == 1
+    summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    behaviour = next(c for c in summary.components if c.node_id == F.NODE_BEHAVIOUR)
+    (artifact,) = behaviour.outputs["Examples"]
+    rows = {}
+    for split in F.SPLITS:
+        frame = X.read_split(artifact.uri, split)[1]
+        rows[split] = len(frame)
+        if split == F.SPLIT_EVAL:
+            hot = frame[frame[F.RESTAURANT_ID] == "R-HOT"]
+            assert hot["restaurant_txn_count_1d"].median() > 20, "the hot restaurant's day is counted"
+            assert (frame["device_distinct_users_30d"] == 0).all()  # no device: cold start, not one giant device
+    assert rows == {s: v["rows"] for s, v in summary.splits.items()}

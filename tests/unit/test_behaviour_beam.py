@@ -9,10 +9,11 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from components.behaviour import build
+from components.behaviour import _Join, build, check_counts, rows_written
 from fraud import behaviour as B
 from fraud import examples as X
 from fraud import features as F
+from fraud.errors import LostRows
 
 
 @pytest.mark.parametrize("missing", [(F.DEVICE_ID,), (F.DEVICE_ID, F.RESTAURANT_ID)])
@@ -42,6 +43,7 @@ def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, mis
     X.write_records(str(tmp_path / "in" / "Split-train" / "data.gz"), [X.encode(r).SerializeToString() for r in rows])
     with beam.Pipeline() as p:
         build(p, {"train": str(tmp_path / "in" / "Split-train" / "*.gz")}, str(tmp_path / "out"), label_delay_days=7)
+    assert rows_written(p.result) == {"train": n}  # what the component compares with ExampleGen's counts
     out = X.read_records([os.path.join(F.split_dir(str(tmp_path / "out"), "train"), f)
                           for f in os.listdir(F.split_dir(str(tmp_path / "out"), "train"))])
     frame = X.decode_frame(out)
@@ -60,3 +62,21 @@ def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, mis
     assert (no_device["device_distinct_users_30d"] == 0).all() and (no_device["device_txn_count_1d"] == 0).all()
     with_device = frame[frame[F.DEVICE_ID] != ""]
     assert (with_device["device_txn_count_1d"] > 0).any()
+
+
+def test_lost_rows_are_named_not_written():
+    """A split written with fewer (or more) rows than read, or an example whose join lost an entity's features,
+    stops the component with the split or the transaction and the entity named."""
+    check_counts({"train": 10, "eval": 3}, {"train": 10, "eval": 3})
+    with pytest.raises(LostRows, match=r"eval: 2 rows written, 3 read") as info:
+        check_counts({"train": 10, "eval": 3}, {"train": 10, "eval": 2})
+    assert "train" not in str(info.value).split("(", 1)[1].split(")")[0]
+    with pytest.raises(LostRows, match="valid: 0 rows written, 5 read"):
+        check_counts({"valid": 5}, {})
+    record = X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()
+    user = {n: 0.0 for n in F.BEHAVIOUR_FEATURES if n.startswith("user_")}
+    device = {n: 0.0 for n in F.BEHAVIOUR_FEATURES if n.startswith("device_")}
+    with pytest.raises(LostRows, match="'t1' lacks .* restaurant features"):
+        list(_Join().process(("t1", {"example": [("train", record)], "features": [user, device]})))
+    with pytest.raises(LostRows, match="example is missing"):
+        list(_Join().process(("t2", {"example": [], "features": [user]})))

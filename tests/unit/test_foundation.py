@@ -7,6 +7,7 @@ import os
 import pickle
 
 import numpy as np
+import tensorflow as tf
 import pandas as pd
 import pytest
 
@@ -115,6 +116,27 @@ def test_examples_round_trip_through_files(tmp_path):
     assert frame[F.AMOUNT].iloc[0] == 1.5 and np.isnan(frame[F.AMOUNT].iloc[1])
     with pytest.raises(FileNotFoundError, match="no examples for split 'train'"):
         examples.read_split(str(tmp_path), F.SPLIT_TRAIN)
+
+
+def test_column_encoding_gives_the_examples_of_the_one_row_encoder():
+    """encode_columns (C++, tfx_bsl) and encode (protos built in Python) give the same tf.Examples."""
+    floats = {F.AMOUNT: [1.5, float("nan"), 0.0, -2.25e9, float("inf")], F.USER_AGE: [30.0, 41.0, float("nan"), 1, 2]}
+    ints = {F.EVENT_TIME: [10, -20, 2**62, 0, 7], F.LABEL: [0, 1, 0, 1, 0]}
+    strings = {F.CITY: ["Lima", "", "Cusco", "ñandú", "a,b\n\"c\""], F.USER_ID: ["u1", "u2", "u3", "u4", "u5"]}
+    records = examples.encode_columns(floats=floats, ints=ints, strings=strings)
+    assert len(records) == 5
+    for i, record in enumerate(records):
+        row = {**{c: np.float32(v[i]) for c, v in floats.items()}, **{c: np.int64(v[i]) for c, v in ints.items()},
+               **{c: v[i] for c, v in strings.items()}}
+        expected = examples.encode({c: float(v) if isinstance(v, np.floating) else v for c, v in row.items()})
+        got = tf.train.Example.FromString(record)
+        assert set(got.features.feature) == set(expected.features.feature)
+        for name, feature in expected.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            assert got.features.feature[name].WhichOneof("kind") == kind, name
+            a, b = list(getattr(got.features.feature[name], kind).value), list(getattr(feature, kind).value)
+            assert a == b or (kind == "float_list" and np.isnan(a[0]) and np.isnan(b[0])), (name, a, b)
+    assert examples.encode_columns(floats={F.AMOUNT: []}, ints={}, strings={}) == []
 
 
 def test_example_values_and_updates():

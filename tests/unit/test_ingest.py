@@ -119,3 +119,35 @@ def test_time_split_is_by_lima_calendar_day_and_never_overlaps():
     assert splits[F.SPLIT_VALID][F.EVENT_TIME].max() < splits[F.SPLIT_EVAL][F.EVENT_TIME].min()
     with pytest.raises(ingest.DataContractError, match="split 'train' is empty"):
         ingest.split_by_time(standard, eval_days=20, valid_days=10)
+
+
+def test_csv_reading_keeps_every_value_as_written(tmp_path):
+    """A byte-order mark, quoted commas and newlines, leading zeros, blanks and spaces are read as written."""
+    (tmp_path / "a.csv").write_bytes(
+        b'\xef\xbb\xbftransaction_id,amount,city\n007,"1,5"," Lima "\n008,,"multi\nline"\n')
+    frame = ingest.read_csv_dir(tmp_path)
+    assert list(frame.columns) == ["transaction_id", "amount", "city"]
+    assert frame.to_dict("records") == [{"transaction_id": "007", "amount": "1,5", "city": " Lima "},
+                                        {"transaction_id": "008", "amount": "", "city": "multi\nline"}]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"a,b\n1,2,3\n", "Expected 2 columns, got 3"),  # pandas would silently shift the row
+    (b"a,b\ncaf\xe9,1\n", "UTF-8"), (b"caf\xe9,b\n1,2\n", "header is not UTF-8"), (b"", "is empty")])
+def test_a_csv_that_cannot_be_read_is_named_with_the_reason(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_bytes(content)
+    with pytest.raises(ingest.DataContractError, match=message) as info:
+        ingest.read_csv_dir(tmp_path)
+    assert "bad.csv" in str(info.value)
+
+
+def test_optional_columns_present_but_empty_standardise_as_absent_ones():
+    """An export with every optional column in its header but no value in it gives the same standard rows as one
+    without those columns (so validation, Transform and training see the same data either way)."""
+    bare = _frame()
+    empty = bare.assign(**{c: "" for c in F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS})
+    absent = bare.drop(columns=[c for c in bare.columns if c in F.OPTIONAL_STRING_COLUMNS])
+    a = ingest.standardise(empty, require_label=True)
+    b = ingest.standardise(absent, require_label=True)
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    assert not a.imputed_columns and set(b.imputed_columns) == set(F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS)

@@ -1,0 +1,138 @@
+"""The whole `fraudctl pipeline run` at scale: wall time per component and for the rest of the command (start-up,
+the report), rows/s, peak memory of the process tree; optionally several Beam modes on the same data.
+
+    .venv/bin/python bench/pipeline_scale.py [--rows 1000000] [--days 90] \
+        [--mode multi_processing --mode in_memory] [--keep DIR]
+
+Data: `fraudctl generate` sized to about --rows rows over --days days. Each mode runs the real command on the
+same data into its own pipeline root; per-component seconds come from ML Metadata (fraud.runs). The reference,
+measured in the same run on the same rows: the in-memory computation of the behavioural features
+(fraud.behaviour.compute_offline, one process, no Beam) and the in-memory ingestion (fraud.ingest read +
+standardise): each component's ratio to it says what the pipeline machinery costs.
+Targets (issue: "Any data set that meets the contract"): 1M rows end to end in <= 10 minutes and <= 8 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fraud import features as F  # noqa: E402
+
+ROWS_PER_USER_DAY = 49503 / (4000 * 90)  # the generator's defaults: 4,000 cards, 90 days -> 49,503 rows
+FRAUDCTL = str(Path(sys.executable).parent / "fraudctl")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (Beam workers included), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total
+
+
+def run_watched(cmd: list[str], log: Path) -> tuple[int, float, int]:
+    """(exit code, seconds, peak RSS of the tree), printing a progress line every 30 s."""
+    began = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    peak = 0
+    last = began
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_bytes(proc.pid))
+        if time.perf_counter() - last > 30:
+            last = time.perf_counter()
+            print(f"    ... {last - began:.0f} s, {peak / 2**30:.1f} GiB peak so far", flush=True)
+        time.sleep(0.5)
+    return proc.returncode, time.perf_counter() - began, peak
+
+
+def references(data: Path) -> dict[str, float]:
+    """Seconds of the plain in-memory work on the same rows: ingestion, behavioural features."""
+    from fraud import behaviour, ingest
+
+    began = time.perf_counter()
+    frame = ingest.standardise(ingest.read_csv_dir(data), require_label=True).frame
+    ingest_s = time.perf_counter() - began
+    began = time.perf_counter()
+    behaviour.compute_offline(behaviour.events_from_frame(frame))
+    return {F.NODE_EXAMPLE_GEN: ingest_s, F.NODE_BEHAVIOUR: time.perf_counter() - began, "rows": len(frame)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--mode", action="append", choices=["multi_processing", "in_memory"],
+                        help="DirectRunner mode(s) to run (default: multi_processing, the pipeline's default)")
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--keep", type=Path, help="keep data and runs here (default: a temporary directory)")
+    args = parser.parse_args()
+    modes = args.mode or ["multi_processing"]
+    from fraud.runs import summarize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.keep or Path(tmp)
+        data = base / "data"
+        users = max(100, round(args.rows / (ROWS_PER_USER_DAY * args.days)))
+        if not data.exists():
+            print(f"generating ~{args.rows:,} rows ({users:,} cards, {args.days} days)...", flush=True)
+            began = time.perf_counter()
+            subprocess.run([FRAUDCTL, "generate", "--out", str(data), "--users", str(users), "--days",
+                            str(args.days)], check=True, stdout=subprocess.DEVNULL)
+            print(f"  generated in {time.perf_counter() - began:.0f} s", flush=True)
+        print("reference: the same work in memory, one process...", flush=True)
+        ref = references(data)
+        rows = int(ref.pop("rows"))
+        print(f"{rows:,} rows; in memory: ingestion {ref[F.NODE_EXAMPLE_GEN]:.1f} s, behavioural features "
+              f"{ref[F.NODE_BEHAVIOUR]:.1f} s", flush=True)
+        for mode in modes:
+            root, serving = base / f"root-{mode}", base / f"serving-{mode}"
+            cmd = [FRAUDCTL, "pipeline", "run", "--data", str(data), "--root", str(root), "--serving-dir",
+                   str(serving), "--beam-arg=--runner=DirectRunner", f"--beam-arg=--direct_running_mode={mode}",
+                   "--beam-arg=--direct_num_workers=2"]
+            if args.train_steps:
+                cmd += ["--train-steps", str(args.train_steps)]
+            print(f"\nmode {mode}: {' '.join(cmd[1:3])} ...", flush=True)
+            code, wall, peak = run_watched(cmd, base / f"run-{mode}.log")
+            summary = summarize(str(root / F.METADATA_FILE), F.PIPELINE_NAME)
+            print(f"  exit {code}, {wall:.0f} s end to end ({rows / wall:,.0f} rows/s), peak {peak / 2**30:.2f} GiB "
+                  f"(targets for 1M rows: <= 600 s, <= 8 GiB)")
+            components = 0.0
+            for c in summary.components:
+                if c.seconds < 0.5:
+                    continue
+                components += c.seconds
+                ratio = f"  {c.seconds / ref[c.node_id]:.1f}x the in-memory reference" if c.node_id in ref else ""
+                print(f"  {c.node_id:<28} {c.state:<9} {c.seconds:7.1f} s {rows / c.seconds:>10,.0f} rows/s{ratio}")
+            print(f"  {'(start-up, report, rest)':<28} {'':<9} {wall - components:7.1f} s")
+            if code != 0:
+                print(f"  the run failed: see {base / f'run-{mode}.log'}" + ("" if args.keep else
+                                                                             " (use --keep DIR to keep it)"))
+                print("  " + "\n  ".join((base / f"run-{mode}.log").read_text().splitlines()[-15:]))
+
+
+if __name__ == "__main__":
+    main()
