@@ -1,5 +1,5 @@
 """The whole `fraudctl pipeline run` at scale: wall time per component and for the rest of the command (start-up,
-the report), rows/s, peak memory of the process tree; optionally several Beam modes on the same data.
+the report), rows/s, peak memory (PSS) of the process tree; optionally several Beam modes on the same data.
 
     .venv/bin/python bench/pipeline_scale.py [--rows 1000000] [--days 90] \
         [--mode multi_processing --mode in_memory] [--keep DIR]
@@ -31,10 +31,21 @@ ROWS_PER_USER_DAY = 49503 / (4000 * 90)  # the generator's defaults: 4,000 cards
 FRAUDCTL = str(Path(sys.executable).parent / "fraudctl")
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants (Beam workers included), from /proc."""
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (forked Beam workers share most of theirs) are counted once overall."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory_bytes(pid: int) -> int:
+    """Memory of a process and all its descendants (Beam workers included): the sum of their PSS, from /proc."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -42,26 +53,25 @@ def tree_rss_bytes(pid: int) -> int:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += _pss_bytes(p)
         todo.extend(children.get(p, []))
     return total
 
 
 def run_watched(cmd: list[str], log: Path) -> tuple[int, float, int]:
-    """(exit code, seconds, peak RSS of the tree), printing a progress line every 30 s."""
+    """(exit code, seconds, peak memory (PSS) of the tree), printing a progress line every 30 s."""
     began = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     peak = 0
     last = began
     while proc.poll() is None:
-        peak = max(peak, tree_rss_bytes(proc.pid))
+        peak = max(peak, tree_memory_bytes(proc.pid))
         if time.perf_counter() - last > 30:
             last = time.perf_counter()
             print(f"    ... {last - began:.0f} s, {peak / 2**30:.1f} GiB peak so far", flush=True)
