@@ -18,10 +18,10 @@ from components import behaviour as component
 from components.ingestion import write_split
 from fraud import behaviour, ingest
 from fraud import features as F
+from fraud import synth
 from fraud.synth import datagen
 from fraud.settings import DEFAULT_BEAM_ARGS
 
-ROWS_PER_USER_DAY = 49503 / (4000 * 90)  # measured on the generator's defaults
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             days = 180
-            users = max(50, int(size / (ROWS_PER_USER_DAY * days)))
+            users = max(50, int(size / (synth.ROWS_PER_CARD_DAY * days)))
             datagen.generate(os.path.join(tmp, "csv"), days=days, users=users, seed=1)
             frame = ingest.standardise(ingest.read_csv_dir(os.path.join(tmp, "csv")), require_label=True).frame
             write_split(frame, F.split_dir(os.path.join(tmp, "examples"), "all"))

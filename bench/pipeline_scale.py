@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fraud import features as F  # noqa: E402
+from fraud import synth  # noqa: E402
 
-ROWS_PER_USER_DAY = 49503 / (4000 * 90)  # the generator's defaults: 4,000 cards, 90 days -> 49,503 rows
 FRAUDCTL = str(Path(sys.executable).parent / "fraudctl")
 
 
@@ -106,7 +106,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         data = base / "data"
-        users = max(100, round(args.rows / (ROWS_PER_USER_DAY * args.days)))
+        users = max(100, round(args.rows / (synth.ROWS_PER_CARD_DAY * args.days)))
         if not data.exists():
             print(f"generating ~{args.rows:,} rows ({users:,} cards, {args.days} days)...", flush=True)
             began = time.perf_counter()

@@ -30,7 +30,7 @@ _RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happen
                 "--beam-arg=--direct_running_mode=in_memory (or another runner)")
 
 
-def rows_written_metric(split: str) -> str:
+def _rows_written_counter(split: str) -> str:
     return f"rows_written[{split}]"
 
 
@@ -61,8 +61,9 @@ def add_features(record: bytes, feats: dict) -> bytes:
     return X.set_floats(example, {name: feats[name] for name in F.BEHAVIOUR_FEATURES}).SerializeToString()
 
 
-def _entity_of(feature: str) -> str:
-    return feature.split("_", 1)[0]  # user_..., device_..., restaurant_...
+_ENTITY_OF = {name: kind for kind, names in (("user", F.USER_BEHAVIOUR_FEATURES),
+                                               ("device", F.DEVICE_BEHAVIOUR_FEATURES),
+                                               ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES)) for name in names}
 
 
 class _Join(beam.DoFn):
@@ -80,7 +81,7 @@ class _Join(beam.DoFn):
         missing = [name for name in F.BEHAVIOUR_FEATURES if name not in feats]
         if missing:
             raise LostRows(f"transaction {tid!r} lacks {len(missing)} behavioural feature(s) after the join, e.g. "
-                           f"{missing[:3]} (its {_entity_of(missing[0])} features): " + _RUNNER_HINT)
+                           f"{missing[:3]} (its {_ENTITY_OF[missing[0]]} features): " + _RUNNER_HINT)
         split, record = records[0]
         yield split, add_features(record, feats)
 
@@ -118,7 +119,7 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
     feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
     joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
     for s in inputs:
-        written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, rows_written_metric(s))
+        written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, _rows_written_counter(s))
         (joined
          | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
          | f"Record[{s}]" >> beam.Map(lambda kv, written=written: (written.inc(), kv[1])[1])
@@ -127,17 +128,13 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
              compression_type=_GZIP))
 
 
-def rows_written(result) -> dict[str, int]:
+def rows_written(result, splits) -> dict[str, int]:
     """Rows written per split, from the finished job's counters."""
     from apache_beam.metrics.metric import MetricsFilter
 
     counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
-    out = {}
-    for counter in counters:
-        name = counter.key.metric.name
-        if name.startswith("rows_written[") and name.endswith("]"):
-            out[name[len("rows_written["):-1]] = out.get(name[len("rows_written["):-1], 0) + int(counter.committed)
-    return out
+    return {s: sum(int(c.committed) for c in counters if c.key.metric.name == _rows_written_counter(s))
+            for s in splits}
 
 
 @component(use_beam=True)
@@ -151,7 +148,8 @@ def BehaviouralFeatures(
     with beam_pipeline as p:
         build(p, {s: os.path.join(F.split_dir(examples.uri, s), "*") for s in splits}, augmented_examples.uri,
               label_delay_days=label_delay_days)
-    check_counts({s: examples.get_int_custom_property(F.prop_rows(s)) for s in splits}, rows_written(p.result))
+    check_counts({s: examples.get_int_custom_property(F.prop_rows(s)) for s in splits},
+                 rows_written(p.result, splits))
     augmented_examples.split_names = examples.split_names
     for key, value in examples.mlmd_artifact.custom_properties.items():  # row counts, time ranges per split
         augmented_examples.mlmd_artifact.custom_properties[key].CopyFrom(value)

@@ -19,7 +19,7 @@ from pathlib import Path
 from fraud import behaviour as B
 from fraud import decisions as D
 from fraud import features as F
-from fraud import online
+from fraud import ingest, online
 from fraud.errors import DataContractError, FraudError
 
 from decision import metrics as M
@@ -65,12 +65,9 @@ def standardise(transaction) -> tuple[dict, B.Event]:
     """One raw transaction (data-contract columns, values as the CSV holds them) -> its standardised row and
     event, by fraud.ingest's rules exactly as training data goes (standardise_record, tested equal to the frame
     path); BadTransaction naming the field otherwise."""
-    from fraud import ingest
-
+    raw = _raw_record(transaction)
     try:
-        row = ingest.standardise_record(_raw_record(transaction))
-    except BadTransaction:
-        raise
+        row = ingest.standardise_record(raw)
     except DataContractError as exc:
         raise BadTransaction(str(exc)) from None
     return row, B.event_of(row)
@@ -322,7 +319,7 @@ class DecisionService:
             await self.store.release(snap)
             raise
         began = time.perf_counter()
-        await self.store.commit(snap, updates, record, None, event.transaction_id)
+        await self.store.commit(snap, updates, record, event.transaction_id)
         M.STATE_LATENCY.observe(time.perf_counter() - began)
         return record
 
@@ -420,7 +417,7 @@ class DecisionService:
                     await self.store.release(snap)
                     raise
                 try:
-                    await self.store.commit(snap, {"restaurant": updated} if applied else {}, None, None, None)
+                    await self.store.commit(snap, {"restaurant": updated} if applied else {}, None, None)
                 except Conflict:
                     continue
             await self.store.add_label({"transaction_id": transaction_id, F.LABEL: value,

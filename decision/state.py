@@ -6,10 +6,12 @@ Two stores behind one interface:
 - RedisStore: Redis (`redis://host:6379/0`, run it with AOF on: `appendonly yes`), the production store. Several
   service processes may share it.
 
-Every decision is one atomic transaction: read the entities' snapshots (watched), compute, then write the new
-snapshots, the decision record and the alert together, or nothing if another writer changed one of those keys
-in between (then the service computes again on the new state). So two processes on one Redis answer as one
-process would, a retried transaction id gets the first decision back, and a crash leaves nothing half-written.
+Every decision is two atomic writes (decision/service.py): `read` the entities' snapshots (watched), compute,
+then `commit` the new snapshots with the pending decision record, or nothing if another writer changed one of
+those keys in between (then the service computes again on the new state); after the model call, `complete`
+writes the answer and the alert unless the record already has an answer. So two processes on one Redis answer
+as one process would, a retried transaction id gets the first decision back, and a crash leaves nothing
+half-written.
 """
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ class MemoryStore:
                         _load(decision),
                         {k: self._versions.get(k, 0) for k in watched}, keys)
 
-    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
-                     transaction_id: str | None) -> None:
+    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, transaction_id: str | None) -> None:
+        """The new snapshots and the decision record, or Conflict if a key read by `snap` changed meanwhile."""
         if any(self._versions.get(k, 0) != v for k, v in snap.handle.items()):
             raise Conflict()
         writes = {snap.keys[kind]: _dump(value) for kind, value in updates.items()}
@@ -71,8 +73,6 @@ class MemoryStore:
         for key, value in writes.items():
             self._data[key] = value
             self._versions[key] = self._versions.get(key, 0) + 1
-        if alert is not None:
-            self._alerts.append(alert)
 
     async def complete(self, transaction_id: str, record: dict, alert: dict | None) -> dict | None:
         """Atomically: unless the transaction's record already has an answer (then return that record and write
@@ -173,8 +173,7 @@ class RedisStore:
         return Snapshot({kind: _load(v) for kind, v in zip(keys, values[:-1])},
                         _load(decision), pipe, keys)
 
-    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, alert: dict | None,
-                     transaction_id: str | None) -> None:
+    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, transaction_id: str | None) -> None:
         pipe = snap.handle
         try:
             pipe.multi()
@@ -183,9 +182,6 @@ class RedisStore:
             if record is not None:
                 pipe.set(self._k(decision_key(transaction_id)), _dump(record),
                          ex=DECISION_TTL_S)
-            if alert is not None:
-                pipe.xadd(self._k("alerts"), {k: json.dumps(v) for k, v in alert.items()},  # every field JSON
-                          maxlen=1_000_000, approximate=True)
             await self._guard(pipe.execute())
         finally:
             await pipe.reset()

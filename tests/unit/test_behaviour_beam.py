@@ -43,7 +43,7 @@ def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, mis
     X.write_records(str(tmp_path / "in" / "Split-train" / "data.gz"), [X.encode(r).SerializeToString() for r in rows])
     with beam.Pipeline() as p:
         build(p, {"train": str(tmp_path / "in" / "Split-train" / "*.gz")}, str(tmp_path / "out"), label_delay_days=7)
-    assert rows_written(p.result) == {"train": n}  # what the component compares with ExampleGen's counts
+    assert rows_written(p.result, ["train"]) == {"train": n}  # what the component compares with ExampleGen's counts
     out = X.read_records([os.path.join(F.split_dir(str(tmp_path / "out"), "train"), f)
                           for f in os.listdir(F.split_dir(str(tmp_path / "out"), "train"))])
     frame = X.decode_frame(out)
