@@ -95,12 +95,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--mode", action="append", choices=["multi_processing", "in_memory"],
-                        help="DirectRunner mode(s) to run (default: multi_processing, the pipeline's default)")
+    parser.add_argument("--mode", action="append", choices=["default", "multi_processing", "in_memory"],
+                        help="DirectRunner mode(s) to run; default: the pipeline's own Beam arguments")
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--keep", type=Path, help="keep data and runs here (default: a temporary directory)")
     args = parser.parse_args()
-    modes = args.mode or ["multi_processing"]
+    modes = args.mode or ["default"]
     from fraud.runs import summarize
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,8 +121,10 @@ def main():
         for mode in modes:
             root, serving = base / f"root-{mode}", base / f"serving-{mode}"
             cmd = [FRAUDCTL, "pipeline", "run", "--data", str(data), "--root", str(root), "--serving-dir",
-                   str(serving), "--beam-arg=--runner=DirectRunner", f"--beam-arg=--direct_running_mode={mode}",
-                   "--beam-arg=--direct_num_workers=2"]
+                   str(serving)]
+            if mode != "default":
+                cmd += ["--beam-arg=--runner=DirectRunner", f"--beam-arg=--direct_running_mode={mode}",
+                        f"--beam-arg=--direct_num_workers={2 if mode == 'multi_processing' else 1}"]
             if args.train_steps:
                 cmd += ["--train-steps", str(args.train_steps)]
             print(f"\nmode {mode}: {' '.join(cmd[1:3])} ...", flush=True)

@@ -4,15 +4,25 @@ Events of all splits are grouped by user, by device and by restaurant, each grou
 walked through fraud.behaviour (the same functions as the online state), and the features are joined back
 to the examples by transaction id. Splits are kept as they are: because every split goes into the same
 groups, eval rows see the history of the train period before them, and nothing after them.
-Grouping by entity (GroupByKey) keeps one entity's history in memory at a time, not the data set.
+
+Memory per key is bounded: a device or restaurant with more than `hot_key_events` events (a hot terminal, an
+aggregator's shared device) is grouped per time block of its look-back (fraud.behaviour.time_blocks), each block
+carrying the previous block's events as history, so no group holds more than two look-backs of one entity.
+A user's features look at the whole history ("new device"), so a user is always one group.
+
+Lean per row: each record is parsed once into a tuple (Beam's fast coder, no pickling), one DoFn fans it out to
+every stream, features travel as tuples of floats, and they are appended to the serialized example without
+re-parsing it (fraud.examples.FloatSuffix).
 
 Nothing is lost silently: every example must get the features of each of its entities (else LostRows naming
 the transaction and the entity), and after the job the rows written per split must equal the rows read (the
 counts ExampleGen recorded), else LostRows naming the split.
 """
 import os
+import zlib
 
 import apache_beam as beam
+from apache_beam.io import tfrecordio
 import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import (BeamComponentParameter, InputArtifact,
                                                         OutputArtifact, Parameter)
@@ -28,6 +38,15 @@ _GZIP = beam.io.filesystem.CompressionTypes.GZIP
 METRICS_NAMESPACE = "BehaviouralFeatures"
 _RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happens again use "
                 "--beam-arg=--direct_running_mode=in_memory (or another runner)")
+HOT_KEY_EVENTS = 100_000  # a device or restaurant with more events is grouped per time block
+
+# The entities, in the order their features are joined: (kind, feature names, Event field of the id).
+ENTITIES = (("user", F.USER_BEHAVIOUR_FEATURES), ("device", F.DEVICE_BEHAVIOUR_FEATURES),
+            ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES))
+_KIND_INDEX = {kind: i + 1 for i, (kind, _) in enumerate(ENTITIES)}  # 0 tags the example itself
+_EXAMPLE = 0
+_ENTITY_OF = {name: kind for kind, names in ENTITIES for name in names}
+_SUFFIX = X.FloatSuffix(F.BEHAVIOUR_FEATURES)
 
 
 def _rows_written_counter(split: str) -> str:
@@ -44,88 +63,207 @@ def check_counts(expected: dict[str, int], written: dict[str, int]) -> None:
 
 
 def to_event(record: bytes) -> B.Event:
-    example = tf.train.Example.FromString(record)
+    """The event of one example as ingestion writes it (fraud.examples' kinds: ids and strings as bytes, the time
+    and the label as int64, the amount as float); an absent feature takes its default."""
+    feature = tf.train.Example.FromString(record).features.feature
 
-    def get(key, default):
-        return X.value(example, key, default)
+    def text(key):
+        values = feature[key].bytes_list.value if key in feature else ()
+        return values[0].decode() if values else ""
+
+    def number(key, default):
+        if key not in feature:
+            return default
+        f = feature[key]
+        values = f.int64_list.value or f.float_list.value
+        return values[0] if values else default
 
     return B.Event(
-        transaction_id=get(F.TRANSACTION_ID, ""), time=int(get(F.EVENT_TIME, 0)), user_id=get(F.USER_ID, ""),
-        amount_pen=B.amount_pen(float(get(F.AMOUNT, float("nan"))), get(F.CURRENCY, "")),
-        city=get(F.CITY, ""), restaurant_id=get(F.RESTAURANT_ID, ""), device_id=get(F.DEVICE_ID, ""),
-        label=int(get(F.LABEL, B.UNKNOWN_LABEL)))
+        transaction_id=text(F.TRANSACTION_ID), time=int(number(F.EVENT_TIME, 0)), user_id=text(F.USER_ID),
+        amount_pen=B.amount_pen(float(number(F.AMOUNT, float("nan"))), text(F.CURRENCY)),
+        city=text(F.CITY), restaurant_id=text(F.RESTAURANT_ID), device_id=text(F.DEVICE_ID),
+        label=int(number(F.LABEL, B.UNKNOWN_LABEL)))
 
 
 def add_features(record: bytes, feats: dict) -> bytes:
-    example = tf.train.Example.FromString(record)
-    return X.set_floats(example, {name: feats[name] for name in F.BEHAVIOUR_FEATURES}).SerializeToString()
+    """The serialized example with every behavioural feature set (appended, see fraud.examples.FloatSuffix)."""
+    return record + _SUFFIX([feats[name] for name in F.BEHAVIOUR_FEATURES])
 
 
-_ENTITY_OF = {name: kind for kind, names in (("user", F.USER_BEHAVIOUR_FEATURES),
-                                               ("device", F.DEVICE_BEHAVIOUR_FEATURES),
-                                               ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES)) for name in names}
+def _entity_functions(label_delay_days: int) -> dict:
+    return {"user": B.user_features_for_entity, "device": B.device_features_for_entity,
+            "restaurant": lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days)}
+
+
+def _values(kind: str, feats: dict) -> tuple:
+    return tuple(feats[name] for name in dict(ENTITIES)[kind])
+
+
+class _FanOut(beam.DoFn):
+    """One record -> the example keyed by transaction id, and the event keyed by each of its entities; an event
+    without an entity's id gets that entity's cold-start features here (a missing id is no entity)."""
+
+    def __init__(self, label_delay_days: int):
+        self.label_delay_days = label_delay_days
+
+    def setup(self):
+        self.functions = _entity_functions(self.label_delay_days)
+
+    def process(self, split_record):
+        split, record = split_record
+        e = to_event(record)
+        tid = e.transaction_id
+        yield tid, (_EXAMPLE, split, record)
+        ids = B.entity_ids(e)
+        event = tuple(getattr(e, name) for name in B.Event.__dataclass_fields__)
+        for kind, _ in ENTITIES:
+            if kind in ids:
+                yield beam.pvalue.TaggedOutput(kind, (ids[kind], event))
+            else:
+                ((_, feats),) = self.functions[kind]([e])
+                yield tid, (_KIND_INDEX[kind], _values(kind, feats))
+
+
+class _Features(beam.DoFn):
+    """One group of an entity's events (tuples) -> (transaction id, (kind index, feature values)) per target.
+    The group's key is (id, block): block None holds the whole history; a block's own events are targets,
+    the events marked as history come from the previous block."""
+
+    def __init__(self, kind: str, label_delay_days: int):
+        self.kind, self.label_delay_days = kind, label_delay_days
+
+    def setup(self):
+        self.fn = _entity_functions(self.label_delay_days)[self.kind]
+
+    def process(self, item):
+        (_, block), values = item
+        if block is None:
+            events, targets = [B.Event(*v) for v in values], None
+        else:
+            events = [B.Event(*v) for v, _ in values]
+            targets = {v[0] for v, is_target in values if is_target}
+        index = _KIND_INDEX[self.kind]
+        for tid, feats in self.fn(events):
+            if targets is None or tid in targets:
+                yield tid, (index, _values(self.kind, feats))
+
+
+def _blocks(keyed, hot: dict, lookback: int):
+    """(id, event) -> ((id, None), event) for an ordinary entity, ((id, block), (event, is_target)) for a hot
+    one: in its own block as a target, and in the next block as history (fraud.behaviour.time_blocks)."""
+    key, event = keyed
+    if key not in hot:
+        yield (key, None), event
+        return
+    own, later = B.time_blocks(event[1], lookback, lookback)
+    yield (key, own), (event, True)
+    for block in later:
+        yield (key, block), (event, False)
 
 
 class _Join(beam.DoFn):
+    def __init__(self, splits):
+        self.written = {s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, _rows_written_counter(s)) for s in splits}
+
     def process(self, item):
-        tid, grouped = item
-        records, parts = grouped["example"], grouped["features"]
-        if len(records) == 0:
+        tid, parts = item
+        examples, found = [], {}
+        for part in parts:
+            if part[0] == _EXAMPLE:
+                examples.append(part)
+            else:
+                found[part[0]] = part[1]
+        if not examples:
             raise LostRows(f"features were computed for transaction {tid!r} but its example is missing: "
                            + _RUNNER_HINT)
-        if len(records) != 1:
-            raise DuplicateTransaction(f"transaction id {tid!r} appears {len(records)} times across splits")
-        feats = {}
-        for part in parts:
-            feats.update(part)
-        missing = [name for name in F.BEHAVIOUR_FEATURES if name not in feats]
-        if missing:
-            raise LostRows(f"transaction {tid!r} lacks {len(missing)} behavioural feature(s) after the join, e.g. "
-                           f"{missing[:3]} (its {_ENTITY_OF[missing[0]]} features): " + _RUNNER_HINT)
-        split, record = records[0]
-        yield split, add_features(record, feats)
+        if len(examples) != 1:
+            raise DuplicateTransaction(f"transaction id {tid!r} appears {len(examples)} times across splits")
+        values = []
+        for kind, names in ENTITIES:
+            part = found.get(_KIND_INDEX[kind])
+            if part is None:
+                raise LostRows(f"transaction {tid!r} lacks {len(names)} behavioural feature(s) after the join, e.g. "
+                               f"{list(names[:3])} (its {kind} features): " + _RUNNER_HINT)
+            values.extend(part)
+        _, split, record = examples[0]
+        self.written[split].inc()
+        yield beam.pvalue.TaggedOutput(split, record + _SUFFIX(values))
 
 
-def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int):
+GZIP_LEVEL = 1  # the output is written once and read a few times: fast compression (~2x zlib's default speed)
+
+
+class _GzipStream:
+    """A gzip stream at GZIP_LEVEL over the raw file Beam opens, compressing in chunks of about 1 MiB."""
+
+    def __init__(self, raw):
+        self.raw, self.chunk, self.size = raw, [], 0
+        self.zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def write(self, data: bytes) -> None:
+        self.chunk.append(data)
+        self.size += len(data)
+        if self.size >= 1 << 20:
+            self._compress()
+
+    def _compress(self):
+        if self.chunk:
+            self.raw.write(self.zlib.compress(b"".join(self.chunk)))
+            self.chunk, self.size = [], 0
+
+    def close(self) -> None:
+        self._compress()
+        self.raw.write(self.zlib.flush())
+        self.raw.close()
+
+
+class _GzipTFRecordSink(tfrecordio._TFRecordSink):
+    """Beam's TFRecord sink (temporary files, renamed into place when the job finishes), gzip at GZIP_LEVEL:
+    Beam's own gzip writer compresses record by record at zlib's default level, most of this job's write time."""
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__(file_path_prefix, beam.coders.BytesCoder(), ".gz", 0, None,
+                         beam.io.filesystem.CompressionTypes.UNCOMPRESSED)
+
+    def open(self, temp_path):
+        return _GzipStream(super().open(temp_path))
+
+
+def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int,
+          hot_key_events: int = HOT_KEY_EVENTS):
     """The Beam graph: `inputs` maps split name -> file pattern of gzipped tf.Example TFRecords; every split
     is written to <output_dir>/Split-<name>/ with the behavioural features added."""
+    splits = list(inputs)
     tagged = [
         p | f"Read[{s}]" >> beam.io.ReadFromTFRecord(pattern, compression_type=_GZIP)
         | f"Tag[{s}]" >> beam.Map(lambda r, s=s: (s, r))
         for s, pattern in inputs.items()
     ]
-    records = tagged | "AllSplits" >> beam.Flatten()
-    events = records | "ToEvent" >> beam.Map(lambda sr: (to_event(sr[1]), sr))
-    by_tid = events | "KeyExample" >> beam.Map(lambda es: (es[0].transaction_id, es[1]))
-
-    def per_entity(name, key_fn, fn):
-        # A missing id ("", e.g. no device) is no entity: such events are not grouped together (one giant group
-        # would be one huge Beam element, and not a history), each gets its cold-start features on its own.
-        keyed = events | f"Key[{name}]" >> beam.Map(lambda es: (key_fn(es[0]), es[0]))
-        grouped = (keyed
-                   | f"Known[{name}]" >> beam.Filter(lambda kv: kv[0] != "")
-                   | f"Group[{name}]" >> beam.GroupByKey()
-                   | f"Features[{name}]" >> beam.FlatMap(lambda kv: fn(kv[1])))
-        alone = (keyed
-                 | f"Missing[{name}]" >> beam.Filter(lambda kv: kv[0] == "")
-                 | f"ColdStart[{name}]" >> beam.FlatMap(lambda kv: fn([kv[1]])))
-        return (grouped, alone) | f"Both[{name}]" >> beam.Flatten()
-
-    user = per_entity("user", lambda e: e.user_id, B.user_features_for_entity)
-    device = per_entity("device", lambda e: e.device_id, B.device_features_for_entity)
-    restaurant = per_entity(
-        "restaurant", lambda e: e.restaurant_id,
-        lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days))
-    feats = (user, device, restaurant) | "AllFeatures" >> beam.Flatten()
-    joined = {"example": by_tid, "features": feats} | "Join" >> beam.CoGroupByKey() | beam.ParDo(_Join())
-    for s in inputs:
-        written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, _rows_written_counter(s))
-        (joined
-         | f"Only[{s}]" >> beam.Filter(lambda kv, s=s: kv[0] == s)
-         | f"Record[{s}]" >> beam.Map(lambda kv, written=written: (written.inc(), kv[1])[1])
-         | f"Write[{s}]" >> beam.io.WriteToTFRecord(
-             os.path.join(F.split_dir(output_dir, s), F.EXAMPLES_FILE_PREFIX), file_name_suffix=".gz",
-             compression_type=_GZIP))
+    fanned = (tagged | "AllSplits" >> beam.Flatten()
+              | "FanOut" >> beam.ParDo(_FanOut(label_delay_days)).with_outputs(*(k for k, _ in ENTITIES),
+                                                                                main="by_tid"))
+    streams = [fanned.by_tid]
+    for kind, _ in ENTITIES:
+        keyed = fanned[kind]
+        lookback = B.lookback_s(kind, label_delay_days=label_delay_days)
+        if lookback is None:
+            blocked = keyed | f"Whole[{kind}]" >> beam.Map(lambda kv: ((kv[0], None), kv[1]))
+        else:
+            hot = (keyed
+                   | f"Count[{kind}]" >> beam.combiners.Count.PerKey()
+                   | f"Hot[{kind}]" >> beam.Filter(lambda kv: kv[1] > hot_key_events))
+            blocked = keyed | f"Blocks[{kind}]" >> beam.FlatMap(_blocks, hot=beam.pvalue.AsDict(hot),
+                                                                lookback=lookback)
+        streams.append(blocked
+                       | f"Group[{kind}]" >> beam.GroupByKey()
+                       | f"Features[{kind}]" >> beam.ParDo(_Features(kind, label_delay_days)))
+    written = (streams
+               | "AllParts" >> beam.Flatten()
+               | "ByTransaction" >> beam.GroupByKey()
+               | "Join" >> beam.ParDo(_Join(splits)).with_outputs(*splits))
+    for s in splits:
+        written[s] | f"Write[{s}]" >> beam.io.Write(
+            _GzipTFRecordSink(os.path.join(F.split_dir(output_dir, s), F.EXAMPLES_FILE_PREFIX)))
 
 
 def rows_written(result, splits) -> dict[str, int]:

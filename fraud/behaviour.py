@@ -244,6 +244,27 @@ def restaurant_features_for_entity(events, **kwargs) -> list[tuple[str, dict]]:
     return out
 
 
+def lookback_s(kind: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> int | None:
+    """How far back an entity's features look (seconds), or None when unbounded: a user's "new device / city /
+    hour" flags look at the whole history. Events older than this never change a feature."""
+    if kind == "device":
+        return 30 * DAY
+    if kind == "restaurant":
+        widest = max(width for _, width in F.RESTAURANT_WINDOWS)
+        return max(widest, (F.RESTAURANT_FRAUD_WINDOW_DAYS + label_delay_days) * DAY)
+    return None
+
+
+def time_blocks(time: int, block_s: int, lookback: int) -> tuple[int, list[int]]:
+    """(the time block an event is a target in, the later blocks it is history for).
+
+    Targets at t see the entity's events in [t - lookback, t): an event at `time` matters to targets in
+    (time, time + lookback], so to the blocks that interval meets. With block_s >= lookback that is at most one
+    block: a hot entity is split into blocks at the cost of at most doubling its events."""
+    own = time // block_s
+    return own, list(range(own + 1, (time + lookback) // block_s + 1))
+
+
 def entity_ids(e: Event) -> dict[str, str]:
     """kind -> id of the entities an event belongs to; a missing id ("", e.g. no device) is no entity."""
     return {kind: key for kind, key in (("user", e.user_id), ("device", e.device_id),

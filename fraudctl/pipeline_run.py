@@ -53,8 +53,8 @@ def pipeline():
 @_setting("feature_set", click.Choice(F.FEATURE_SETS))
 @_setting("label_delay_days", int)
 @click.option("--beam-arg", "beam_args", multiple=True,
-              help="Beam pipeline argument, repeatable (replaces the default DirectRunner multi-processing "
-                   "on 2 workers), e.g. --beam-arg=--direct_running_mode=in_memory.")
+              help="Beam pipeline argument, repeatable (replaces the default: DirectRunner in one process), "
+                   "e.g. --beam-arg=--direct_running_mode=multi_processing --beam-arg=--direct_num_workers=2.")
 @click.option("--settings", "settings_file", default=None, type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="YAML/JSON file with a `pipeline` section of these settings (the options win over it).")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow/Beam/TFX logs on the terminal.")

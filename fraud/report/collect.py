@@ -262,6 +262,7 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
         try:
             data.references = reference_models(inputs, eval_frame, evaluation.eval_config, op.alerts_per_day_budget,
                                                valid_days=valid_days, eval_days=data.eval_days)
+            data.references_sample = inputs.sample_note
         except Exception as exc:
             data.references_note = f"the reference models failed: {type(exc).__name__}: {exc}"
             warnings.append(data.references_note)

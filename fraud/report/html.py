@@ -334,6 +334,8 @@ def _section_references(d: ReportData) -> str:
         why = f": {_e(d.references_note)}" if d.references_note else ""
         out.append(f'<p id="references-not-computed">Not computed{why}.</p></section>')
         return "\n".join(out)
+    if d.references_sample:
+        out.append(f'<p id="references-sample">The reference models were {_e(d.references_sample)}.</p>')
     out.append('<table id="reference-table"><tr><th class="l">model</th><th>PR-AUC</th><th>ROC-AUC</th>'
                '<th>recall @1% FPR</th><th>card precision @k</th><th>threshold</th><th>precision @budget</th>'
                '<th>recall @budget</th><th>alerts/day</th><th>calibration</th><th>seconds</th></tr>')
@@ -407,7 +409,7 @@ def report_json(d: ReportData) -> dict:
         "splits": d.splits, "anomalies": d.anomalies, "drifts": d.drifts,
         "references": [{"name": r.name, "threshold": r.threshold, "seconds": r.seconds,
                         "metrics": {k: clean(v) for k, v in r.metrics.items()}} for r in d.references],
-        "references_note": d.references_note,
+        "references_note": d.references_note, "references_sample": d.references_sample,
         "recompute_max_diff": d.recompute_max_diff, "timings": d.timings,
     }
 

@@ -105,6 +105,7 @@ class ReportData:
     timings: dict
     warnings: list = field(default_factory=list)
     references_note: str = ""  # why the reference models were not computed (when they were not)
+    references_sample: str = ""  # which train rows they were trained on
 
     @property
     def candidate(self) -> dict:

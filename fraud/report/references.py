@@ -26,6 +26,9 @@ from fraud.report.model import (FOREST, ISOLATION, LOGISTIC, OP_ALERTS_PER_DAY, 
                                 Reference)
 
 _PARSE_CHUNK = 16384
+# The reference models train on at most this many train rows, drawn at random: their figures settle long before
+# (they are a yardstick, not the model), and at a million rows the forest alone would take minutes.
+MAX_TRAIN_ROWS = 200_000
 
 
 @dataclass
@@ -35,6 +38,14 @@ class ReferenceInputs:
     valid: object
     evals: object  # in the order of the raw eval examples
     feature_set: str
+    train_rows: int = 0  # rows of the train split; `train` holds all of them or a random MAX_TRAIN_ROWS
+
+    @property
+    def sample_note(self) -> str:
+        if len(self.train) >= self.train_rows:
+            return f"trained on all {self.train_rows:,} train rows"
+        return (f"trained on a random {len(self.train):,} of the {self.train_rows:,} train rows (at most "
+                f"{MAX_TRAIN_ROWS:,}: the yardstick settles long before, and the candidate trained on all of them)")
 
 
 def feature_set_of(transform_node, columns) -> str:
@@ -70,7 +81,16 @@ def transform_raw(transform_graph_uri: str, serialized: list[bytes]):
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
 
 
-def reference_inputs(nodes: dict, eval_serialized: list[bytes]) -> tuple[ReferenceInputs | None, str]:
+def sample_records(records: list, limit: int, seed: int = 0) -> list:
+    """At most `limit` of `records`, drawn at random without replacement, in their original order."""
+    if len(records) <= limit:
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+    return [records[i] for i in keep]
+
+
+def reference_inputs(nodes: dict, eval_serialized: list[bytes],
+                     max_train_rows: int = MAX_TRAIN_ROWS) -> tuple[ReferenceInputs | None, str]:
     """(the reference models' inputs, "") from the run's Transform node, or (None, why they cannot be built)."""
     node = nodes.get(F.NODE_TRANSFORM)
     examples = node.artifact("transformed_examples") if node is not None else None
@@ -80,7 +100,8 @@ def reference_inputs(nodes: dict, eval_serialized: list[bytes]) -> tuple[Referen
                       + ("did not run" if node is None else f"ended {node.state}") + ")")
     from fraud import examples as X
 
-    train = X.read_split(examples.uri, F.SPLIT_TRAIN)[1]
+    train_records = X.read_records(X.split_files(examples.uri, F.SPLIT_TRAIN))
+    train = X.decode_frame(sample_records(train_records, max_train_rows))
     valid = X.read_split(examples.uri, F.SPLIT_VALID)[1]
     evals = transform_raw(graph.uri, eval_serialized)
     feature_set = feature_set_of(node, train.columns)
@@ -89,13 +110,22 @@ def reference_inputs(nodes: dict, eval_serialized: list[bytes]) -> tuple[Referen
         missing = [c for c in needed if c not in frame and not (split == F.SPLIT_EVAL and c == F.LABEL)]
         if missing:
             return None, f"the Transform output of {split} lacks {', '.join(missing)}"
-    return ReferenceInputs(train, valid, evals, feature_set), ""
+    return ReferenceInputs(train, valid, evals, feature_set, train_rows=len(train_records)), ""
 
 
 def reference_features(frame, feature_set: str = F.FEATURE_SET_BEHAVIOURAL):
     """(frame of the model's transformed features, dense names, categorical names)."""
     dense, categorical = list(F.dense_transformed_features(feature_set)), list(F.CATEGORICAL_TRANSFORMED_FEATURES)
     return frame[dense + categorical], dense, categorical
+
+
+def _finite(z):
+    """float32 CSR matrix with NaN/inf replaced (Transform imputes; this only guards the yardstick)."""
+    from scipy import sparse
+
+    z = sparse.csr_matrix(z, dtype=np.float32)
+    z.data = np.nan_to_num(z.data)
+    return z
 
 
 def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per_day: float, *, valid_days: int,
@@ -120,13 +150,14 @@ def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per
     y_train = inputs.train[F.LABEL].to_numpy()
     prep = ColumnTransformer([
         ("dense", "passthrough", dense),  # Transform already imputed and scaled them
-        ("ids", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20, sparse_output=False),
+        # Sparse: thousands of terminal ids one-hot in a dense array would need tens of GiB.
+        ("ids", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20, sparse_output=True),
          categorical),
-    ])
+    ], sparse_threshold=1.0)
     started = time.time()
-    z_train = np.nan_to_num(prep.fit_transform(x_train).astype(np.float32))
-    z_valid = np.nan_to_num(prep.transform(x_valid).astype(np.float32))
-    z_eval = np.nan_to_num(prep.transform(x_eval).astype(np.float32))
+    z_train = _finite(prep.fit_transform(x_train))
+    z_valid = _finite(prep.transform(x_valid))
+    z_eval = _finite(prep.transform(x_eval))
     prep_seconds = time.time() - started
     labels = eval_rows[F.LABEL].to_numpy()
     out = []

@@ -127,6 +127,8 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
     assert {r["name"] for r in data["references"]} == {
         "Logistic regression", "Random forest", "Isolation forest (unsupervised)"} and not data["references_note"]
     assert all(0 <= r["metrics"][F.METRIC_PR_AUC] <= 1 for r in data["references"])
+    assert data["references_sample"].startswith("trained on all ")  # the small run is under the sample size
+    assert 'id="references-sample"' in built.html
     assert data["anomalies"] == [] and "None: every split" in _section(built.html, "data")
     assert data["drifts"] and all(d["feature"] not in (F.TRANSACTION_ID, F.EVENT_TIME) for d in data["drifts"])
     assert {s.split("=")[0] for s in (r["slice"] for r in data["slices"])} == set(F.SLICE_COLUMNS)
@@ -331,6 +333,29 @@ def test_reference_models_see_the_features_the_trainer_saw(small_run):
     stored = X.read_split(transformed.uri, F.SPLIT_EVAL)[1]
     distance, match = cKDTree(stored[expected].to_numpy(np.float64)).query(inputs.evals[expected].to_numpy(np.float64))
     assert distance.max() < 1e-5 and len(set(match)) == len(stored)  # the same rows, one to one
+
+
+@pytest.mark.slow
+def test_reference_models_train_on_a_bounded_random_sample_of_train(small_run):
+    """Above max_train_rows the reference models see a random sample of Transform's train rows (in their order),
+    and the report says so; below it, all of them."""
+    from fraud import examples as X
+    from fraud.report import reference_inputs
+    from fraud.runs import read_run
+
+    _, nodes = read_run(str(small_run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    examples = nodes[F.NODE_EVALUATOR].artifact("examples", output=False)
+    eval_records = X.read_split(examples.uri, F.SPLIT_EVAL)[0]
+    full = X.read_split(nodes[F.NODE_TRANSFORM].artifact("transformed_examples").uri, F.SPLIT_TRAIN)[1]
+    sampled, why = reference_inputs(nodes, eval_records, max_train_rows=500)
+    assert sampled is not None, why
+    assert len(sampled.train) == 500 and sampled.train_rows == len(full) > 500
+    assert sampled.sample_note.startswith(f"trained on a random 500 of the {len(full):,} train rows")
+    position = {tuple(row): i for i, row in enumerate(full.itertuples(index=False))}
+    rows = [position[tuple(row)] for row in sampled.train.itertuples(index=False)]
+    assert rows == sorted(rows) and len(set(rows)) == 500  # distinct train rows, in their order
+    whole, _ = reference_inputs(nodes, eval_records, max_train_rows=len(full))
+    assert whole.sample_note == f"trained on all {len(full):,} train rows" and whole.train.equals(full)
 
 
 @pytest.mark.slow

@@ -8,12 +8,13 @@ import os
 import apache_beam as beam
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from components.behaviour import _Join, build, check_counts, rows_written
 from fraud import behaviour as B
 from fraud import examples as X
 from fraud import features as F
-from fraud.errors import LostRows
+from fraud.errors import DuplicateTransaction, LostRows
 
 
 @pytest.mark.parametrize("missing", [(F.DEVICE_ID,), (F.DEVICE_ID, F.RESTAURANT_ID)])
@@ -74,9 +75,101 @@ def test_lost_rows_are_named_not_written():
     with pytest.raises(LostRows, match="valid: 0 rows written, 5 read"):
         check_counts({"valid": 5}, {})
     record = X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()
-    user = {n: 0.0 for n in F.BEHAVIOUR_FEATURES if n.startswith("user_")}
-    device = {n: 0.0 for n in F.BEHAVIOUR_FEATURES if n.startswith("device_")}
+    user = (1, tuple(0.0 for _ in F.USER_BEHAVIOUR_FEATURES))
+    device = (2, tuple(0.0 for _ in F.DEVICE_BEHAVIOUR_FEATURES))
     with pytest.raises(LostRows, match="'t1' lacks .* restaurant features"):
-        list(_Join().process(("t1", {"example": [("train", record)], "features": [user, device]})))
+        list(_Join(["train"]).process(("t1", [(0, "train", record), user, device])))
     with pytest.raises(LostRows, match="example is missing"):
-        list(_Join().process(("t2", {"example": [], "features": [user]})))
+        list(_Join(["train"]).process(("t2", [user])))
+    with pytest.raises(DuplicateTransaction, match="'t3' appears 2 times"):
+        list(_Join(["train"]).process(("t3", [(0, "train", record), (0, "eval", record), user])))
+
+
+def test_appended_features_decode_as_set_features():
+    """FloatSuffix (features appended to the serialized example, no parse) gives the example set_floats gives,
+    including a feature the record already had (replaced) and NaN."""
+    record = X.encode({F.TRANSACTION_ID: "t1", F.AMOUNT: 12.5, F.USER_ID: "u",
+                       F.BEHAVIOUR_FEATURES[0]: 99.0}).SerializeToString()
+    values = [0.5 * i for i in range(len(F.BEHAVIOUR_FEATURES))]
+    values[3] = float("nan")
+    appended = tf.train.Example.FromString(record + X.FloatSuffix(F.BEHAVIOUR_FEATURES)(values))
+    expected = X.set_floats(tf.train.Example.FromString(record), dict(zip(F.BEHAVIOUR_FEATURES, values)))
+    got, want = appended.features.feature, expected.features.feature
+    assert sorted(got) == sorted(want) and len(got) == 3 + len(F.BEHAVIOUR_FEATURES)
+    for name in want:
+        a, b = got[name], want[name]
+        assert a.WhichOneof("kind") == b.WhichOneof("kind"), name
+        av, bv = list(getattr(a, a.WhichOneof("kind")).value), list(getattr(b, b.WhichOneof("kind")).value)
+        assert len(av) == 1 and (av == bv or (math.isnan(av[0]) and math.isnan(bv[0]))), name
+    assert got[F.BEHAVIOUR_FEATURES[0]].float_list.value[0] == 0.0  # the record's 99.0 replaced
+    with pytest.raises(ValueError, match="3 values for"):
+        X.FloatSuffix(F.BEHAVIOUR_FEATURES)([1.0, 2.0, 3.0])
+
+
+def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, monkeypatch):
+    """A restaurant with most of the rows and a device shared by many cards are split into time blocks of their
+    look-back (each block carrying the previous one as history): no group holds the hot key's whole history, and
+    every feature still equals the in-memory computation over whole histories."""
+    log = tmp_path / "group_sizes.txt"
+    originals = {kind: getattr(B, f"{kind}_features_for_entity") for kind in ("device", "restaurant")}
+
+    def recording(kind):
+        def fn(events, **kwargs):
+            events = list(events)
+            with open(log, "a") as f:
+                f.write(f"{kind} {len(events)}\n")
+            return originals[kind](events, **kwargs)
+        return fn
+
+    for kind in originals:
+        monkeypatch.setattr(B, f"{kind}_features_for_entity", recording(kind))
+    rng = np.random.default_rng(5)
+    n, days = 900, 200
+    rows = []
+    for i in range(n):
+        hot = rng.random() < 0.7
+        rows.append({F.TRANSACTION_ID: f"t{i}", F.EVENT_TIME: 1_700_000_000 + int(rng.integers(0, days * 86400)),
+                     F.USER_ID: f"u{int(rng.integers(0, 60))}", F.AMOUNT: float(rng.uniform(20, 900)),
+                     F.CURRENCY: "PEN", F.CITY: "Lima",
+                     F.RESTAURANT_ID: "hot" if hot else f"r{int(rng.integers(0, 8))}",
+                     F.DEVICE_ID: "shared" if hot else f"d{int(rng.integers(0, 40))}",
+                     F.LABEL: int(rng.random() < 0.1)})
+    X.write_records(str(tmp_path / "in" / "Split-train" / "data.gz"), [X.encode(r).SerializeToString() for r in rows])
+    with beam.Pipeline() as p:
+        build(p, {"train": str(tmp_path / "in" / "Split-train" / "*.gz")}, str(tmp_path / "out"), label_delay_days=7,
+              hot_key_events=100)
+    assert rows_written(p.result, ["train"]) == {"train": n}
+    out_dir = F.split_dir(str(tmp_path / "out"), "train")
+    frame = X.decode_frame(X.read_records([os.path.join(out_dir, f) for f in os.listdir(out_dir)]))
+    hot_rows = sum(r[F.RESTAURANT_ID] == "hot" for r in rows)
+    sizes = {}
+    for line in log.read_text().split("\n"):
+        if line:
+            kind, size = line.split()
+            sizes.setdefault(kind, []).append(int(size))
+    for kind in ("device", "restaurant"):
+        # at most two look-backs (37 or 30 days) of the 200: well under the hot key's whole history
+        assert max(sizes[kind]) < 0.6 * hot_rows, (kind, max(sizes[kind]), hot_rows)
+        assert len([s for s in sizes[kind] if s > 100]) >= 4, sizes[kind]  # the hot key was split into blocks
+    events = [B.Event(r[F.TRANSACTION_ID], r[F.EVENT_TIME], r[F.USER_ID], r[F.AMOUNT], r[F.CITY], r[F.RESTAURANT_ID],
+                      r[F.DEVICE_ID], r[F.LABEL]) for r in rows]
+    monkeypatch.undo()
+    expected = B.compute_offline(events)
+    assert len(frame) == n and set(frame[F.TRANSACTION_ID]) == set(expected)
+    assert (frame["restaurant_fraud_rate_delayed"] > 0).any()
+    for record in frame.to_dict("records"):
+        want = expected[record[F.TRANSACTION_ID]]
+        for name in F.BEHAVIOUR_FEATURES:
+            assert math.isclose(record[name], want[name], rel_tol=1e-5, abs_tol=1e-5), (record[F.TRANSACTION_ID], name)
+
+
+def test_time_blocks_cover_the_look_back():
+    day = 86400
+    assert B.time_blocks(10 * day, 37 * day, 37 * day) == (0, [1])
+    assert B.time_blocks(0, 37 * day, 37 * day) == (0, [1])
+    assert B.time_blocks(37 * day, 37 * day, 37 * day) == (1, [2])
+    assert B.time_blocks(5, 100, 10) == (0, [])  # nothing of the next block within reach
+    assert B.time_blocks(95, 100, 10) == (0, [1])
+    assert B.lookback_s("user") is None
+    assert B.lookback_s("restaurant", label_delay_days=7) == 37 * day
+    assert B.lookback_s("device") == 30 * day
