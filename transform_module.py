@@ -124,11 +124,17 @@ def preprocessing_fn(inputs, custom_config=None):
 
     if feature_set == F.FEATURE_SET_BEHAVIOURAL:
         # Counts, sums, ratios, speeds: heavy-tailed and >= 0, so log1p then z-score. An unknown value
-        # (NaN from a client) counts as 0, the cold-start value.
-        for key in F.BEHAVIOUR_FEATURES:
-            x = tf.cast(_as_2d(inputs[key]), tf.float32)
-            x = tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(x), 0.0, x), 0.0))
-            out[F.transformed_name(key)] = _z_score(x, tf.zeros_like(x, dtype=tf.bool), x)
+        # (NaN from a client) counts as 0, the cold-start value. The features are z-scored as the columns of one
+        # matrix: one mean and one variance analyzer for all of them instead of two per feature. Each analyzer
+        # is traced, built into Beam stages and saved on its own, which made up most of Transform's fixed cost.
+        columns = [tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(x), 0.0, x), 0.0))
+                   for x in (tf.cast(_as_2d(inputs[key]), tf.float32) for key in F.BEHAVIOUR_FEATURES)]
+        matrix = tf.concat(columns, axis=1)  # [batch, features]
+        mean = tft.mean(matrix, reduce_instance_dims=False)
+        var = tft.var(matrix, reduce_instance_dims=False)
+        scaled = (matrix - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+        for i, key in enumerate(F.BEHAVIOUR_FEATURES):
+            out[F.transformed_name(key)] = scaled[:, i:i + 1]
 
     if F.LABEL in inputs:  # absent at serving time
         out[F.LABEL] = _as_2d(inputs[F.LABEL])

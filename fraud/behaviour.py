@@ -158,10 +158,32 @@ def user_features(h: UserHistory, e: Event) -> dict[str, float]:
 class DeviceHistory:
     times: list[int] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
+    # A sliding window [lo, hi) of users with their counts, so that walking a busy device in time order
+    # counts distinct users in O(1) per event instead of building a set of the whole 30 days each time.
+    _window: dict = field(default_factory=dict, repr=False, compare=False)
+    _lo: int = field(default=0, repr=False, compare=False)
+    _hi: int = field(default=0, repr=False, compare=False)
 
     def append(self, e: Event):
         self.times.append(e.time)
         self.users.append(e.user_id)
+
+    def distinct_users(self, lo: int, hi: int) -> int:
+        """len(set(users[lo:hi])): moved forward from the last window when both ends move forward (a walk in time
+        order), else counted afresh."""
+        if lo < self._lo or hi < self._hi or lo > self._hi:
+            self._window, self._lo, self._hi = {}, lo, lo
+        window, users = self._window, self.users
+        for i in range(self._hi, hi):
+            window[users[i]] = window.get(users[i], 0) + 1
+        for i in range(self._lo, lo):
+            left = window[users[i]] - 1
+            if left:
+                window[users[i]] = left
+            else:
+                del window[users[i]]
+        self._lo, self._hi = lo, hi
+        return len(window)
 
 
 def device_features(h: DeviceHistory, e: Event) -> dict[str, float]:
@@ -170,7 +192,7 @@ def device_features(h: DeviceHistory, e: Event) -> dict[str, float]:
     n = bisect_left(h.times, e.time)
     lo_30 = bisect_left(h.times, e.time - 30 * DAY)
     lo_1 = bisect_left(h.times, e.time - DAY)
-    return {"device_distinct_users_30d": float(len(set(h.users[lo_30:n]))),
+    return {"device_distinct_users_30d": float(h.distinct_users(lo_30, n)),
             "device_txn_count_1d": float(n - lo_1)}
 
 

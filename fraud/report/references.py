@@ -28,7 +28,8 @@ from fraud.report.model import (FOREST, ISOLATION, LOGISTIC, OP_ALERTS_PER_DAY, 
 _PARSE_CHUNK = 16384
 # The reference models train on at most this many train rows, drawn at random: their figures settle long before
 # (they are a yardstick, not the model), and at a million rows the forest alone would take minutes.
-MAX_TRAIN_ROWS = 200_000
+MAX_TRAIN_ROWS = 100_000
+DENSE_LIMIT_BYTES = 1 << 30  # the one-hot features as a dense array up to this size (trees fit faster), else sparse
 
 
 @dataclass
@@ -119,13 +120,14 @@ def reference_features(frame, feature_set: str = F.FEATURE_SET_BEHAVIOURAL):
     return frame[dense + categorical], dense, categorical
 
 
-def _finite(z):
-    """float32 CSR matrix with NaN/inf replaced (Transform imputes; this only guards the yardstick)."""
+def _finite(z, dense: bool):
+    """float32 features with NaN/inf replaced (Transform imputes; this only guards the yardstick): a dense array
+    when `dense`, else a CSR matrix (thousands of one-hot terminal ids would not fit densely)."""
     from scipy import sparse
 
     z = sparse.csr_matrix(z, dtype=np.float32)
     z.data = np.nan_to_num(z.data)
-    return z
+    return z.toarray() if dense else z
 
 
 def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per_day: float, *, valid_days: int,
@@ -155,9 +157,10 @@ def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per
          categorical),
     ], sparse_threshold=1.0)
     started = time.time()
-    z_train = _finite(prep.fit_transform(x_train))
-    z_valid = _finite(prep.transform(x_valid))
-    z_eval = _finite(prep.transform(x_eval))
+    z_train = prep.fit_transform(x_train)
+    dense = max(len(x_train), len(x_valid), len(x_eval)) * z_train.shape[1] * 4 <= DENSE_LIMIT_BYTES
+    z_train, z_valid, z_eval = (_finite(z, dense) for z in (z_train, prep.transform(x_valid),
+                                                                prep.transform(x_eval)))
     prep_seconds = time.time() - started
     labels = eval_rows[F.LABEL].to_numpy()
     out = []

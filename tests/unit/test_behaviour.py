@@ -141,3 +141,21 @@ def test_card_precision_at_k_by_hand():
     assert card_precision_at_k(days, cards, scores, labels, k=1) == 1.0
     # Precision is over k even when fewer cards exist (investigators had spare capacity).
     assert card_precision_at_k(days, cards, scores, labels, k=4) == pytest.approx((1 / 4 + 1 / 4) / 2)
+
+
+def test_device_distinct_users_window_equals_a_fresh_count():
+    """The sliding window behind device_distinct_users_30d equals len(set(users[lo:hi])) for walks in time order
+    (both ends moving forward), for jumps back, and on a busy device shared by few cards."""
+    import random
+
+    rnd = random.Random(7)
+    h = B.DeviceHistory(times=list(range(3000)), users=[f"u{rnd.randint(0, 12)}" for _ in range(3000)])
+    lo = hi = 0
+    for step in range(4000):
+        if step % 500 == 499:  # a jump back: counted afresh
+            lo = rnd.randint(0, 2999)
+            hi = rnd.randint(lo, 3000)
+        else:
+            hi = min(3000, hi + rnd.randint(0, 3))
+            lo = min(hi, lo + rnd.randint(0, 3))
+        assert h.distinct_users(lo, hi) == len(set(h.users[lo:hi])), (step, lo, hi)

@@ -24,6 +24,7 @@ def _row(tid, amount, currency, when, home, city, payment="credit_card", age=40.
     row = {k: "" for k in F.CATEGORICAL_FEATURES + F.PASSTHROUGH_STRING_COLUMNS}
     row.update({k: 0.0 for k in F.BEHAVIOUR_FEATURES})
     row["user_txn_count_1d"] = float(len(tid) * (ord(tid) - 96))  # a, b, c... -> 1, 2, 3...
+    row["restaurant_txn_count_30d"] = float(10 * (ord(tid) - 96) ** 2)  # 10, 40, 90...: its own mean and std
     row.update({F.TRANSACTION_ID: tid, F.AMOUNT: amount, F.CURRENCY: currency, F.EVENT_TIME: _utc(when),
                 F.HOME_CITY: home, F.CITY: city, F.PAYMENT_METHOD: payment, F.USER_AGE: age, F.LABEL: label,
                 F.FRAUD_SCENARIO: "stolen_card" if label else "none"})
@@ -142,3 +143,11 @@ def test_behaviour_features_are_log_scaled_and_standardised(transformed):
     expected = (np.log1p(raw["c"]) - logs.mean()) / logs.std()
     assert _v(transformed["c"], key) == pytest.approx(expected, abs=1e-4)
     assert _v(transformed["a"], key) < _v(transformed["g"], key)
+    # every feature is standardised with its own column's mean and std (one matrix analyzer for all of them)
+    other = F.transformed_name("restaurant_txn_count_30d")
+    logs = np.log1p(np.array([10.0 * (ord(k) - 96) ** 2 for k in sorted(transformed)]))
+    for k in sorted(transformed):
+        assert _v(transformed[k], other) == pytest.approx(
+            (np.log1p(10.0 * (ord(k) - 96) ** 2) - logs.mean()) / logs.std(), abs=1e-4)
+    constant = F.transformed_name("device_txn_count_1d")  # 0 in every row: variance 0 scales to 0, not NaN
+    assert all(_v(transformed[k], constant) == 0.0 for k in transformed)
