@@ -190,15 +190,12 @@ class _Join(beam.DoFn):
         yield beam.pvalue.TaggedOutput(split, record + _SUFFIX(values))
 
 
-GZIP_LEVEL = 1  # the output is written once and read a few times: fast compression (~2x zlib's default speed)
-
-
 class _GzipStream:
-    """A gzip stream at GZIP_LEVEL over the raw file Beam opens, compressing in chunks of about 1 MiB."""
+    """A gzip stream at fraud.examples.GZIP_LEVEL over the raw file Beam opens, compressing ~1 MiB at a time."""
 
     def __init__(self, raw):
         self.raw, self.chunk, self.size = raw, [], 0
-        self.zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.zlib = zlib.compressobj(X.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
     def write(self, data: bytes) -> None:
         self.chunk.append(data)
@@ -218,7 +215,7 @@ class _GzipStream:
 
 
 class _GzipTFRecordSink(tfrecordio._TFRecordSink):
-    """Beam's TFRecord sink (temporary files, renamed into place when the job finishes), gzip at GZIP_LEVEL:
+    """Beam's TFRecord sink (temporary files, renamed into place when the job finishes), gzip at X.GZIP_LEVEL:
     Beam's own gzip writer compresses record by record at zlib's default level, most of this job's write time."""
 
     def __init__(self, file_path_prefix: str):
