@@ -95,8 +95,11 @@ def _entity_functions(label_delay_days: int) -> dict:
             "restaurant": lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days)}
 
 
+_NAMES = dict(ENTITIES)
+
+
 def _values(kind: str, feats: dict) -> tuple:
-    return tuple(feats[name] for name in dict(ENTITIES)[kind])
+    return tuple(feats[name] for name in _NAMES[kind])
 
 
 class _FanOut(beam.DoFn):

@@ -247,3 +247,36 @@ def test_an_export_with_hot_keys_a_bom_and_no_device_columns_trains_and_pushes(t
             assert hot["restaurant_txn_count_1d"].median() > 20, "the hot restaurant's day is counted"
             assert (frame["device_distinct_users_30d"] == 0).all()  # no device: cold start, not one giant device
     assert rows == {s: v["rows"] for s, v in summary.splits.items()}
+
+
+@pytest.mark.parametrize("shape", ["required_and_restaurant_id", "every_optional_column_empty"])
+def test_more_export_shapes_train_and_push_a_model(tmp_path, shape):
+    """Two more shapes, each as its own run: the required columns plus `restaurant_id` only (a payment
+    processor's terminal export: no device, no guest profile, no city or currency), and every optional column
+    present with an empty value in every row. Each pushes a model; the terminal's history is counted."""
+    from fraud import examples as X
+
+    data = generate(tmp_path / "full")
+    shaped = tmp_path / "shaped"
+    shaped.mkdir()
+    for path in sorted(data.glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if shape == "required_and_restaurant_id":
+            frame = frame[list(F.TRAINING_REQUIRED_COLUMNS) + [F.RESTAURANT_ID]]
+        else:
+            for column in F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS:
+                frame[column] = ""
+        frame.to_csv(shaped / path.name, index=False)
+    run = run_pipeline(shaped, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
+    assert run.exit_code == 0, run.output[-4000:]
+    assert len(run.versions()) == 1
+    assert f"{F.USER_AGE}: missing in every row" in run.output
+    summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
+    behaviour = next(c for c in summary.components if c.node_id == F.NODE_BEHAVIOUR)
+    (artifact,) = behaviour.outputs["Examples"]
+    frame = X.read_split(artifact.uri, F.SPLIT_EVAL)[1]
+    counted = (frame["restaurant_txn_count_30d"] > 0).mean()
+    if shape == "required_and_restaurant_id":
+        assert counted > 0.9, counted  # the terminals' histories are there
+    else:
+        assert counted == 0.0 and (frame[F.RESTAURANT_ID] == "").all()  # no restaurant: cold start everywhere

@@ -151,3 +151,30 @@ def test_optional_columns_present_but_empty_standardise_as_absent_ones():
     b = ingest.standardise(absent, require_label=True)
     pd.testing.assert_frame_equal(a.frame, b.frame)
     assert not a.imputed_columns and set(b.imputed_columns) == set(F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS)
+
+
+def test_arrow_strip_and_sort_equal_pythons():
+    """fraud.ingest's Arrow kernels give what pandas' Python path gives: strip trims exactly str.isspace's
+    characters (every code point checked), values that are not all str (None, numbers) take pandas' path, and the
+    time order sorts ties by id in code-point order, stable for equal keys."""
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from fraud.ingest import stripped, time_order
+
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    values = pd.Series([f"{c}a{c}b{c}" for c in chars], dtype=object)
+    assert stripped(values).tolist() == values.str.strip().tolist()
+    assert sum(c.isspace() for c in chars) > 20  # the check covers the exotic whitespace, not only " \t\n"
+    mixed = pd.Series([" x ", None, 3, "\x1f y\u3000"], dtype=object)
+    assert stripped(mixed).tolist() == mixed.astype(str).str.strip().tolist() == ["x", "None", "3", "y"]
+    assert stripped(pd.Series([], dtype=object)).tolist() == []
+
+    rng = np.random.default_rng(2)
+    ids = pd.Series([rng.choice(["b", "a", "é", "z", "Ä", "10", "9", "a"]) + str(i % 3) for i in range(500)])
+    times = pd.Series(rng.integers(0, 20, 500))
+    frame = pd.DataFrame({"t": times, "id": ids})
+    expected = frame.sort_values(["t", "id"], kind="stable").index.to_numpy()
+    assert (time_order(times, ids) == expected).all()
