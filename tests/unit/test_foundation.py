@@ -212,3 +212,13 @@ def test_create_pipeline_gets_every_argument_from_the_settings(tmp_path):
     kwargs = PipelineSettings(data_dir=str(tmp_path), pipeline_root=tmp_path / "r",
                               serving_dir=tmp_path / "s").pipeline_kwargs()
     assert set(kwargs) == set(params)
+
+
+def test_column_encoding_in_threaded_slices_keeps_every_row_in_order(monkeypatch):
+    ids = [f"t{i}" for i in range(11)]
+    whole = examples.encode_columns(floats={F.AMOUNT: list(range(11))}, ints={}, strings={F.TRANSACTION_ID: ids})
+    monkeypatch.setattr(examples, "_ENCODE_CHUNK", 3)  # four slices, encoded by the thread pool
+    sliced = examples.encode_columns(floats={F.AMOUNT: list(range(11))}, ints={}, strings={F.TRANSACTION_ID: ids})
+    parse = tf.train.Example.FromString  # proto equality: the encoder's order of map entries may differ
+    assert len(sliced) == 11 and [parse(r) for r in sliced] == [parse(r) for r in whole]
+    assert [examples.value(tf.train.Example.FromString(r), F.TRANSACTION_ID) for r in sliced] == ids
