@@ -63,7 +63,8 @@ def encode_columns(floats: dict, ints: dict, strings: dict) -> list[bytes]:
         return list(example_coder.RecordBatchToExamples(batch))
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max(1, min(len(chunks), len(os.sched_getaffinity(0))))) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
+    with ThreadPoolExecutor(max(1, min(len(chunks), cores))) as pool:
         return [record for part in pool.map(example_coder.RecordBatchToExamples, chunks) for record in part]
 
 
