@@ -46,8 +46,12 @@ def _z_score(raw, missing, imputed):
     optimisation, which is broken with Beam 2.74).
     """
     present = tf.boolean_mask(raw, tf.logical_not(missing))
-    mean, var = tft.mean(present), tft.var(present)
-    return (imputed - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+    return _standardised(imputed, tft.mean(present), tft.var(present))
+
+
+def _standardised(x, mean, var):
+    """(x - mean) / std; a constant feature (variance 0) scales to 0, not NaN."""
+    return (x - mean) / tf.sqrt(tf.maximum(var, 1e-12))
 
 
 def _city_lookup(index: int):
@@ -130,9 +134,8 @@ def preprocessing_fn(inputs, custom_config=None):
         columns = [tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(x), 0.0, x), 0.0))
                    for x in (tf.cast(_as_2d(inputs[key]), tf.float32) for key in F.BEHAVIOUR_FEATURES)]
         matrix = tf.concat(columns, axis=1)  # [batch, features]
-        mean = tft.mean(matrix, reduce_instance_dims=False)
-        var = tft.var(matrix, reduce_instance_dims=False)
-        scaled = (matrix - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+        scaled = _standardised(matrix, tft.mean(matrix, reduce_instance_dims=False),
+                               tft.var(matrix, reduce_instance_dims=False))
         for i, key in enumerate(F.BEHAVIOUR_FEATURES):
             out[F.transformed_name(key)] = scaled[:, i:i + 1]
 

@@ -2,7 +2,7 @@
 the report), rows/s, peak memory (PSS) of the process tree; optionally several Beam modes on the same data.
 
     .venv/bin/python bench/pipeline_scale.py [--rows 1000000] [--days 90] \
-        [--mode multi_processing --mode in_memory] [--keep DIR]
+        [--mode default --mode multi_processing --mode in_memory] [--keep DIR]
 
 Data: `fraudctl generate` sized to about --rows rows over --days days. Each mode runs the real command on the
 same data into its own pipeline root; per-component seconds come from ML Metadata (fraud.runs). The reference,

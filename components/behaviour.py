@@ -36,16 +36,17 @@ from fraud.errors import DuplicateTransaction, LostRows
 
 _GZIP = beam.io.filesystem.CompressionTypes.GZIP
 METRICS_NAMESPACE = "BehaviouralFeatures"
-_RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happens again use "
-                "--beam-arg=--direct_running_mode=in_memory (or another runner)")
+_RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happens again go back to the default "
+                "DirectRunner mode (--direct_running_mode=in_memory) or use another runner")
 HOT_KEY_EVENTS = 100_000  # a device or restaurant with more events is grouped per time block
 
-# The entities, in the order their features are joined: (kind, feature names, Event field of the id).
-ENTITIES = (("user", F.USER_BEHAVIOUR_FEATURES), ("device", F.DEVICE_BEHAVIOUR_FEATURES),
-            ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES))
+ENTITIES = B.ENTITIES  # (kind, feature names), in the order the features are joined into an example
 _KIND_INDEX = {kind: i + 1 for i, (kind, _) in enumerate(ENTITIES)}  # 0 tags the example itself
 _EXAMPLE = 0
-_ENTITY_OF = {name: kind for kind, names in ENTITIES for name in names}
+_NAMES = dict(ENTITIES)
+_EVENT_FIELDS = tuple(B.Event.__dataclass_fields__)  # an event travels as the tuple of these
+# The suffix holds the features in join order, which must be fraud.features' order of BEHAVIOUR_FEATURES.
+assert tuple(n for _, names in ENTITIES for n in names) == F.BEHAVIOUR_FEATURES
 _SUFFIX = X.FloatSuffix(F.BEHAVIOUR_FEATURES)
 
 
@@ -85,19 +86,6 @@ def to_event(record: bytes) -> B.Event:
         label=int(number(F.LABEL, B.UNKNOWN_LABEL)))
 
 
-def add_features(record: bytes, feats: dict) -> bytes:
-    """The serialized example with every behavioural feature set (appended, see fraud.examples.FloatSuffix)."""
-    return record + _SUFFIX([feats[name] for name in F.BEHAVIOUR_FEATURES])
-
-
-def _entity_functions(label_delay_days: int) -> dict:
-    return {"user": B.user_features_for_entity, "device": B.device_features_for_entity,
-            "restaurant": lambda evs: B.restaurant_features_for_entity(evs, label_delay_days=label_delay_days)}
-
-
-_NAMES = dict(ENTITIES)
-
-
 def _values(kind: str, feats: dict) -> tuple:
     return tuple(feats[name] for name in _NAMES[kind])
 
@@ -109,21 +97,18 @@ class _FanOut(beam.DoFn):
     def __init__(self, label_delay_days: int):
         self.label_delay_days = label_delay_days
 
-    def setup(self):
-        self.functions = _entity_functions(self.label_delay_days)
-
     def process(self, split_record):
         split, record = split_record
         e = to_event(record)
         tid = e.transaction_id
         yield tid, (_EXAMPLE, split, record)
         ids = B.entity_ids(e)
-        event = tuple(getattr(e, name) for name in B.Event.__dataclass_fields__)
+        event = tuple(getattr(e, name) for name in _EVENT_FIELDS)
         for kind, _ in ENTITIES:
             if kind in ids:
                 yield beam.pvalue.TaggedOutput(kind, (ids[kind], event))
             else:
-                ((_, feats),) = self.functions[kind]([e])
+                ((_, feats),) = B.features_for_entity(kind, [e], label_delay_days=self.label_delay_days)
                 yield tid, (_KIND_INDEX[kind], _values(kind, feats))
 
 
@@ -135,9 +120,6 @@ class _Features(beam.DoFn):
     def __init__(self, kind: str, label_delay_days: int):
         self.kind, self.label_delay_days = kind, label_delay_days
 
-    def setup(self):
-        self.fn = _entity_functions(self.label_delay_days)[self.kind]
-
     def process(self, item):
         (_, block), values = item
         if block is None:
@@ -146,7 +128,7 @@ class _Features(beam.DoFn):
             events = [B.Event(*v) for v, _ in values]
             targets = {v[0] for v, is_target in values if is_target}
         index = _KIND_INDEX[self.kind]
-        for tid, feats in self.fn(events):
+        for tid, feats in B.features_for_entity(self.kind, events, label_delay_days=self.label_delay_days):
             if targets is None or tid in targets:
                 yield tid, (index, _values(self.kind, feats))
 

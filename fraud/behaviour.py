@@ -266,6 +266,20 @@ def restaurant_features_for_entity(events, **kwargs) -> list[tuple[str, dict]]:
     return out
 
 
+# The entities, in the order their features are joined into an example: (kind, feature names).
+ENTITIES = (("user", F.USER_BEHAVIOUR_FEATURES), ("device", F.DEVICE_BEHAVIOUR_FEATURES),
+            ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES))
+
+
+def features_for_entity(kind: str, events, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> list[tuple[str, dict]]:
+    """One entity's events -> (transaction id, that kind's features) per event, walked in time order."""
+    if kind == "user":
+        return user_features_for_entity(events)
+    if kind == "device":
+        return device_features_for_entity(events)
+    return restaurant_features_for_entity(events, label_delay_days=label_delay_days)
+
+
 def lookback_s(kind: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> int | None:
     """How far back an entity's features look (seconds), or None when unbounded: a user's "new device / city /
     hour" flags look at the whole history. Events older than this never change a feature."""
@@ -300,19 +314,17 @@ def compute_offline(events) -> dict[str, dict[str, float]]:
     """
     events = list(events)
     groups: dict[tuple[str, str], list[Event]] = {}
-    functions = {"user": user_features_for_entity, "device": device_features_for_entity,
-                 "restaurant": restaurant_features_for_entity}
     result: dict[str, dict[str, float]] = {e.transaction_id: {} for e in events}
     for e in events:
         ids = entity_ids(e)
-        for kind in functions:
+        for kind, _ in ENTITIES:
             if kind in ids:
                 groups.setdefault((kind, ids[kind]), []).append(e)
             else:  # a missing id is no entity: cold-start features, no shared history
-                for tid, feats in functions[kind]([e]):
+                for tid, feats in features_for_entity(kind, [e]):
                     result[tid].update(feats)
     for (kind, _), group in groups.items():
-        for tid, feats in functions[kind](group):
+        for tid, feats in features_for_entity(kind, group):
             result[tid].update(feats)
     return result
 

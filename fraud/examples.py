@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -127,8 +128,6 @@ class FloatSuffix:
         body = sum(len(p) + 4 for p in prefixes)
         self._head = b"\x0a" + _varint(body)  # Example.features
         self._prefixes = prefixes
-        import struct
-
         self._struct = struct.Struct("<" + "".join(f"{len(p)}sf" for p in prefixes))
 
     def __call__(self, values) -> bytes:

@@ -39,14 +39,16 @@ class ReferenceInputs:
     valid: object
     evals: object  # in the order of the raw eval examples
     feature_set: str
-    train_rows: int = 0  # rows of the train split; `train` holds all of them or a random MAX_TRAIN_ROWS
+    train_rows: int = 0  # rows of the train split; `train` holds all of them or a random train_limit
+    train_limit: int = MAX_TRAIN_ROWS
 
     @property
     def sample_note(self) -> str:
         if len(self.train) >= self.train_rows:
             return f"trained on all {self.train_rows:,} train rows"
         return (f"trained on a random {len(self.train):,} of the {self.train_rows:,} train rows (at most "
-                f"{MAX_TRAIN_ROWS:,}: the yardstick settles long before, and the candidate trained on all of them)")
+                f"{self.train_limit:,}: the yardstick settles long before, and the candidate trained on all of "
+                "them)")
 
 
 def feature_set_of(transform_node, columns) -> str:
@@ -111,7 +113,8 @@ def reference_inputs(nodes: dict, eval_serialized: list[bytes],
         missing = [c for c in needed if c not in frame and not (split == F.SPLIT_EVAL and c == F.LABEL)]
         if missing:
             return None, f"the Transform output of {split} lacks {', '.join(missing)}"
-    return ReferenceInputs(train, valid, evals, feature_set, train_rows=len(train_records)), ""
+    return ReferenceInputs(train, valid, evals, feature_set, train_rows=len(train_records),
+                           train_limit=max_train_rows), ""
 
 
 def reference_features(frame, feature_set: str = F.FEATURE_SET_BEHAVIOURAL):
