@@ -5,7 +5,7 @@ same imputation, scaling and vocabularies: no training/serving skew. Names come 
 
 Imputation (documented in README "Data contract"):
 - amount, user_age: NaN -> median over the train split; a *_missing flag keeps the information.
-- strings: "" is its own vocabulary entry; unseen values go to one OOV bucket.
+- strings: "" (missing) becomes F.MISSING_CATEGORY, its own vocabulary entry; unseen values go to one OOV bucket.
 - home/restaurant city unknown or missing: distance 0 plus a missing flag.
 """
 from __future__ import annotations
@@ -122,8 +122,10 @@ def preprocessing_fn(inputs, custom_config=None):
     out[F.DISTANCE_MISSING] = tf.cast(distance_missing, tf.float32)
 
     for key in F.CATEGORICAL_FEATURES:
+        value = _as_2d(inputs[key])
+        value = tf.where(tf.equal(value, F.MISSING), F.MISSING_CATEGORY, value)  # vocabularies drop ""
         out[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            _as_2d(inputs[key]), top_k=F.VOCAB_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
+            value, top_k=F.VOCAB_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
             vocab_filename=F.vocabulary_name(key))
 
     if feature_set == F.FEATURE_SET_BEHAVIOURAL:

@@ -165,6 +165,9 @@ DENSE_TRANSFORMED_FEATURES = (
 )
 CATEGORICAL_TRANSFORMED_FEATURES = tuple(transformed_name(k) for k in CATEGORICAL_FEATURES)
 VOCAB_TOP_K = 200
+# tf.Transform's vocabularies leave out the empty string, so a missing value ("") would share the OOV bucket with
+# unseen ones; Transform maps it to this token first, which makes "missing" a category of its own.
+MISSING_CATEGORY = "<missing>"
 OOV_BUCKETS = 1
 
 

@@ -136,6 +136,13 @@ def test_vocabulary_indices(transformed):
 
 
 
+def test_an_empty_id_is_its_own_vocabulary_entry(transformed):
+    """A missing restaurant id ("" in every fixture row) gets a vocabulary index of its own, not the OOV bucket
+    (index = vocabulary size): the model can tell "no restaurant" apart, a missing-value indicator."""
+    key = F.transformed_name(F.RESTAURANT_ID)
+    assert {_v(transformed[k], key) for k in transformed} == {0.0}
+
+
 def test_behaviour_features_are_log_scaled_and_standardised(transformed):
     key = F.transformed_name("user_txn_count_1d")
     raw = {k: float(ord(k) - 96) for k in transformed}  # 1..7
