@@ -42,7 +42,7 @@ def main():
             rows = len(frame)
 
             started = time.perf_counter()
-            behaviour.compute_offline(behaviour.events_from_frame(frame))
+            behaviour.compute_columns(behaviour.columns_of_frame(frame))
             in_memory = time.perf_counter() - started
 
             started = time.perf_counter()

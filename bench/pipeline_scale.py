@@ -7,7 +7,7 @@ the report), rows/s, peak memory (PSS) of the process tree; optionally several B
 Data: `fraudctl generate` sized to about --rows rows over --days days. Each mode runs the real command on the
 same data into its own pipeline root; per-component seconds come from ML Metadata (fraud.runs). The reference,
 measured in the same run on the same rows: the in-memory computation of the behavioural features
-(fraud.behaviour.compute_offline, one process, no Beam) and the in-memory ingestion (fraud.ingest read +
+(fraud.behaviour.compute_columns, one process, no Beam) and the in-memory ingestion (fraud.ingest read +
 standardise): each component's ratio to it says what the pipeline machinery costs.
 Targets (issue: "Any data set that meets the contract"): 1M rows end to end in <= 10 minutes and <= 8 GiB.
 """
@@ -87,7 +87,7 @@ def references(data: Path) -> dict[str, float]:
     frame = ingest.standardise(ingest.read_csv_dir(data), require_label=True).frame
     ingest_s = time.perf_counter() - began
     began = time.perf_counter()
-    behaviour.compute_offline(behaviour.events_from_frame(frame))
+    behaviour.compute_columns(behaviour.columns_of_frame(frame))
     return {F.NODE_EXAMPLE_GEN: ingest_s, F.NODE_BEHAVIOUR: time.perf_counter() - began, "rows": len(frame)}
 
 

@@ -1,28 +1,30 @@
-"""BehaviouralFeatures: adds fraud.behaviour's features to every example, as a Beam job.
+"""BehaviouralFeatures: adds fraud.behaviour's features to every example, as a Beam job on columns.
 
-Events of all splits are grouped by user, by device and by restaurant, each group is ordered by time and
-walked through fraud.behaviour (the same functions as the online state), and the features are joined back
-to the examples by transaction id. Splits are kept as they are: because every split goes into the same
-groups, eval rows see the history of the train period before them, and nothing after them.
+Records are read in batches (`BATCH_ROWS`) and the fields the features need are parsed into columns
+(fraud.behaviour.Columns) in C++ (tf.io.parse_example). Each batch is cut, per entity kind, into shards of the
+entity id's hash; a shard's chunks from every batch and split are grouped, and the features of its rows are
+computed on arrays by fraud.behaviour (the same functions as the online path), then sent back to their batch and
+appended to the serialized records without re-parsing them (fraud.examples.FloatSuffix). Beam sees a few elements
+per batch, not several per row. Splits are kept as they are: because every split goes into the same shards, eval
+rows see the history of the train period before them, and nothing after them.
 
-Memory per key is bounded: a device or restaurant with more than `hot_key_events` events (a hot terminal, an
-aggregator's shared device) is grouped per time block of its look-back (fraud.behaviour.time_blocks), each block
-carrying the previous block's events as history, so no group holds more than two look-backs of one entity.
-A user's features look at the whole history ("new device"), so a user is always one group.
+Memory per key is bounded: devices and restaurants are grouped per (shard, time block one look-back long,
+fraud.behaviour.lookback_s), each block carrying the previous block as history, so a hot terminal or an
+aggregator's shared device is cut into blocks of at most two look-backs. A user's features look at the whole
+history ("new device"), so a card stays in one group, as arrays (about 100 bytes per event). A missing id is no
+entity: such rows get their cold-start values in the batch, without joining any group.
 
-Lean per row: each record is parsed once into a tuple (Beam's fast coder, no pickling), one DoFn fans it out to
-every stream, features travel as tuples of floats, and they are appended to the serialized example without
-re-parsing it (fraud.examples.FloatSuffix).
-
-Nothing is lost silently: every example must get the features of each of its entities (else LostRows naming
-the transaction and the entity), and after the job the rows written per split must equal the rows read (the
-counts ExampleGen recorded), else LostRows naming the split.
+Nothing is lost silently: every row must get the features of each entity kind (else LostRows naming a
+transaction and the kind), a transaction id twice in the input stops the job (DuplicateTransaction), and after
+the job the rows written per split must equal the rows read (the counts ExampleGen recorded), else LostRows
+naming the split.
 """
 import os
-import zlib
+import typing
 
 import apache_beam as beam
 from apache_beam.io import tfrecordio
+import numpy as np
 import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import (BeamComponentParameter, InputArtifact,
                                                         OutputArtifact, Parameter)
@@ -34,20 +36,32 @@ from fraud import examples as X
 from fraud import features as F
 from fraud.errors import DuplicateTransaction, LostRows
 
-_GZIP = beam.io.filesystem.CompressionTypes.GZIP
 METRICS_NAMESPACE = "BehaviouralFeatures"
 _RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happens again go back to the default "
                 "DirectRunner mode (--direct_running_mode=in_memory) or use another runner")
-HOT_KEY_EVENTS = 100_000  # a device or restaurant with more events is grouped per time block
+BATCH_ROWS = 50_000  # records per batch: Beam handles a few elements per batch, numpy the rows
+SHARDS = 16  # entity shards per kind: the unit of parallelism and of memory (with time blocks)
 
 ENTITIES = B.ENTITIES  # (kind, feature names), in the order the features are joined into an example
-_KIND_INDEX = {kind: i + 1 for i, (kind, _) in enumerate(ENTITIES)}  # 0 tags the example itself
-_EXAMPLE = 0
-_NAMES = dict(ENTITIES)
-_EVENT_FIELDS = tuple(B.Event.__dataclass_fields__)  # an event travels as the tuple of these
+_ID_FIELD = {"user": "user_id", "device": "device_id", "restaurant": "restaurant_id"}
+_KINDS = tuple(kind for kind, _ in ENTITIES)
+_OFFSETS = {}  # kind -> first column of its features in F.BEHAVIOUR_FEATURES
+for _kind, _names in ENTITIES:
+    _OFFSETS[_kind] = sum(len(n) for k, n in ENTITIES[:_KINDS.index(_kind)])
 # The suffix holds the features in join order, which must be fraud.features' order of BEHAVIOUR_FEATURES.
 assert tuple(n for _, names in ENTITIES for n in names) == F.BEHAVIOUR_FEATURES
 _SUFFIX = X.FloatSuffix(F.BEHAVIOUR_FEATURES)
+_PARSE_SPEC = {  # what the features read of an example, as ingestion writes it; an absent feature: its default
+    F.TRANSACTION_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.EVENT_TIME: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    F.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.AMOUNT: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
+    F.CURRENCY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.CITY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.RESTAURANT_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.DEVICE_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    F.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=B.UNKNOWN_LABEL),
+}
 
 
 def _rows_written_counter(split: str) -> str:
@@ -63,185 +77,247 @@ def check_counts(expected: dict[str, int], written: dict[str, int]) -> None:
                        + _RUNNER_HINT)
 
 
+def _text(values) -> np.ndarray:
+    return np.array([v.decode() for v in values.tolist()], dtype=object)
+
+
+def to_columns(records) -> B.Columns:
+    """The events of serialized examples (fraud.examples' kinds: ids and strings as bytes, the time and the label
+    as int64, the amount as float), parsed in C++."""
+    if not len(records):
+        return B.Columns.empty()
+    try:
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(tf.constant(records, tf.string), _PARSE_SPEC).items()}
+    except tf.errors.InvalidArgumentError as err:
+        raise LostRows(f"BehaviouralFeatures cannot read its input examples ({err.message.splitlines()[0]}): "
+                       "it expects the examples FraudExampleGen writes") from None
+    return B.Columns(
+        transaction_id=_text(parsed[F.TRANSACTION_ID]), time=parsed[F.EVENT_TIME], user_id=_text(parsed[F.USER_ID]),
+        amount_pen=B.amount_pen(parsed[F.AMOUNT].astype(np.float64), _text(parsed[F.CURRENCY])),
+        city=_text(parsed[F.CITY]), restaurant_id=_text(parsed[F.RESTAURANT_ID]),
+        device_id=_text(parsed[F.DEVICE_ID]), label=parsed[F.LABEL])
+
+
 def to_event(record: bytes) -> B.Event:
-    """The event of one example as ingestion writes it (fraud.examples' kinds: ids and strings as bytes, the time
-    and the label as int64, the amount as float); an absent feature takes its default."""
-    feature = tf.train.Example.FromString(record).features.feature
-
-    def text(key):
-        values = feature[key].bytes_list.value if key in feature else ()
-        return values[0].decode() if values else ""
-
-    def number(key, default):
-        if key not in feature:
-            return default
-        f = feature[key]
-        values = f.int64_list.value or f.float_list.value
-        return values[0] if values else default
-
-    return B.Event(
-        transaction_id=text(F.TRANSACTION_ID), time=int(number(F.EVENT_TIME, 0)), user_id=text(F.USER_ID),
-        amount_pen=B.amount_pen(float(number(F.AMOUNT, float("nan"))), text(F.CURRENCY)),
-        city=text(F.CITY), restaurant_id=text(F.RESTAURANT_ID), device_id=text(F.DEVICE_ID),
-        label=int(number(F.LABEL, B.UNKNOWN_LABEL)))
+    """The event of one serialized example (as to_columns reads it)."""
+    return to_columns([record]).events()[0]
 
 
-def _values(kind: str, feats: dict) -> tuple:
-    return tuple(feats[name] for name in _NAMES[kind])
+class _ReadBatches(beam.DoFn):
+    """(split, file number, path) -> (batch key, (split, records, columns)) per BATCH_ROWS records."""
+
+    def __init__(self, batch_rows: int):
+        self.batch_rows = batch_rows
+
+    def process(self, item):
+        split, number, path = item
+        dataset = tf.data.TFRecordDataset(path, compression_type=X.GZIP).batch(self.batch_rows)
+        for i, records in enumerate(dataset.as_numpy_iterator()):
+            yield number * 1_000_000 + i, (split, records, to_columns(records))
+
+
+def _blob(records) -> tuple[bytes, np.ndarray]:
+    """Records as one bytes object and their end offsets: Beam moves one buffer instead of a list of objects."""
+    return b"".join(records.tolist()), np.cumsum([len(r) for r in records.tolist()], dtype=np.int64)
+
+
+def _hash_shards(ids, shards: int) -> np.ndarray:
+    import pandas as pd
+
+    return (pd.util.hash_array(ids.astype(object)) % np.uint64(shards)).astype(np.int64)
 
 
 class _FanOut(beam.DoFn):
-    """One record -> the example keyed by transaction id, and the event keyed by each of its entities; an event
-    without an entity's id gets that entity's cold-start features here (a missing id is no entity)."""
+    """One batch -> its records (keyed by the batch), its duplicate-check ids (keyed by an id shard), and per
+    entity kind, chunks of its rows keyed by (kind, shard, block); rows without the kind's id get the cold-start
+    features here (a missing id is no entity)."""
+
+    def __init__(self, label_delay_days: int, shards: int):
+        self.label_delay_days, self.shards = label_delay_days, shards
+
+    def process(self, item):
+        key, (split, records, cols) = item
+        n = len(cols)
+        yield key, ("records", split, _blob(records), cols.transaction_id)
+        for shard, rows in _split_by(_hash_shards(cols.transaction_id, self.shards)):
+            yield beam.pvalue.TaggedOutput("ids", (shard, cols.transaction_id[rows]))
+        for kind in _KINDS:
+            ids = getattr(cols, _ID_FIELD[kind])
+            missing = np.flatnonzero(ids == "")
+            if len(missing):
+                values = B.features_of(kind, B.Columns.empty(), cols.take(missing),
+                                       label_delay_days=self.label_delay_days)
+                yield key, (kind, missing, values)
+            present = np.flatnonzero(ids != "") if len(missing) else np.arange(n)
+            if not len(present):
+                continue
+            shard = _hash_shards(ids[present], self.shards)
+            lookback = B.lookback_s(kind, label_delay_days=self.label_delay_days)
+            if lookback is None:
+                group = shard * 0 - 1
+            else:
+                group = cols.time[present] // lookback
+            for (s, block), rows in _split_by(shard, group):
+                chunk = present[rows]
+                keys = np.full(len(chunk), key, np.int64)
+                part = (True, keys, chunk, cols.take(chunk).select(B.FIELDS_READ[kind]))
+                yield beam.pvalue.TaggedOutput(kind, ((kind, s, block), part))
+                if lookback is not None:  # history of the next block (block = one look-back)
+                    yield beam.pvalue.TaggedOutput(kind, ((kind, s, block + 1), (False,) + part[1:]))
+
+
+def _split_by(*arrays):
+    """(tuple of values, row indices) per distinct combination of values of equal-length int arrays."""
+    if len(arrays[0]) == 0:
+        return
+    order = np.lexsort(arrays[::-1])
+    sorted_ = [a[order] for a in arrays]
+    change = np.zeros(len(order), bool)
+    change[0] = True
+    for a in sorted_:
+        change[1:] |= a[1:] != a[:-1]
+    starts = np.flatnonzero(change)
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        values = tuple(int(a[start]) for a in sorted_)
+        yield (values[0] if len(values) == 1 else values), order[start:end]
+
+
+class _Features(beam.DoFn):
+    """One (kind, shard, block) group of chunks -> (batch key, (kind, rows, feature values)) per batch of its
+    targets. Chunks marked as history come from the previous block: they are history, not targets."""
 
     def __init__(self, label_delay_days: int):
         self.label_delay_days = label_delay_days
 
-    def process(self, split_record):
-        split, record = split_record
-        e = to_event(record)
-        tid = e.transaction_id
-        yield tid, (_EXAMPLE, split, record)
-        ids = B.entity_ids(e)
-        event = tuple(getattr(e, name) for name in _EVENT_FIELDS)
-        for kind, _ in ENTITIES:
-            if kind in ids:
-                yield beam.pvalue.TaggedOutput(kind, (ids[kind], event))
-            else:
-                ((_, feats),) = B.features_for_entity(kind, [e], label_delay_days=self.label_delay_days)
-                yield tid, (_KIND_INDEX[kind], _values(kind, feats))
-
-
-class _Features(beam.DoFn):
-    """One group of an entity's events (tuples) -> (transaction id, (kind index, feature values)) per target.
-    The group's key is (id, block): block None holds the whole history; a block's own events are targets,
-    the events marked as history come from the previous block."""
-
-    def __init__(self, kind: str, label_delay_days: int):
-        self.kind, self.label_delay_days = kind, label_delay_days
-
     def process(self, item):
-        (_, block), values = item
-        if block is None:
-            events, targets = [B.Event(*v) for v in values], None
-        else:
-            events = [B.Event(*v) for v, _ in values]
-            targets = {v[0] for v, is_target in values if is_target}
-        index = _KIND_INDEX[self.kind]
-        for tid, feats in B.features_for_entity(self.kind, events, label_delay_days=self.label_delay_days):
-            if targets is None or tid in targets:
-                yield tid, (index, _values(self.kind, feats))
+        (kind, _, _), parts = item
+        parts = list(parts)
+        targets = [p for p in parts if p[0]]
+        if not targets:
+            return
+        history = B.Columns.concat([p[3] for p in parts])
+        target_cols = B.Columns.concat([p[3] for p in targets])
+        values = B.features_of(kind, history, target_cols, label_delay_days=self.label_delay_days)
+        keys = np.concatenate([p[1] for p in targets])
+        rows = np.concatenate([p[2] for p in targets])
+        for key, index in _split_by(keys):
+            yield key, (kind, rows[index], values[index])
 
 
-def _blocks(keyed, hot: dict, lookback: int):
-    """(id, event) -> ((id, None), event) for an ordinary entity, ((id, block), (event, is_target)) for a hot
-    one: in its own block as a target, and in the next block as history (fraud.behaviour.time_blocks)."""
-    key, event = keyed
-    if key not in hot:
-        yield (key, None), event
-        return
-    own, later = B.time_blocks(event[1], lookback, lookback)
-    yield (key, own), (event, True)
-    for block in later:
-        yield (key, block), (event, False)
+def _check_unique(item):
+    _, parts = item
+    ids = np.concatenate(list(parts))
+    unique, counts = np.unique(ids.astype(str), return_counts=True)
+    if (counts > 1).any():
+        tid = unique[np.argmax(counts)]
+        raise DuplicateTransaction(f"transaction id {tid!r} appears {counts.max()} times across splits")
+    return []
 
 
 class _Join(beam.DoFn):
+    """A batch's records and the features of its rows, per kind -> the records with the features appended."""
+
     def __init__(self, splits):
         self.written = {s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, _rows_written_counter(s)) for s in splits}
 
     def process(self, item):
-        tid, parts = item
-        examples, found = [], {}
+        key, parts = item
+        records, features = None, {}
         for part in parts:
-            if part[0] == _EXAMPLE:
-                examples.append(part)
+            if part[0] == "records":
+                if records is not None:
+                    raise DuplicateTransaction(f"batch {key} was read twice: " + _RUNNER_HINT)
+                records = part
             else:
-                found[part[0]] = part[1]
-        if not examples:
-            raise LostRows(f"features were computed for transaction {tid!r} but its example is missing: "
-                           + _RUNNER_HINT)
-        if len(examples) != 1:
-            raise DuplicateTransaction(f"transaction id {tid!r} appears {len(examples)} times across splits")
-        values = []
+                features.setdefault(part[0], []).append(part[1:])
+        if records is None:
+            raise LostRows(f"features were computed for batch {key} but its examples are missing: " + _RUNNER_HINT)
+        _, split, (blob, ends), tids = records
+        n = len(ends)
+        matrix = np.zeros((n, len(F.BEHAVIOUR_FEATURES)), np.float32)
         for kind, names in ENTITIES:
-            part = found.get(_KIND_INDEX[kind])
-            if part is None:
-                raise LostRows(f"transaction {tid!r} lacks {len(names)} behavioural feature(s) after the join, e.g. "
-                               f"{list(names[:3])} (its {kind} features): " + _RUNNER_HINT)
-            values.extend(part)
-        _, split, record = examples[0]
-        self.written[split].inc()
-        yield beam.pvalue.TaggedOutput(split, record + _SUFFIX(values))
+            covered = np.zeros(n, np.int64)
+            for rows, values in features.get(kind, []):
+                matrix[rows, _OFFSETS[kind]:_OFFSETS[kind] + len(names)] = values
+                np.add.at(covered, rows, 1)
+            if (covered != 1).any():
+                bad = int(np.flatnonzero(covered != 1)[0])
+                raise LostRows(f"transaction {tids[bad]!r} has {covered[bad]} sets of its {kind} features after "
+                               f"the join instead of 1, e.g. {list(names[:3])}: " + _RUNNER_HINT)
+        suffixes = _SUFFIX.many(matrix)
+        self.written[split].inc(n)
+        view, starts = memoryview(blob), [0, *ends[:-1].tolist()]
+        yield beam.pvalue.TaggedOutput(split, [bytes(view[a:b]) + s for a, b, s in zip(starts, ends.tolist(), suffixes)])
 
 
-class _GzipStream:
-    """A gzip stream at fraud.examples.GZIP_LEVEL over the raw file Beam opens, compressing ~1 MiB at a time."""
+class _TFRecordBatchWriter:
+    """TensorFlow's TFRecord writer (framing and gzip at fraud.examples.GZIP_LEVEL in C++) behind the file handle
+    Beam's sink opens; `write_batch` writes a list of records."""
 
-    def __init__(self, raw):
-        self.raw, self.chunk, self.size = raw, [], 0
-        self.zlib = zlib.compressobj(X.GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    def __init__(self, path: str):
+        options = tf.io.TFRecordOptions(compression_type=X.GZIP, compression_level=X.GZIP_LEVEL)
+        self.writer = tf.io.TFRecordWriter(path, options=options)
 
-    def write(self, data: bytes) -> None:
-        self.chunk.append(data)
-        self.size += len(data)
-        if self.size >= 1 << 20:
-            self._compress()
-
-    def _compress(self):
-        if self.chunk:
-            self.raw.write(self.zlib.compress(b"".join(self.chunk)))
-            self.chunk, self.size = [], 0
+    def write_batch(self, records) -> None:
+        write = self.writer.write
+        for record in records:
+            write(record)
 
     def close(self) -> None:
-        self._compress()
-        self.raw.write(self.zlib.flush())
-        self.raw.close()
+        self.writer.close()
 
 
 class _GzipTFRecordSink(tfrecordio._TFRecordSink):
-    """Beam's TFRecord sink (temporary files, renamed into place when the job finishes), gzip at X.GZIP_LEVEL:
-    Beam's own gzip writer compresses record by record at zlib's default level, most of this job's write time."""
+    """Beam's TFRecord sink (temporary files, renamed into place when the job finishes) taking batches of records,
+    written by TensorFlow's writer: Beam's own frames and compresses record by record in Python, most of this
+    job's write time."""
 
     def __init__(self, file_path_prefix: str):
         super().__init__(file_path_prefix, beam.coders.BytesCoder(), ".gz", 0, None,
                          beam.io.filesystem.CompressionTypes.UNCOMPRESSED)
 
     def open(self, temp_path):
-        return _GzipStream(super().open(temp_path))
+        return _TFRecordBatchWriter(temp_path)
+
+    def write_record(self, file_handle, value):
+        file_handle.write_batch(value)
 
 
-def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int,
-          hot_key_events: int = HOT_KEY_EVENTS):
+def _files(inputs: dict) -> list[tuple[str, int, str]]:
+    """(split, file number, path) of every input file, in a stable order."""
+    from apache_beam.io.filesystems import FileSystems
+
+    out = []
+    for split, pattern in inputs.items():
+        paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if not paths:
+            raise LostRows(f"BehaviouralFeatures found no examples for split {split!r} at {pattern}")
+        out.extend((split, len(out) + i, path) for i, path in enumerate(paths))
+    return out
+
+
+def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: int, shards: int = SHARDS,
+          batch_rows: int = BATCH_ROWS):
     """The Beam graph: `inputs` maps split name -> file pattern of gzipped tf.Example TFRecords; every split
     is written to <output_dir>/Split-<name>/ with the behavioural features added."""
     splits = list(inputs)
-    tagged = [
-        p | f"Read[{s}]" >> beam.io.ReadFromTFRecord(pattern, compression_type=_GZIP)
-        | f"Tag[{s}]" >> beam.Map(lambda r, s=s: (s, r))
-        for s, pattern in inputs.items()
-    ]
-    fanned = (tagged | "AllSplits" >> beam.Flatten()
-              | "FanOut" >> beam.ParDo(_FanOut(label_delay_days)).with_outputs(*(k for k, _ in ENTITIES),
-                                                                                main="by_tid"))
-    streams = [fanned.by_tid]
-    for kind, _ in ENTITIES:
-        keyed = fanned[kind]
-        lookback = B.lookback_s(kind, label_delay_days=label_delay_days)
-        if lookback is None:
-            blocked = keyed | f"Whole[{kind}]" >> beam.Map(lambda kv: ((kv[0], None), kv[1]))
-        else:
-            hot = (keyed
-                   | f"Count[{kind}]" >> beam.combiners.Count.PerKey()
-                   | f"Hot[{kind}]" >> beam.Filter(lambda kv: kv[1] > hot_key_events))
-            blocked = keyed | f"Blocks[{kind}]" >> beam.FlatMap(_blocks, hot=beam.pvalue.AsDict(hot),
-                                                                lookback=lookback)
-        streams.append(blocked
+    fanned = (p
+              | "Files" >> beam.Create(_files(inputs))
+              | "ReadBatches" >> beam.ParDo(_ReadBatches(batch_rows))
+              | "FanOut" >> beam.ParDo(_FanOut(label_delay_days, shards)).with_output_types(typing.Any)
+              .with_outputs("ids", *_KINDS, main="by_batch"))
+    _ = (fanned.ids
+         | "GroupIds" >> beam.GroupByKey()
+         | "UniqueIds" >> beam.FlatMap(_check_unique))
+    streams = [fanned.by_batch]
+    for kind in _KINDS:
+        streams.append(fanned[kind]
                        | f"Group[{kind}]" >> beam.GroupByKey()
-                       | f"Features[{kind}]" >> beam.ParDo(_Features(kind, label_delay_days)))
+                       | f"Features[{kind}]" >> beam.ParDo(_Features(label_delay_days)).with_output_types(typing.Any))
     written = (streams
                | "AllParts" >> beam.Flatten()
-               | "ByTransaction" >> beam.GroupByKey()
+               | "ByBatch" >> beam.GroupByKey()
                | "Join" >> beam.ParDo(_Join(splits)).with_outputs(*splits))
     for s in splits:
         written[s] | f"Write[{s}]" >> beam.io.Write(

@@ -1,9 +1,13 @@
-"""Behavioural features: one definition, used offline (Beam, per entity) and online (one event at a time).
+"""Behavioural features: one definition, computed on arrays, used offline (Beam, pipeline scoring) and online
+(one transaction at a time, from the decision service's per-entity snapshots).
 
 Every feature of a transaction at time t is computed from the entity's events with time < t strictly:
-events at the same second, and anything later, are invisible. The offline path groups events by entity,
-sorts them by time and walks them through the same History objects the online state keeps, so the two
-paths share every line of feature code.
+events at the same second, and anything later, are invisible. The definition works on columns: a `history`
+of events (any number of entities, each entity's events ordered by time) and `targets`, the transactions to
+compute features for. Offline, targets and history are the same events (each row sees its entity's earlier
+rows); online, the history is the entity's snapshot and the target one new transaction. Both call the same
+functions below (`user_features`, `device_features`, `restaurant_features`), so offline and online agree
+exactly (tests/unit/test_behaviour.py holds them equal on generated streams and on random events).
 
 Features (names in fraud.features):
 - per user (the card): count, amount sum and mean over 1h/1d/7d/30d; amount / 30-day mean; seconds since
@@ -19,14 +23,18 @@ Features (names in fraud.features):
   + new device      (1 if the device was never used by the user before)
   + new city        (1 if the user never paid in this city before)
   + unusual hour    (1 if the user never paid within +-1 hour of this Lima hour before, given >= 3 prior).
-Amounts are in PEN (USD converted); a missing amount counts as a transaction but not in sums/means.
+Amounts are in PEN (USD converted); a missing amount counts as a transaction but not in sums/means. Sums are
+exact: amounts are added in fixed point (1e-4 PEN) and log-amounts too (1e-9), as integers, so a window's
+sum does not depend on how many other entities share the arrays (offline) or not (online).
+
+A missing id ("", e.g. no device) is no entity: such a row shares no history with any other and gets that
+entity's cold-start values (counts 0, device new only when there is a device, fraud rate 0).
 """
 from __future__ import annotations
 
-import math
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
-from itertools import accumulate
+from dataclasses import dataclass
+
+import numpy as np
 
 from fraud import features as F
 from fraud import timeutil
@@ -35,6 +43,8 @@ from fraud.errors import DuplicateTransaction, OutOfOrderEvent
 DAY = F.DAY_S
 MAX_GAP_S = 30 * DAY
 UNKNOWN_LABEL = F.UNKNOWN_LABEL
+_AMOUNT_SCALE = 10_000  # amounts are summed in fixed point, in 1/10,000 PEN
+_LOG_SCALE = 1e9  # log-amounts and their squares are summed in fixed point
 
 
 @dataclass(frozen=True)
@@ -53,231 +63,405 @@ class Event:
         return timeutil.lima_hour(self.time)
 
 
-def _lookup_km(city_a: str, city_b: str) -> float | None:
-    a, b = F.CITY_COORDS.get(city_a), F.CITY_COORDS.get(city_b)
-    if a is None or b is None:
-        return None
-    return F.haversine_km(*a, *b)
+class Columns:
+    """Events as arrays, one per Event field: ids and cities as object arrays of str, time and label int64,
+    the amount float64 (NaN when missing). A field may be left out (None) where no feature reads it
+    (`select`, FIELDS_READ): less to move between the Beam job's stages."""
 
+    FIELDS = tuple(Event.__dataclass_fields__)
+    _DTYPES = {"time": np.int64, "amount_pen": np.float64, "label": np.int64}
 
-class _Series:
-    """Times in arrival order (non-decreasing) with prefix sums for O(log n) window statistics."""
+    def __init__(self, **columns):
+        n = None
+        for name in self.FIELDS:
+            values = columns.get(name)
+            if values is None:
+                setattr(self, name, None)
+                continue
+            dtype = self._DTYPES.get(name, object)
+            array = np.asarray(values, dtype=dtype) if not (isinstance(values, np.ndarray) and values.dtype == dtype) \
+                else values
+            if n is not None and len(array) != n:
+                raise ValueError(f"column {name!r} has {len(array)} values, not {n}")
+            n = len(array)
+            setattr(self, name, array)
+        self.n = n or 0
 
-    def __init__(self):
-        self.times: list[int] = []
-        self.sum: list[float] = [0.0]  # prefix sums of amounts (NaN as 0)
-        self.count: list[int] = [0]  # prefix counts of known amounts
-        self.log_sum: list[float] = [0.0]
-        self.log_sq: list[float] = [0.0]
+    def __len__(self):
+        return self.n
 
-    def append(self, time: int, amount: float):
-        known = not math.isnan(amount)
-        log_amount = math.log1p(max(amount, 0.0)) if known else 0.0
-        self.times.append(time)
-        self.sum.append(self.sum[-1] + (amount if known else 0.0))
-        self.count.append(self.count[-1] + (1 if known else 0))
-        self.log_sum.append(self.log_sum[-1] + log_amount)
-        self.log_sq.append(self.log_sq[-1] + log_amount * log_amount)
+    def __reduce__(self):
+        """Pickled with the text columns as Arrow string arrays (a few buffers) instead of one object per value:
+        the Beam job moves Columns between its stages."""
+        import pyarrow as pa
 
-    def cutoff(self, t: int) -> int:
-        """Number of events strictly before t."""
-        return bisect_left(self.times, t)
-
-    def start(self, t: int) -> int:
-        return bisect_left(self.times, t)
-
-
-@dataclass
-class UserHistory:
-    series: _Series = field(default_factory=_Series)
-    cities: list[str] = field(default_factory=list)
-    restaurants: list[str] = field(default_factory=list)
-    first_device: dict = field(default_factory=dict)  # device -> first time seen
-    first_city: dict = field(default_factory=dict)
-    first_hour: dict = field(default_factory=dict)  # Lima hour -> first time seen
-
-    def append(self, e: Event):
-        self.series.append(e.time, e.amount_pen)
-        self.cities.append(e.city)
-        self.restaurants.append(e.restaurant_id)
-        for table, key in ((self.first_device, e.device_id), (self.first_city, e.city),
-                           (self.first_hour, e.lima_hour)):
-            if key != "" and key not in table:
-                table[key] = e.time
-
-
-def _seen_before(table: dict, key, t: int) -> bool:
-    return key in table and table[key] < t
-
-
-def user_features(h: UserHistory, e: Event) -> dict[str, float]:
-    s, t = h.series, e.time
-    n = s.cutoff(t)
-    out: dict[str, float] = {}
-    for name, width in F.BEHAVIOUR_WINDOWS:
-        lo = s.start(t - width)
-        count, known = n - lo, s.count[n] - s.count[lo]
-        total = s.sum[n] - s.sum[lo]
-        out[f"user_txn_count_{name}"] = float(count)
-        out[f"user_amount_sum_{name}"] = total
-        out[f"user_amount_mean_{name}"] = total / known if known else 0.0
-    mean_30d = out["user_amount_mean_30d"]
-    amount_known = not math.isnan(e.amount_pen)
-    out["user_amount_ratio_30d"] = e.amount_pen / mean_30d if amount_known and mean_30d > 0 else 1.0
-    out["user_secs_since_prev"] = float(min(t - s.times[n - 1], MAX_GAP_S)) if n else float(MAX_GAP_S)
-    lo_day = s.start(t - DAY)
-    out["user_distinct_cities_1d"] = float(len({c for c in h.cities[lo_day:n] if c}))
-    out["user_distinct_restaurants_1d"] = float(len({r for r in h.restaurants[lo_day:n] if r}))
-    speed = 0.0
-    if n:
-        km = _lookup_km(h.cities[n - 1], e.city)
-        if km is not None:
-            speed = km / max((t - s.times[n - 1]) / 3600.0, 1.0 / 60.0)
-    out["user_travel_speed_kmh"] = speed
-    new_device = 1.0 if e.device_id and not _seen_before(h.first_device, e.device_id, t) else 0.0
-    out["user_device_is_new"] = new_device
-
-    # Anomaly score: each term is readable on its own (see module docstring).
-    lo_30 = s.start(t - 30 * DAY)
-    known_30 = s.count[n] - s.count[lo_30]
-    z = 0.0
-    if amount_known and known_30 >= 3:
-        mean = (s.log_sum[n] - s.log_sum[lo_30]) / known_30
-        var = max((s.log_sq[n] - s.log_sq[lo_30]) / known_30 - mean * mean, 0.0)
-        z = min(max((math.log1p(max(e.amount_pen, 0.0)) - mean) / max(math.sqrt(var), 0.5), 0.0), 10.0)
-    new_city = 1.0 if e.city and not _seen_before(h.first_city, e.city, t) else 0.0
-    unusual_hour = 0.0
-    if n >= 3:
-        near = [(e.lima_hour + d) % 24 for d in (-1, 0, 1)]
-        unusual_hour = 0.0 if any(_seen_before(h.first_hour, hour, t) for hour in near) else 1.0
-    out["user_anomaly_score"] = z + new_device + new_city + unusual_hour
-    return out
-
-
-@dataclass
-class DeviceHistory:
-    times: list[int] = field(default_factory=list)
-    users: list[str] = field(default_factory=list)
-    # A sliding window [lo, hi) of users with their counts, so that walking a busy device in time order
-    # counts distinct users in O(1) per event instead of building a set of the whole 30 days each time.
-    _window: dict = field(default_factory=dict, repr=False, compare=False)
-    _lo: int = field(default=0, repr=False, compare=False)
-    _hi: int = field(default=0, repr=False, compare=False)
-
-    def append(self, e: Event):
-        self.times.append(e.time)
-        self.users.append(e.user_id)
-
-    def distinct_users(self, lo: int, hi: int) -> int:
-        """len(set(users[lo:hi])): moved forward from the last window when both ends move forward (a walk in time
-        order), else counted afresh."""
-        if lo < self._lo or hi < self._hi or lo > self._hi:
-            self._window, self._lo, self._hi = {}, lo, lo
-        window, users = self._window, self.users
-        for i in range(self._hi, hi):
-            window[users[i]] = window.get(users[i], 0) + 1
-        for i in range(self._lo, lo):
-            left = window[users[i]] - 1
-            if left:
-                window[users[i]] = left
-            else:
-                del window[users[i]]
-        self._lo, self._hi = lo, hi
-        return len(window)
-
-
-def device_features(h: DeviceHistory, e: Event) -> dict[str, float]:
-    if not e.device_id:
-        return {"device_distinct_users_30d": 0.0, "device_txn_count_1d": 0.0}
-    n = bisect_left(h.times, e.time)
-    lo_30 = bisect_left(h.times, e.time - 30 * DAY)
-    lo_1 = bisect_left(h.times, e.time - DAY)
-    return {"device_distinct_users_30d": float(h.distinct_users(lo_30, n)),
-            "device_txn_count_1d": float(n - lo_1)}
-
-
-@dataclass
-class RestaurantHistory:
-    times: list[int] = field(default_factory=list)
-    frauds: list[int] = field(default_factory=lambda: [0])  # prefix sums over labelled events
-    labelled: list[int] = field(default_factory=lambda: [0])
-
-    def append(self, e: Event):
-        self.times.append(e.time)
-        known = e.label != UNKNOWN_LABEL
-        self.frauds.append(self.frauds[-1] + (1 if known and e.label == 1 else 0))
-        self.labelled.append(self.labelled[-1] + (1 if known else 0))
+        state = {name: (pa.array(values, pa.string()) if values is not None and values.dtype == object else values)
+                 for name in self.FIELDS if (values := getattr(self, name)) is not None}
+        return _unpickle_columns, (state,)
 
     @classmethod
-    def of(cls, times: list[int], labels: list[int]) -> "RestaurantHistory":
-        """The history `append` builds from events with these times and labels, in one pass (the online state
-        rebuilds a busy restaurant's hundreds of events on every decision)."""
-        return cls(times=list(times), frauds=[0, *accumulate(1 if v == 1 else 0 for v in labels)],
-                   labelled=[0, *accumulate(0 if v == UNKNOWN_LABEL else 1 for v in labels)])
+    def of_events(cls, events) -> "Columns":
+        events = list(events)
+        return cls(**{name: [getattr(e, name) for e in events] for name in cls.FIELDS})
+
+    @classmethod
+    def empty(cls) -> "Columns":
+        return cls(**{name: [] for name in cls.FIELDS})
+
+    @classmethod
+    def concat(cls, parts) -> "Columns":
+        parts = list(parts)
+        if not parts:
+            return cls.empty()
+        return cls(**{name: None if any(getattr(p, name) is None for p in parts)
+                      else np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS})
+
+    def take(self, index) -> "Columns":
+        return Columns(**{name: None if getattr(self, name) is None else getattr(self, name)[index]
+                          for name in self.FIELDS})
+
+    def select(self, fields) -> "Columns":
+        """These fields only (the others None)."""
+        return Columns(**{name: getattr(self, name) for name in fields})
+
+    def events(self) -> list[Event]:
+        return [Event(*row) for row in zip(*(getattr(self, name).tolist() for name in self.FIELDS))]
 
 
-def restaurant_features(h: RestaurantHistory, e: Event, *, label_delay_days: int = F.LABEL_DELAY_DAYS,
-                        window_days: int = F.RESTAURANT_FRAUD_WINDOW_DAYS) -> dict[str, float]:
-    out = {f"restaurant_txn_count_{name}": 0.0 for name, _ in F.RESTAURANT_WINDOWS}
-    out["restaurant_fraud_rate_delayed"] = 0.0
-    if not e.restaurant_id:
+def _unpickle_columns(state: dict) -> Columns:
+    import pyarrow as pa
+
+    return Columns(**{name: values.to_numpy(zero_copy_only=False).astype(object) if isinstance(values, pa.Array)
+                      else values for name, values in state.items()})
+
+
+# ------------------------------------------------------------------------------------------------
+# Array helpers: entities as integer codes, each entity's events contiguous and in time order.
+# ------------------------------------------------------------------------------------------------
+_SMALL = 512  # below this many values, plain numpy/Python beats pandas' hash tables (the online path: one entity)
+
+
+def _factorize(values):
+    """(int64 codes, the distinct values): values[i] == uniques[codes[i]]."""
+    values = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if len(values) <= _SMALL:
+        table: dict = {}
+        codes = np.fromiter((table.setdefault(v, len(table)) for v in values.tolist()), np.int64, len(values))
+        return codes, np.array(list(table), dtype=values.dtype if values.dtype != object else object)
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)
+    return codes.astype(np.int64), np.asarray(uniques)
+
+
+def _lookup(uniques, values):
+    """Per value: its index in `uniques` (distinct values), -1 if absent."""
+    values = np.asarray(values, dtype=uniques.dtype if len(uniques) else object)
+    if len(values) <= _SMALL and len(uniques) <= _SMALL:
+        table = {v: i for i, v in enumerate(uniques.tolist())}
+        return np.fromiter((table.get(v, -1) for v in values.tolist()), np.int64, len(values))
+    import pandas as pd
+
+    return pd.Index(uniques).get_indexer(values).astype(np.int64)
+
+
+def _codes(*arrays):
+    """Integer codes of the values of several arrays, consistent across them (one table)."""
+    joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    codes, uniques = _factorize(joined)
+    out, start = [], 0
+    for a in arrays:
+        out.append(codes[start:start + len(a)].astype(np.int64))
+        start += len(a)
+    return out, len(uniques)
+
+
+class _Frame:
+    """The history of one entity kind as sorted arrays, and the targets located in it.
+
+    History rows without the entity's id are left out (a missing id is no entity). The history is ordered by
+    (entity, time, transaction id); `comp` = entity * span + (time - base) is non-decreasing, so a window
+    [t - w, t) of a target's entity is a range of history indices found by binary search."""
+
+    def __init__(self, history: Columns, targets: Columns, id_field: str, max_lookback: int):
+        h_ids, t_ids = getattr(history, id_field), getattr(targets, id_field)
+        keep = np.flatnonzero(h_ids != "")
+        codes, self._ids = _factorize(np.concatenate([h_ids[keep], t_ids]))
+        h_key, t_key = codes[:len(keep)], codes[len(keep):]
+        times = history.time[keep]
+        order = np.lexsort((times, h_key))
+        order = _ties_by_id(order, h_key, times, history.transaction_id[keep])
+        self.rows = keep[order]  # history row of each sorted position
+        self.key = h_key[order]
+        self.time = times[order]
+        all_times = np.concatenate([self.time, targets.time])
+        self.base = int(all_times.min()) - max_lookback - 1 if len(all_times) else 0
+        self.span = (int(all_times.max()) - self.base + 1) if len(all_times) else 1
+        self.comp = self.key * self.span + (self.time - self.base)
+        t_key = np.where(t_ids == "", -1, t_key)  # no entity: no history, cold start
+        self.t_key, self.t_time = t_key, targets.time
+        self.t_comp0 = np.where(t_key >= 0, t_key * self.span, -1) - self.base  # add a time to get a comp
+        self.start = self.index(0, absolute=True)
+        self.n = self.index(0)  # history events strictly before each target
+        self.prior = self.n - self.start
+
+    def key_of(self, ids):
+        """The entity codes of other ids (-1 for an id neither in the history nor among the targets)."""
+        return _lookup(self._ids, np.asarray(ids, dtype=object))
+
+    def index(self, offset, side="left", absolute=False):
+        """Per target: the first history index at or after (target time - offset) (side="right": after), within
+        the target's entity; absolute=True: the entity's first index."""
+        when = self.base if absolute else self.t_time - offset
+        found = np.searchsorted(self.comp, self.t_comp0 + when, side=side)
+        return np.where(self.t_key >= 0, found, 0)
+
+    def window_counts(self, width):
+        return self.n - np.maximum(self.index(width), self.start)
+
+
+def _ties_by_id(order, key, times, ids):
+    """`order` (by entity and time) with events of one entity at the same second ordered by transaction id."""
+    k, t = key[order], times[order]
+    tie = np.flatnonzero((k[1:] == k[:-1]) & (t[1:] == t[:-1]))
+    if not len(tie):
+        return order
+    order = order.copy()
+    breaks = np.flatnonzero(np.diff(tie) != 1)
+    run_start = tie[np.r_[0, breaks + 1]]
+    run_end = tie[np.r_[breaks, len(tie) - 1]] + 2  # a run of ties at p, p+1, ... covers order[p:end]
+    for a, b in zip(run_start.tolist(), run_end.tolist()):
+        segment = order[a:b]
+        order[a:b] = segment[np.argsort(ids[segment].astype(str), kind="stable")]
+    return order
+
+
+def _prefix(values):
+    """[0, v0, v0+v1, ...] as int64 (sums of window [lo, hi) = p[hi] - p[lo], exact)."""
+    out = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=out[1:])
+    return out
+
+
+def _distinct_in_windows(values, lo, hi):
+    """Per target i: the number of distinct values >= 0 among values[lo[i]:hi[i]] (negative: no value).
+
+    Targets come in any order; they are walked by (lo, hi), both of which then move forward only, keeping a
+    count per value of the current window: O(history + targets) for windows that slide forward in time."""
+    out = np.zeros(len(lo), dtype=np.float64)
+    if not len(lo) or not len(values):
         return out
-    t = e.time
-    n = bisect_left(h.times, t)
-    for name, width in F.RESTAURANT_WINDOWS:
-        out[f"restaurant_txn_count_{name}"] = float(n - bisect_left(h.times, t - width))
+    order = np.lexsort((hi, lo))
+    vals = values.tolist()
+    counts = [0] * (max(vals) + 1 if vals else 1)
+    cur_lo = cur_hi = 0
+    distinct = 0
+    result = [0] * len(lo)
+    for i, a, b in zip(order.tolist(), lo[order].tolist(), hi[order].tolist()):
+        if a >= cur_hi or b < cur_hi:  # no overlap with the current window (or it shrinks): start afresh
+            for j in range(cur_lo, cur_hi):
+                if vals[j] >= 0:
+                    counts[vals[j]] = 0
+            cur_lo = cur_hi = a
+            distinct = 0
+        for j in range(cur_hi, b):
+            v = vals[j]
+            if v >= 0:
+                if counts[v] == 0:
+                    distinct += 1
+                counts[v] += 1
+        for j in range(cur_lo, a):
+            v = vals[j]
+            if v >= 0:
+                counts[v] -= 1
+                if counts[v] == 0:
+                    distinct -= 1
+        cur_lo, cur_hi = a, b
+        result[i] = distinct
+    out[:] = result
+    return out
+
+
+_CITY_INDEX = {name: i for i, name in enumerate(F.CITY_COORDS)}
+_KM_TABLE = np.array([[F.haversine_km(*a, *b) for b in F.CITY_COORDS.values()] for a in F.CITY_COORDS.values()])
+
+
+def _city_index(cities):
+    """Index of each city in fraud.features.CITY_COORDS, -1 for a city without coordinates."""
+    codes, uniques = _factorize(cities)
+    lookup = np.array([_CITY_INDEX.get(u, -1) for u in uniques.tolist()], dtype=np.int64)
+    return lookup[codes] if len(codes) else codes
+
+
+def _km_between(city_a, city_b):
+    """km between the cities of two arrays (fraud.features.haversine_km), NaN where one has no coordinates."""
+    a, b = _city_index(city_a), _city_index(city_b)
+    out = np.full(len(a), np.nan)
+    ok = (a >= 0) & (b >= 0)
+    out[ok] = _KM_TABLE[a[ok], b[ok]]
+    return out
+
+
+class _FirstSeen:
+    """The first time each (entity, value) pair was seen: new device / new city / unusual hour."""
+
+    def __init__(self, keys, values, times):
+        codes, self.values = _factorize(values)
+        width = len(self.values) + 1
+        pairs = keys * width + codes
+        order = np.lexsort((times, pairs))
+        pairs, times = pairs[order], times[order]
+        first = np.r_[True, pairs[1:] != pairs[:-1]] if len(pairs) else np.zeros(0, bool)
+        self.pairs, self.times, self.width = pairs[first], times[first], width
+
+    def time_of(self, keys, values):
+        """Per (entity, value): the first time seen, np.inf if never (or no entity)."""
+        out = np.full(len(keys), np.inf)
+        if not len(self.pairs) or not len(keys):
+            return out
+        codes = _lookup(self.values, values)
+        pairs = keys * self.width + codes
+        at = np.minimum(np.searchsorted(self.pairs, pairs), len(self.pairs) - 1)
+        found = (self.pairs[at] == pairs) & (keys >= 0) & (codes >= 0)
+        out[found] = self.times[at[found]]
+        return out
+
+
+def _lima_hours(times):
+    return np.asarray(timeutil.lima_hour(np.asarray(times, np.int64)), np.int64)
+
+
+def _fixed(values, scale):
+    return np.rint(values * scale).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# The definition: features of `targets` from `history`, per entity kind, as (targets x features) arrays.
+# ------------------------------------------------------------------------------------------------
+def user_features(history: Columns, targets: Columns, *, first_seen: dict | None = None) -> np.ndarray:
+    """F.USER_BEHAVIOUR_FEATURES per target. `first_seen` (online): {"device" | "city" | "hour": (user ids,
+    values, first times)} of the whole history, when `history` holds only its recent events; offline it is
+    derived from `history`."""
+    fr = _Frame(history, targets, F.USER_ID, 30 * DAY)
+    rows, n, start = fr.rows, fr.n, fr.start
+    t, amount_t = targets.time, targets.amount_pen
+    amount = np.clip(history.amount_pen[rows], -1e13, 1e13)  # a nonsense amount must not overflow the sums
+    known = ~np.isnan(amount)
+    zeroed = np.where(known, amount, 0.0)
+    logs = np.log1p(np.maximum(zeroed, 0.0))
+    p_sum, p_known = _prefix(_fixed(zeroed, _AMOUNT_SCALE)), _prefix(known.astype(np.int64))
+    p_log, p_sq = _prefix(_fixed(logs, _LOG_SCALE)), _prefix(_fixed(logs * logs, _LOG_SCALE))
+    out = np.zeros((len(targets), len(F.USER_BEHAVIOUR_FEATURES)))
+    col = {name: i for i, name in enumerate(F.USER_BEHAVIOUR_FEATURES)}
+    lo_of = {}
+    for name, width in F.BEHAVIOUR_WINDOWS:
+        lo = np.maximum(fr.index(width), start)
+        lo_of[width] = lo
+        count, k = n - lo, p_known[n] - p_known[lo]
+        total = (p_sum[n] - p_sum[lo]) / _AMOUNT_SCALE
+        out[:, col[f"user_txn_count_{name}"]] = count
+        out[:, col[f"user_amount_sum_{name}"]] = total
+        out[:, col[f"user_amount_mean_{name}"]] = np.divide(total, k, out=np.zeros(len(k)), where=k > 0)
+    mean_30d = out[:, col["user_amount_mean_30d"]]
+    amount_known = ~np.isnan(amount_t)
+    ratio = np.divide(amount_t, mean_30d, out=np.ones(len(t)), where=amount_known & (mean_30d > 0))
+    out[:, col["user_amount_ratio_30d"]] = ratio
+    has_prev = fr.prior > 0
+    prev = np.where(has_prev, n - 1, 0)
+    if len(rows):
+        prev_time, prev_city = fr.time[prev], history.city[rows][prev]
+    else:
+        prev_time, prev_city = np.zeros(len(t), np.int64), np.full(len(t), "", dtype=object)
+    gap = t - prev_time
+    out[:, col["user_secs_since_prev"]] = np.where(has_prev, np.minimum(gap, MAX_GAP_S), MAX_GAP_S)
+    (cities, restaurants), _ = _codes(history.city[rows], history.restaurant_id[rows])
+    cities[history.city[rows] == ""] = -1
+    restaurants[history.restaurant_id[rows] == ""] = -1
+    lo_day = lo_of[DAY]
+    out[:, col["user_distinct_cities_1d"]] = _distinct_in_windows(cities, lo_day, n)
+    out[:, col["user_distinct_restaurants_1d"]] = _distinct_in_windows(restaurants, lo_day, n)
+    km = _km_between(prev_city, targets.city)
+    moving = has_prev & ~np.isnan(km)
+    hours = np.maximum(gap / 3600.0, 1.0 / 60.0)
+    out[:, col["user_travel_speed_kmh"]] = np.divide(km, hours, out=np.zeros(len(t)), where=moving)
+
+    if first_seen is None:
+        h_devices, h_cities, h_times = history.device_id[rows], history.city[rows], fr.time
+        tables = {
+            "device": _FirstSeen(fr.key[h_devices != ""], h_devices[h_devices != ""], h_times[h_devices != ""]),
+            "city": _FirstSeen(fr.key[h_cities != ""], h_cities[h_cities != ""], h_times[h_cities != ""]),
+            "hour": _FirstSeen(fr.key, _lima_hours(h_times), h_times)}
+    else:
+        tables = {kind: _FirstSeen(fr.key_of(ids), values, np.asarray(times, np.int64))
+                  for kind, (ids, values, times) in first_seen.items()}
+    new_device = (targets.device_id != "") & ~(tables["device"].time_of(fr.t_key, targets.device_id) < t)
+    new_city = (targets.city != "") & ~(tables["city"].time_of(fr.t_key, targets.city) < t)
+    hour_t = _lima_hours(t)
+    seen_near = np.zeros(len(t), bool)
+    for d in (-1, 0, 1):
+        seen_near |= tables["hour"].time_of(fr.t_key, (hour_t + d) % 24) < t
+    unusual = (fr.prior >= 3) & ~seen_near
+    out[:, col["user_device_is_new"]] = new_device
+
+    # Anomaly score: each term is readable on its own (see module docstring).
+    lo30 = lo_of[30 * DAY]
+    k30 = p_known[n] - p_known[lo30]
+    scored = amount_known & (k30 >= 3)
+    safe_k = np.maximum(k30, 1)
+    mean = (p_log[n] - p_log[lo30]) / _LOG_SCALE / safe_k
+    var = np.maximum((p_sq[n] - p_sq[lo30]) / _LOG_SCALE / safe_k - mean * mean, 0.0)
+    log_t = np.log1p(np.maximum(np.where(amount_known, amount_t, 0.0), 0.0))
+    z = np.where(scored, np.clip((log_t - mean) / np.maximum(np.sqrt(var), 0.5), 0.0, 10.0), 0.0)
+    out[:, col["user_anomaly_score"]] = z + new_device + new_city + unusual
+    return out
+
+
+def device_features(history: Columns, targets: Columns) -> np.ndarray:
+    """F.DEVICE_BEHAVIOUR_FEATURES per target (a target without a device: zeros)."""
+    fr = _Frame(history, targets, F.DEVICE_ID, 30 * DAY)
+    (users,), _ = _codes(history.user_id[fr.rows])
+    lo30 = np.maximum(fr.index(30 * DAY), fr.start)
+    return np.stack([_distinct_in_windows(users, lo30, fr.n), fr.window_counts(DAY).astype(np.float64)], axis=1)
+
+
+def restaurant_features(history: Columns, targets: Columns, *, label_delay_days: int = F.LABEL_DELAY_DAYS,
+                        window_days: int = F.RESTAURANT_FRAUD_WINDOW_DAYS) -> np.ndarray:
+    """F.RESTAURANT_BEHAVIOUR_FEATURES per target (a target without a restaurant: zeros)."""
+    reach = (window_days + label_delay_days) * DAY
+    fr = _Frame(history, targets, F.RESTAURANT_ID, max(reach, max(w for _, w in F.RESTAURANT_WINDOWS)))
+    counts = [fr.window_counts(width).astype(np.float64) for _, width in F.RESTAURANT_WINDOWS]
+    labels = history.label[fr.rows]
+    p_fraud = _prefix((labels == 1).astype(np.int64))
+    p_labelled = _prefix((labels != UNKNOWN_LABEL).astype(np.int64))
     # Labels known at t: events in [t - (window + delay) days, t - delay days].
-    lo = bisect_left(h.times, t - (window_days + label_delay_days) * DAY)
-    hi = min(bisect_right(h.times, t - label_delay_days * DAY), n)
-    labelled = h.labelled[hi] - h.labelled[lo] if hi > lo else 0
-    if labelled:
-        out["restaurant_fraud_rate_delayed"] = (h.frauds[hi] - h.frauds[lo]) / labelled
-    return out
+    lo = np.maximum(fr.index(reach), fr.start)
+    hi = np.minimum(fr.index(label_delay_days * DAY, side="right"), fr.n)
+    hi = np.maximum(hi, lo)
+    labelled = p_labelled[hi] - p_labelled[lo]
+    rate = np.divide(p_fraud[hi] - p_fraud[lo], labelled, out=np.zeros(len(targets)), where=labelled > 0)
+    return np.stack(counts + [rate], axis=1)
 
 
-# ------------------------------------------------------------------------------------------------
-# Offline: one entity's events at a time (the Beam component groups by entity and calls these).
-# ------------------------------------------------------------------------------------------------
-def _ordered(events):
-    return sorted(events, key=lambda e: (e.time, e.transaction_id))
-
-
-def user_features_for_entity(events) -> list[tuple[str, dict]]:
-    h, out = UserHistory(), []
-    for e in _ordered(events):
-        out.append((e.transaction_id, user_features(h, e)))
-        h.append(e)
-    return out
-
-
-def device_features_for_entity(events) -> list[tuple[str, dict]]:
-    h, out = DeviceHistory(), []
-    for e in _ordered(events):
-        out.append((e.transaction_id, device_features(h, e)))
-        h.append(e)
-    return out
-
-
-def restaurant_features_for_entity(events, **kwargs) -> list[tuple[str, dict]]:
-    h, out = RestaurantHistory(), []
-    for e in _ordered(events):
-        out.append((e.transaction_id, restaurant_features(h, e, **kwargs)))
-        h.append(e)
-    return out
-
+# What each kind's features read of the history (and of the targets, a subset of it).
+FIELDS_READ = {
+    "user": ("transaction_id", "time", "user_id", "amount_pen", "city", "restaurant_id", "device_id"),
+    "device": ("transaction_id", "time", "user_id", "device_id"),
+    "restaurant": ("transaction_id", "time", "restaurant_id", "label"),
+}
 
 # The entities, in the order their features are joined into an example: (kind, feature names).
 ENTITIES = (("user", F.USER_BEHAVIOUR_FEATURES), ("device", F.DEVICE_BEHAVIOUR_FEATURES),
             ("restaurant", F.RESTAURANT_BEHAVIOUR_FEATURES))
 
 
-def features_for_entity(kind: str, events, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> list[tuple[str, dict]]:
-    """One entity's events -> (transaction id, that kind's features) per event, walked in time order."""
+def features_of(kind: str, history: Columns, targets: Columns, *,
+                label_delay_days: int = F.LABEL_DELAY_DAYS) -> np.ndarray:
+    """(targets x that kind's features) from the history, as defined above."""
     if kind == "user":
-        return user_features_for_entity(events)
+        return user_features(history, targets)
     if kind == "device":
-        return device_features_for_entity(events)
-    return restaurant_features_for_entity(events, label_delay_days=label_delay_days)
+        return device_features(history, targets)
+    return restaurant_features(history, targets, label_delay_days=label_delay_days)
 
 
 def lookback_s(kind: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> int | None:
@@ -291,46 +475,29 @@ def lookback_s(kind: str, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> int 
     return None
 
 
-def time_blocks(time: int, block_s: int, lookback: int) -> tuple[int, list[int]]:
-    """(the time block an event is a target in, the later blocks it is history for).
-
-    Targets at t see the entity's events in [t - lookback, t): an event at `time` matters to targets in
-    (time, time + lookback], so to the blocks that interval meets. With block_s >= lookback that is at most one
-    block: a hot entity is split into blocks at the cost of at most doubling its events."""
-    own = time // block_s
-    return own, list(range(own + 1, (time + lookback) // block_s + 1))
-
-
 def entity_ids(e: Event) -> dict[str, str]:
     """kind -> id of the entities an event belongs to; a missing id ("", e.g. no device) is no entity."""
     return {kind: key for kind, key in (("user", e.user_id), ("device", e.device_id),
                                         ("restaurant", e.restaurant_id)) if key}
 
 
-def compute_offline(events) -> dict[str, dict[str, float]]:
-    """All behavioural features for a collection of events, grouped per entity in memory.
+def compute_columns(columns: Columns, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> np.ndarray:
+    """Every behavioural feature (F.BEHAVIOUR_FEATURES order) of every row, each row seeing the earlier rows of
+    its entities: the same computation as the Beam component (components/behaviour.py), in one process."""
+    return np.concatenate([features_of(kind, columns, columns, label_delay_days=label_delay_days)
+                           for kind, _ in ENTITIES], axis=1)
 
-    The same computation as the Beam component (components/behaviour.py), for `fraudctl score` and tests.
-    """
-    events = list(events)
-    groups: dict[tuple[str, str], list[Event]] = {}
-    result: dict[str, dict[str, float]] = {e.transaction_id: {} for e in events}
-    for e in events:
-        ids = entity_ids(e)
-        for kind, _ in ENTITIES:
-            if kind in ids:
-                groups.setdefault((kind, ids[kind]), []).append(e)
-            else:  # a missing id is no entity: cold-start features, no shared history
-                for tid, feats in features_for_entity(kind, [e]):
-                    result[tid].update(feats)
-    for (kind, _), group in groups.items():
-        for tid, feats in features_for_entity(kind, group):
-            result[tid].update(feats)
-    return result
+
+def compute_offline(events, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> dict[str, dict[str, float]]:
+    """compute_columns as {transaction id: {feature: value}} (for tests and small data)."""
+    columns = Columns.of_events(events)
+    values = compute_columns(columns, label_delay_days=label_delay_days).tolist()
+    return {tid: dict(zip(F.BEHAVIOUR_FEATURES, row)) for tid, row in zip(columns.transaction_id.tolist(), values)}
 
 
 # ------------------------------------------------------------------------------------------------
-# Online: an incremental state, one transaction at a time (for the live scoring service).
+# Online, in memory: every entity's whole history (tests and replays; the decision service keeps bounded
+# snapshots instead, fraud.online).
 # ------------------------------------------------------------------------------------------------
 class OnlineFeatureState:
     """Keeps each entity's history; `score_and_update(e)` returns e's features, then records e.
@@ -338,23 +505,23 @@ class OnlineFeatureState:
     Events must arrive in non-decreasing time order (a live stream): an older event raises
     OutOfOrderEvent and changes nothing. A repeated transaction id raises DuplicateTransaction.
     Unknown users, devices and restaurants start from an empty history (cold start: counts 0,
-    device new, amount ratio 1). Memory grows with history; prune with `forget_before(t)`.
+    device new, amount ratio 1).
     """
 
     def __init__(self, *, label_delay_days: int = F.LABEL_DELAY_DAYS):
-        self.users: dict[str, UserHistory] = {}
-        self.devices: dict[str, DeviceHistory] = {}
-        self.restaurants: dict[str, RestaurantHistory] = {}
+        self.history: dict[tuple[str, str], list[Event]] = {}
         self.seen_ids: set[str] = set()
         self.watermark: int | None = None
         self.label_delay_days = label_delay_days
 
     def features(self, e: Event) -> dict[str, float]:
-        out = user_features(self.users.get(e.user_id) or UserHistory(), e)
-        out.update(device_features(self.devices.get(e.device_id) or DeviceHistory(), e))
-        out.update(restaurant_features(self.restaurants.get(e.restaurant_id) or RestaurantHistory(), e,
-                                       label_delay_days=self.label_delay_days))
-        return out
+        target = Columns.of_events([e])
+        ids = entity_ids(e)
+        values = []
+        for kind, _ in ENTITIES:
+            history = Columns.of_events(self.history.get((kind, ids.get(kind, "")), []))
+            values.extend(features_of(kind, history, target, label_delay_days=self.label_delay_days)[0].tolist())
+        return dict(zip(F.BEHAVIOUR_FEATURES, values))
 
     def _check_order(self, e: Event) -> None:
         if self.watermark is not None and e.time < self.watermark:
@@ -367,9 +534,8 @@ class OnlineFeatureState:
             raise DuplicateTransaction(f"transaction {e.transaction_id} was already recorded")
         self.seen_ids.add(e.transaction_id)
         self.watermark = e.time
-        self.users.setdefault(e.user_id, UserHistory()).append(e)
-        self.devices.setdefault(e.device_id, DeviceHistory()).append(e)
-        self.restaurants.setdefault(e.restaurant_id, RestaurantHistory()).append(e)
+        for kind, key in entity_ids(e).items():
+            self.history.setdefault((kind, key), []).append(e)
 
     def score_and_update(self, e: Event) -> dict[str, float]:
         self._check_order(e)
@@ -381,33 +547,41 @@ class OnlineFeatureState:
 # ------------------------------------------------------------------------------------------------
 # From the standardised frame (fraud.ingest) to events.
 # ------------------------------------------------------------------------------------------------
-def amount_pen(amount: float, currency: str) -> float:
-    return amount * F.USD_TO_PEN if currency == "USD" else amount
+def amount_pen(amount, currency):
+    """Amounts in PEN: USD converted at fraud.features.USD_TO_PEN (scalars or arrays)."""
+    if isinstance(currency, str):
+        return amount * F.USD_TO_PEN if currency == "USD" else amount
+    return np.where(np.asarray(currency) == "USD", np.asarray(amount, np.float64) * F.USD_TO_PEN,
+                    np.asarray(amount, np.float64))
 
 
 def event_of(row: dict) -> Event:
-    """The Event of one standardised row (fraud.ingest.standardise_record), as events_from_frame makes it."""
+    """The Event of one standardised row (fraud.ingest.standardise_record), as columns_of_frame makes it."""
     return Event(transaction_id=row[F.TRANSACTION_ID], time=int(row[F.EVENT_TIME]), user_id=row[F.USER_ID],
                  amount_pen=amount_pen(float(row[F.AMOUNT]), row[F.CURRENCY]), city=row[F.CITY],
                  restaurant_id=row[F.RESTAURANT_ID], device_id=row[F.DEVICE_ID],
                  label=int(row.get(F.LABEL, UNKNOWN_LABEL)))
 
 
+def columns_of_frame(frame) -> Columns:
+    """The events of a standardised frame as columns (no label column: every label unknown)."""
+    labels = frame[F.LABEL].to_numpy(np.int64) if F.LABEL in frame.columns else np.full(len(frame), UNKNOWN_LABEL)
+    text = {name: frame[name].to_numpy(object) for name in (F.TRANSACTION_ID, F.USER_ID, F.CITY, F.RESTAURANT_ID,
+                                                             F.DEVICE_ID)}
+    return Columns(transaction_id=text[F.TRANSACTION_ID], time=frame[F.EVENT_TIME].to_numpy(np.int64),
+                   user_id=text[F.USER_ID], amount_pen=amount_pen(frame[F.AMOUNT].to_numpy(np.float64),
+                                                                  frame[F.CURRENCY].to_numpy(object)),
+                   city=text[F.CITY], restaurant_id=text[F.RESTAURANT_ID], device_id=text[F.DEVICE_ID], label=labels)
+
+
 def events_from_frame(frame) -> list[Event]:
-    labels = frame[F.LABEL].tolist() if F.LABEL in frame.columns else [UNKNOWN_LABEL] * len(frame)
-    return [
-        Event(transaction_id=tid, time=int(t), user_id=u, amount_pen=amount_pen(float(a), c), city=city,
-              restaurant_id=r, device_id=d, label=int(label))
-        for tid, t, u, a, c, city, r, d, label in zip(
-            frame[F.TRANSACTION_ID], frame[F.EVENT_TIME], frame[F.USER_ID], frame[F.AMOUNT], frame[F.CURRENCY],
-            frame[F.CITY], frame[F.RESTAURANT_ID], frame[F.DEVICE_ID], labels)
-    ]
+    return columns_of_frame(frame).events()
 
 
-def add_behaviour_columns(frame):
+def add_behaviour_columns(frame, *, label_delay_days: int = F.LABEL_DELAY_DAYS):
     """Return a copy of a standardised frame with every behavioural feature column added."""
-    feats = compute_offline(events_from_frame(frame))
+    values = compute_columns(columns_of_frame(frame), label_delay_days=label_delay_days)
     out = frame.copy()
-    for name in F.BEHAVIOUR_FEATURES:
-        out[name] = [feats[tid][name] for tid in frame[F.TRANSACTION_ID]]
+    for i, name in enumerate(F.BEHAVIOUR_FEATURES):
+        out[name] = values[:, i]
     return out

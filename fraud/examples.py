@@ -136,6 +136,24 @@ class FloatSuffix:
             raise ValueError(f"{len(values)} values for {len(self.names)} features")
         return self._head + self._struct.pack(*[x for pair in zip(self._prefixes, values) for x in pair])
 
+    def many(self, matrix) -> list[bytes]:
+        """The suffixes of every row of a (rows x names) array, built as one byte matrix (the same bytes as
+        __call__ per row; tests/unit/test_behaviour_beam.py holds them equal)."""
+        matrix = np.asarray(matrix, dtype="<f4")
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
+            raise ValueError(f"{matrix.shape} values for {len(self.names)} features per row")
+        template = np.frombuffer(self([0.0] * len(self.names)), np.uint8)
+        rows = len(matrix)
+        out = np.tile(template, (rows, 1))
+        at = len(self._head)
+        for i, prefix in enumerate(self._prefixes):
+            at += len(prefix)
+            out[:, at:at + 4] = np.ascontiguousarray(matrix[:, i]).view(np.uint8).reshape(rows, 4)
+            at += 4
+        width = len(template)
+        buffer = out.tobytes()
+        return [buffer[i:i + width] for i in range(0, rows * width, width)]
+
 
 def split_files(examples_uri: str, split: str) -> list[str]:
     """The files of one split of an Examples artifact."""

@@ -1,6 +1,6 @@
 """Online state for the behavioural features: each card's, device's and restaurant's history as a small,
-bounded, JSON-able snapshot, turned back into the History objects of fraud.behaviour, so the online features
-are computed by the same lines of code as the offline ones (no second implementation).
+bounded, JSON-able snapshot, turned back into history columns for fraud.behaviour's feature functions, so the
+online features are computed by the same lines of code as the offline ones (no second implementation).
 
 What a snapshot keeps, and why it is enough for every feature of fraud.behaviour (parity is tested):
 - user (card): events of the last 30 days (the longest user window), always the newest event (seconds since
@@ -49,40 +49,61 @@ def is_late(snapshots: dict[str, dict], e: B.Event) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# snapshot -> History (fraud.behaviour), then the same feature functions as offline
+# snapshot -> history columns (fraud.behaviour.Columns), then the same feature functions as offline
 # ---------------------------------------------------------------------------------------------------------------
-def user_history(snapshot: dict) -> B.UserHistory:
-    h = B.UserHistory()
-    h.first_device.update(snapshot["first_device"])
-    h.first_city.update(snapshot["first_city"])
-    h.first_hour.update({int(k): v for k, v in snapshot["first_hour"].items()})
+_DEFAULTS = {"transaction_id": "", "time": 0, "user_id": "", "amount_pen": math.nan, "city": "",
+             "restaurant_id": "", "device_id": "", "label": B.UNKNOWN_LABEL}
+
+
+def _columns(n: int, **given) -> B.Columns:
+    """Columns of n events: the given fields (lists of n values), every other field at its default."""
+    return B.Columns(**{name: given[name] if name in given else [_DEFAULTS[name]] * n for name in B.Columns.FIELDS})
+
+
+def user_history(snapshot: dict, user_id: str) -> tuple[B.Columns, dict]:
+    """(the user's kept events, the first-seen tables of its whole history) for fraud.behaviour.user_features."""
     # Dropped events stand in as placeholders at time 0, outside every window: they only count as "prior".
-    for _ in range(min(snapshot["dropped"], _PRIOR_EVENTS_THAT_MATTER)):
-        h.series.append(0, math.nan)
-        h.cities.append("")
-        h.restaurants.append("")
-    for time, tid, amount, city, restaurant, device in snapshot["events"]:
-        h.append(B.Event(tid, time, "", math.nan if amount is None else amount, city, restaurant, device))
-    return h
+    placeholders = min(snapshot["dropped"], _PRIOR_EVENTS_THAT_MATTER)
+    events = snapshot["events"]
+    n = placeholders + len(events)
+    columns = _columns(
+        n, user_id=[user_id] * n, time=[0] * placeholders + [ev[0] for ev in events],
+        transaction_id=[""] * placeholders + [ev[1] for ev in events],
+        amount_pen=[math.nan] * placeholders + [math.nan if ev[2] is None else ev[2] for ev in events],
+        city=[""] * placeholders + [ev[3] for ev in events],
+        restaurant_id=[""] * placeholders + [ev[4] for ev in events],
+        device_id=[""] * placeholders + [ev[5] for ev in events])
+    hours = {int(k): v for k, v in snapshot["first_hour"].items()}
+    first_seen = {kind: ([user_id] * len(table), list(table), list(table.values()))
+                  for kind, table in (("device", snapshot["first_device"]), ("city", snapshot["first_city"]),
+                                      ("hour", hours))}
+    return columns, first_seen
 
 
-def device_history(snapshot: dict) -> B.DeviceHistory:
-    return B.DeviceHistory(times=[t for t, _ in snapshot["events"]], users=[u for _, u in snapshot["events"]])
+def device_history(snapshot: dict, device_id: str) -> B.Columns:
+    events = snapshot["events"]
+    return _columns(len(events), device_id=[device_id] * len(events), time=[t for t, _ in events],
+                    user_id=[u for _, u in events])
 
 
-def restaurant_history(snapshot: dict) -> B.RestaurantHistory:
-    labels = snapshot["labels"]
-    return B.RestaurantHistory.of([t for t, _ in snapshot["events"]],
-                                  [labels.get(tid, B.UNKNOWN_LABEL) for _, tid in snapshot["events"]])
+def restaurant_history(snapshot: dict, restaurant_id: str) -> B.Columns:
+    events, labels = snapshot["events"], snapshot["labels"]
+    return _columns(len(events), restaurant_id=[restaurant_id] * len(events), time=[t for t, _ in events],
+                    transaction_id=[tid for _, tid in events],
+                    label=[labels.get(tid, B.UNKNOWN_LABEL) for _, tid in events])
 
 
 def features(snapshots: dict[str, dict], e: B.Event, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> dict:
     """Every behavioural feature of `e` from its entities' snapshots (missing kinds: an empty history)."""
-    out = B.user_features(user_history(snapshots.get("user") or empty("user")), e)
-    out.update(B.device_features(device_history(snapshots.get("device") or empty("device")), e))
-    out.update(B.restaurant_features(restaurant_history(snapshots.get("restaurant") or empty("restaurant")), e,
-                                     label_delay_days=label_delay_days))
-    return out
+    target = B.Columns.of_events([e])
+    history, first_seen = user_history(snapshots.get("user") or empty("user"), e.user_id)
+    values = B.user_features(history, target, first_seen=first_seen)[0].tolist()
+    values += B.device_features(device_history(snapshots.get("device") or empty("device"), e.device_id),
+                                target)[0].tolist()
+    values += B.restaurant_features(restaurant_history(snapshots.get("restaurant") or empty("restaurant"),
+                                                       e.restaurant_id), target,
+                                    label_delay_days=label_delay_days)[0].tolist()
+    return dict(zip(F.BEHAVIOUR_FEATURES, values))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -143,19 +143,28 @@ def test_card_precision_at_k_by_hand():
     assert card_precision_at_k(days, cards, scores, labels, k=4) == pytest.approx((1 / 4 + 1 / 4) / 2)
 
 
-def test_device_distinct_users_window_equals_a_fresh_count():
-    """The sliding window behind device_distinct_users_30d equals len(set(users[lo:hi])) for walks in time order
-    (both ends moving forward), for jumps back, and on a busy device shared by few cards."""
+def test_distinct_values_in_windows_equal_a_fresh_count():
+    """The sliding count behind the distinct-cities/restaurants/users features equals len(set(values[lo:hi]))
+    (values < 0, a missing value, not counted) for windows walking forward, for jumps back, for windows given
+    in any order and on a busy entity with few values."""
     import random
 
+    import numpy as np
+
     rnd = random.Random(7)
-    h = B.DeviceHistory(times=list(range(3000)), users=[f"u{rnd.randint(0, 12)}" for _ in range(3000)])
-    lo = hi = 0
+    values = np.array([rnd.randint(-1, 12) for _ in range(3000)])
+    windows, lo, hi = [], 0, 0
     for step in range(4000):
-        if step % 500 == 499:  # a jump back: counted afresh
+        if step % 500 == 499:  # a jump back
             lo = rnd.randint(0, 2999)
             hi = rnd.randint(lo, 3000)
         else:
             hi = min(3000, hi + rnd.randint(0, 3))
             lo = min(hi, lo + rnd.randint(0, 3))
-        assert h.distinct_users(lo, hi) == len(set(h.users[lo:hi])), (step, lo, hi)
+        windows.append((lo, hi))
+    rnd.shuffle(windows)
+    los, his = np.array([w[0] for w in windows]), np.array([w[1] for w in windows])
+    got = B._distinct_in_windows(values, los, his)
+    want = [len({v for v in values[a:b].tolist() if v >= 0}) for a, b in windows]
+    assert got.tolist() == want
+    assert B._distinct_in_windows(np.array([], dtype=np.int64), np.array([0]), np.array([0])).tolist() == [0]

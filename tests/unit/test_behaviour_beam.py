@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.behaviour import _Join, build, check_counts, rows_written
+from components.behaviour import _blob, _check_unique, _Join, build, check_counts, rows_written
 from fraud import behaviour as B
 from fraud import examples as X
 from fraud import features as F
@@ -20,15 +20,14 @@ from fraud.errors import DuplicateTransaction, LostRows
 @pytest.mark.parametrize("missing", [(F.DEVICE_ID,), (F.DEVICE_ID, F.RESTAURANT_ID)])
 def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, missing, monkeypatch):
     log = tmp_path / "group_sizes.txt"  # Beam pickles the function: it reports through a file
-    original = B.device_features_for_entity
+    original = B.device_features
 
-    def recording(events):
-        events = list(events)
+    def recording(history, targets):
         with open(log, "a") as f:
-            f.write(f"{len(events)}\n")
-        return original(events)
+            f.write(f"{_largest_entity(history.device_id)}\n")
+        return original(history, targets)
 
-    monkeypatch.setattr(B, "device_features_for_entity", recording)  # build() takes it from the module
+    monkeypatch.setattr(B, "device_features", recording)  # build() takes it from the module
     rng = np.random.default_rng(3)
     n = 400
     rows = []
@@ -49,7 +48,7 @@ def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, mis
                           for f in os.listdir(F.split_dir(str(tmp_path / "out"), "train"))])
     frame = X.decode_frame(out)
     sizes = [int(x) for x in log.read_text().split()]
-    assert sizes and max(sizes) < 60, f"a device group of {max(sizes)} events: the missing ids were grouped"
+    assert sizes and max(sizes) < 60, f"a device with {max(sizes)} events: the missing ids were grouped"
     events = [B.Event(r[F.TRANSACTION_ID], r[F.EVENT_TIME], r[F.USER_ID], r[F.AMOUNT], r[F.CITY], r[F.RESTAURANT_ID],
                       r[F.DEVICE_ID], r[F.LABEL]) for r in rows]
     expected = B.compute_offline(events)
@@ -57,12 +56,24 @@ def test_missing_ids_get_cold_start_features_and_no_shared_history(tmp_path, mis
     for record in frame.to_dict("records"):
         want = expected[record[F.TRANSACTION_ID]]
         for name in F.BEHAVIOUR_FEATURES:
-            assert math.isclose(record[name], want[name], rel_tol=1e-5, abs_tol=1e-5), (record[F.TRANSACTION_ID], name)
+            assert math.isclose(record[name], want[name], rel_tol=1e-5, abs_tol=1e-5), (record[F.TRANSACTION_ID], name, record[name], want[name])
     no_device = frame[frame[F.DEVICE_ID] == ""]
     assert len(no_device) == n // 2
     assert (no_device["device_distinct_users_30d"] == 0).all() and (no_device["device_txn_count_1d"] == 0).all()
     with_device = frame[frame[F.DEVICE_ID] != ""]
     assert (with_device["device_txn_count_1d"] > 0).any()
+
+
+def _largest_entity(ids) -> int:
+    """The most events one entity (a non-empty id) has in a history."""
+    from collections import Counter
+
+    counts = Counter(i for i in ids.tolist() if i)
+    return max(counts.values()) if counts else 0
+
+
+def _hot_events(ids, hot) -> int:
+    return int((ids == hot).sum())
 
 
 def test_lost_rows_are_named_not_written():
@@ -74,15 +85,19 @@ def test_lost_rows_are_named_not_written():
     assert "train" not in str(info.value).split("(", 1)[1].split(")")[0]
     with pytest.raises(LostRows, match="valid: 0 rows written, 5 read"):
         check_counts({"valid": 5}, {})
-    record = X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()
-    user = (1, tuple(0.0 for _ in F.USER_BEHAVIOUR_FEATURES))
-    device = (2, tuple(0.0 for _ in F.DEVICE_BEHAVIOUR_FEATURES))
-    with pytest.raises(LostRows, match="'t1' lacks .* restaurant features"):
-        list(_Join(["train"]).process(("t1", [(0, "train", record), user, device])))
-    with pytest.raises(LostRows, match="example is missing"):
-        list(_Join(["train"]).process(("t2", [user])))
+    record = np.array([X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()], dtype=object)
+    examples = ("records", "train", _blob(record), np.array(["t1"], dtype=object))
+    user = ("user", np.array([0]), np.zeros((1, len(F.USER_BEHAVIOUR_FEATURES))))
+    device = ("device", np.array([0]), np.zeros((1, len(F.DEVICE_BEHAVIOUR_FEATURES))))
+    with pytest.raises(LostRows, match="'t1' has 0 sets of its restaurant features"):
+        list(_Join(["train"]).process((7, [examples, user, device])))
+    with pytest.raises(LostRows, match="'t1' has 2 sets of its device features"):
+        list(_Join(["train"]).process((7, [examples, user, device, device])))
+    with pytest.raises(LostRows, match="batch 8 .* examples are missing"):
+        list(_Join(["train"]).process((8, [user])))
     with pytest.raises(DuplicateTransaction, match="'t3' appears 2 times"):
-        list(_Join(["train"]).process(("t3", [(0, "train", record), (0, "eval", record), user])))
+        _check_unique((0, [np.array(["t1", "t3"], dtype=object), np.array(["t3"], dtype=object)]))
+    assert _check_unique((0, [np.array(["t1", "t3"], dtype=object)])) == []
 
 
 def test_appended_features_decode_as_set_features():
@@ -104,6 +119,13 @@ def test_appended_features_decode_as_set_features():
     assert got[F.BEHAVIOUR_FEATURES[0]].float_list.value[0] == 0.0  # the record's 99.0 replaced
     with pytest.raises(ValueError, match="3 values for"):
         X.FloatSuffix(F.BEHAVIOUR_FEATURES)([1.0, 2.0, 3.0])
+    # Many rows at once: the same bytes as one call per row (float32, NaN and infinities included).
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(50, len(F.BEHAVIOUR_FEATURES))) * 1e3
+    matrix[3, 5], matrix[7, 0], matrix[9, 2] = np.nan, np.inf, -np.inf
+    suffix = X.FloatSuffix(F.BEHAVIOUR_FEATURES)
+    assert suffix.many(matrix) == [suffix(row) for row in matrix.astype(np.float32).tolist()]
+    assert suffix.many(np.zeros((0, len(F.BEHAVIOUR_FEATURES)))) == []
 
 
 def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, monkeypatch):
@@ -111,18 +133,18 @@ def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, mo
     look-back (each block carrying the previous one as history): no group holds the hot key's whole history, and
     every feature still equals the in-memory computation over whole histories."""
     log = tmp_path / "group_sizes.txt"
-    originals = {kind: getattr(B, f"{kind}_features_for_entity") for kind in ("device", "restaurant")}
+    originals = {kind: getattr(B, f"{kind}_features") for kind in ("device", "restaurant")}
+    hot_id = {"device": "shared", "restaurant": "hot"}
 
     def recording(kind):
-        def fn(events, **kwargs):
-            events = list(events)
+        def fn(history, targets, **kwargs):
             with open(log, "a") as f:
-                f.write(f"{kind} {len(events)}\n")
-            return originals[kind](events, **kwargs)
+                f.write(f"{kind} {_hot_events(getattr(history, kind + '_id'), hot_id[kind])}\n")
+            return originals[kind](history, targets, **kwargs)
         return fn
 
     for kind in originals:
-        monkeypatch.setattr(B, f"{kind}_features_for_entity", recording(kind))
+        monkeypatch.setattr(B, f"{kind}_features", recording(kind))
     rng = np.random.default_rng(5)
     n, days = 900, 200
     rows = []
@@ -137,7 +159,7 @@ def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, mo
     X.write_records(str(tmp_path / "in" / "Split-train" / "data.gz"), [X.encode(r).SerializeToString() for r in rows])
     with beam.Pipeline() as p:
         build(p, {"train": str(tmp_path / "in" / "Split-train" / "*.gz")}, str(tmp_path / "out"), label_delay_days=7,
-              hot_key_events=100)
+              batch_rows=200)
     assert rows_written(p.result, ["train"]) == {"train": n}
     out_dir = F.split_dir(str(tmp_path / "out"), "train")
     frame = X.decode_frame(X.read_records([os.path.join(out_dir, f) for f in os.listdir(out_dir)]))
@@ -160,16 +182,12 @@ def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, mo
     for record in frame.to_dict("records"):
         want = expected[record[F.TRANSACTION_ID]]
         for name in F.BEHAVIOUR_FEATURES:
-            assert math.isclose(record[name], want[name], rel_tol=1e-5, abs_tol=1e-5), (record[F.TRANSACTION_ID], name)
+            assert math.isclose(record[name], want[name], rel_tol=1e-5, abs_tol=1e-5), (record[F.TRANSACTION_ID], name, record[name], want[name])
 
 
-def test_time_blocks_cover_the_look_back():
+def test_look_backs_bound_the_time_blocks():
     day = 86400
-    assert B.time_blocks(10 * day, 37 * day, 37 * day) == (0, [1])
-    assert B.time_blocks(0, 37 * day, 37 * day) == (0, [1])
-    assert B.time_blocks(37 * day, 37 * day, 37 * day) == (1, [2])
-    assert B.time_blocks(5, 100, 10) == (0, [])  # nothing of the next block within reach
-    assert B.time_blocks(95, 100, 10) == (0, [1])
-    assert B.lookback_s("user") is None
+    assert B.lookback_s("user") is None  # "new device / city / hour" read the whole history: no blocks
     assert B.lookback_s("restaurant", label_delay_days=7) == 37 * day
+    assert B.lookback_s("restaurant", label_delay_days=0) == 30 * day
     assert B.lookback_s("device") == 30 * day
