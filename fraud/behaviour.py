@@ -176,6 +176,9 @@ def _codes(*arrays):
     return out, len(uniques)
 
 
+_BEFORE_ALL = -(1 << 62)
+
+
 class _Frame:
     """The history of one entity kind as sorted arrays, and the targets located in it.
 
@@ -200,7 +203,8 @@ class _Frame:
         self.comp = self.key * self.span + (self.time - self.base)
         t_key = np.where(t_ids == "", -1, t_key)  # no entity: no history, cold start
         self.t_key, self.t_time = t_key, targets.time
-        self.t_comp0 = np.where(t_key >= 0, t_key * self.span, -1) - self.base  # add a time to get a comp
+        # Add a time to get a comp; a target without an entity gets a value below every comp: index 0, no history.
+        self.t_comp0 = np.where(t_key >= 0, t_key * self.span - self.base, _BEFORE_ALL)
         self.start = self.index(0, absolute=True)
         self.n = self.index(0)  # history events strictly before each target
         self.prior = self.n - self.start
@@ -213,8 +217,13 @@ class _Frame:
         """Per target: the first history index at or after (target time - offset) (side="right": after), within
         the target's entity; absolute=True: the entity's first index."""
         when = self.base if absolute else self.t_time - offset
-        found = np.searchsorted(self.comp, self.t_comp0 + when, side=side)
-        return np.where(self.t_key >= 0, found, 0)
+        return np.searchsorted(self.comp, self.t_comp0 + when, side=side)
+
+    def window_starts(self, widths):
+        """index(width) for several widths at once: (len(widths), targets), never before the entity's start."""
+        when = self.t_time[None, :] - np.asarray(widths, np.int64)[:, None]
+        found = np.searchsorted(self.comp, (self.t_comp0[None, :] + when).ravel()).reshape(when.shape)
+        return np.maximum(found, self.start[None, :])
 
     def window_counts(self, width):
         return self.n - np.maximum(self.index(width), self.start)
@@ -303,21 +312,33 @@ def _km_between(city_a, city_b):
 
 
 class _FirstSeen:
-    """The first time each (entity, value) pair was seen: new device / new city / unusual hour."""
+    """The first time each (entity, value) pair was seen: new device / new city / unusual hour. Small tables (the
+    online path: one card) are a dict; large ones sorted arrays searched in bulk."""
 
     def __init__(self, keys, values, times):
+        self.table = None
+        if len(keys) <= _SMALL:
+            table: dict = {}
+            for pair, time in zip(zip(keys.tolist(), np.asarray(values).tolist()), np.asarray(times).tolist()):
+                if pair not in table or time < table[pair]:
+                    table[pair] = time
+            self.table = table
+            return
         codes, self.values = _factorize(values)
         width = len(self.values) + 1
         pairs = keys * width + codes
         order = np.lexsort((times, pairs))
         pairs, times = pairs[order], times[order]
-        first = np.r_[True, pairs[1:] != pairs[:-1]] if len(pairs) else np.zeros(0, bool)
+        first = np.r_[True, pairs[1:] != pairs[:-1]]
         self.pairs, self.times, self.width = pairs[first], times[first], width
 
     def time_of(self, keys, values):
         """Per (entity, value): the first time seen, np.inf if never (or no entity)."""
+        if self.table is not None:
+            get, inf = self.table.get, np.inf
+            return np.array([get(pair, inf) for pair in zip(keys.tolist(), np.asarray(values).tolist())], np.float64)
         out = np.full(len(keys), np.inf)
-        if not len(self.pairs) or not len(keys):
+        if not len(keys):
             return out
         codes = _lookup(self.values, values)
         pairs = keys * self.width + codes
@@ -353,10 +374,9 @@ def user_features(history: Columns, targets: Columns, *, first_seen: dict | None
     p_log, p_sq = _prefix(_fixed(logs, _LOG_SCALE)), _prefix(_fixed(logs * logs, _LOG_SCALE))
     out = np.zeros((len(targets), len(F.USER_BEHAVIOUR_FEATURES)))
     col = {name: i for i, name in enumerate(F.USER_BEHAVIOUR_FEATURES)}
-    lo_of = {}
+    lo_of = dict(zip((w for _, w in F.BEHAVIOUR_WINDOWS), fr.window_starts([w for _, w in F.BEHAVIOUR_WINDOWS])))
     for name, width in F.BEHAVIOUR_WINDOWS:
-        lo = np.maximum(fr.index(width), start)
-        lo_of[width] = lo
+        lo = lo_of[width]
         count, k = n - lo, p_known[n] - p_known[lo]
         total = (p_sum[n] - p_sum[lo]) / _AMOUNT_SCALE
         out[:, col[f"user_txn_count_{name}"]] = count
@@ -429,7 +449,7 @@ def restaurant_features(history: Columns, targets: Columns, *, label_delay_days:
     """F.RESTAURANT_BEHAVIOUR_FEATURES per target (a target without a restaurant: zeros)."""
     reach = (window_days + label_delay_days) * DAY
     fr = _Frame(history, targets, F.RESTAURANT_ID, max(reach, max(w for _, w in F.RESTAURANT_WINDOWS)))
-    counts = [fr.window_counts(width).astype(np.float64) for _, width in F.RESTAURANT_WINDOWS]
+    counts = list((fr.n - fr.window_starts([w for _, w in F.RESTAURANT_WINDOWS])).astype(np.float64))
     labels = history.label[fr.rows]
     p_fraud = _prefix((labels == 1).astype(np.int64))
     p_labelled = _prefix((labels != UNKNOWN_LABEL).astype(np.int64))
