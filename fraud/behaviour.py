@@ -364,7 +364,7 @@ def user_features(history: Columns, targets: Columns, *, first_seen: dict | None
     values, first times)} of the whole history, when `history` holds only its recent events; offline it is
     derived from `history`."""
     fr = _Frame(history, targets, F.USER_ID, 30 * DAY)
-    rows, n, start = fr.rows, fr.n, fr.start
+    rows, n = fr.rows, fr.n
     t, amount_t = targets.time, targets.amount_pen
     amount = np.clip(history.amount_pen[rows], -1e13, 1e13)  # a nonsense amount must not overflow the sums
     known = ~np.isnan(amount)
