@@ -98,11 +98,6 @@ def to_columns(records) -> B.Columns:
         device_id=_text(parsed[F.DEVICE_ID]), label=parsed[F.LABEL])
 
 
-def to_event(record: bytes) -> B.Event:
-    """The event of one serialized example (as to_columns reads it)."""
-    return to_columns([record]).events()[0]
-
-
 class _ReadBatches(beam.DoFn):
     """(split, file number, path) -> (batch key, (split, records, columns)) per BATCH_ROWS records."""
 
@@ -153,14 +148,11 @@ class _FanOut(beam.DoFn):
                 continue
             shard = _hash_shards(ids[present], self.shards)
             lookback = B.lookback_s(kind, label_delay_days=self.label_delay_days)
-            if lookback is None:
-                group = shard * 0 - 1
-            else:
-                group = cols.time[present] // lookback
+            group = np.full(len(present), -1) if lookback is None else cols.time[present] // lookback
             for (s, block), rows in _split_by(shard, group):
                 chunk = present[rows]
                 keys = np.full(len(chunk), key, np.int64)
-                part = (True, keys, chunk, cols.take(chunk).select(B.FIELDS_READ[kind]))
+                part = (True, keys, chunk, cols.select(B.FIELDS_READ[kind]).take(chunk))
                 yield beam.pvalue.TaggedOutput(kind, ((kind, s, block), part))
                 if lookback is not None:  # history of the next block (block = one look-back)
                     yield beam.pvalue.TaggedOutput(kind, ((kind, s, block + 1), (False,) + part[1:]))
@@ -196,8 +188,8 @@ class _Features(beam.DoFn):
         targets = [p for p in parts if p[0]]
         if not targets:
             return
-        history = B.Columns.concat([p[3] for p in parts])
         target_cols = B.Columns.concat([p[3] for p in targets])
+        history = target_cols if len(targets) == len(parts) else B.Columns.concat([p[3] for p in parts])
         values = B.features_of(kind, history, target_cols, label_delay_days=self.label_delay_days)
         keys = np.concatenate([p[1] for p in targets])
         rows = np.concatenate([p[2] for p in targets])
