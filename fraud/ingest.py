@@ -100,17 +100,12 @@ def stripped(values: pd.Series) -> pd.Series:
     """`values.astype(str).str.strip()`, by Arrow's string kernel when every value is a str: it trims exactly the
     characters Python's str.isspace names (tests/unit/test_ingest.py checks every code point), in C++ instead of
     one Python call per value. Anything else (None from a database, numbers) takes pandas' own path."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    if values.dtype == object and len(values):
-        try:
-            array = pa.array(values.to_numpy(), type=pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            array = None
-        if array is not None and array.null_count == 0:
-            return pd.Series(pc.utf8_trim_whitespace(array).to_numpy(zero_copy_only=False), index=values.index,
-                             dtype=object)
+    array = _arrow_strings(values)
+    if array is not None:
+        return pd.Series(pc.utf8_trim_whitespace(array).to_numpy(zero_copy_only=False), index=values.index,
+                         dtype=object)
     return values.astype(str).str.strip()
 
 
@@ -124,9 +119,129 @@ def time_order(times: pd.Series, ids: pd.Series) -> np.ndarray:
     return pc.sort_indices(table, sort_keys=[("time", "ascending"), ("id", "ascending")]).to_numpy()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Column fast paths: the common shapes of a value, checked by a regular expression (RE2, in C++) and converted
+# with Arrow and numpy; every other value takes the general pandas path, so the rules stay those written above.
+# tests/unit/test_ingest.py holds both paths equal on every shape, valid and invalid.
+# ---------------------------------------------------------------------------------------------------------------
+_ISO_FIXED = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})?$"  # lengths 19, 20, 25
+_LOCAL_FIXED = r"^\d{2}/\d{2}/\d{4}[ T]\d{2}:\d{2}:\d{2}$"  # length 19
+_PLAIN_DECIMAL = r"^(\d{1,15}(\.\d{0,15})?|\.\d{1,15})$"  # unsigned: pandas reads "-0" as 0.0
+
+
+def _arrow_strings(values: pd.Series):
+    """Stripped values as an Arrow string array without nulls, or None when they are not all str."""
+    import pyarrow as pa
+
+    if values.dtype != object or not len(values):
+        return None
+    try:
+        array = pa.array(values.to_numpy(), type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    return array if array.null_count == 0 else None
+
+
+def _fixed_width_digits(array, width: int) -> np.ndarray:
+    """An Arrow string array whose values all have `width` bytes -> a (rows, width) array of byte values."""
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[array.offset:array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], np.uint8)
+    return data[offsets[0]:offsets[-1]].reshape(len(array), width)
+
+
+def _number_at(chars: np.ndarray, start: int, digits: int) -> np.ndarray:
+    out = np.zeros(len(chars), np.int64)
+    for k in range(start, start + digits):
+        out = out * 10 + (chars[:, k].astype(np.int64) - 48)
+    return out
+
+
+def _civil_seconds(year, month, day, hour, minute, second):
+    """Seconds since the epoch of a wall-clock time (as if it were UTC), and whether each field is in range."""
+    # pandas' nanosecond timestamps end in 1677 and 2262: other years take its path (and its error)
+    ok = (year >= 1678) & (year <= 2261) & (month >= 1) & (month <= 12) & (day >= 1) & (hour <= 23)
+    ok &= (minute <= 59) & (second <= 59)
+    months = (year - 1970) * 12 + np.clip(month, 1, 12) - 1
+    first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    following = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    ok &= day <= following - first
+    return (first + day - 1) * F.DAY_S + hour * 3600 + minute * 60 + second, ok
+
+
+def _fast_timestamps(array) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, parsed) for the fixed ISO 8601, DD/MM/YYYY and epoch shapes; parsed False elsewhere."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seconds = np.zeros(len(array), np.int64)
+    parsed = np.zeros(len(array), bool)
+    lengths = pc.binary_length(array).to_numpy()
+    epoch = pc.match_substring_regex(array, _EPOCH_RE.pattern).to_numpy(zero_copy_only=False)
+    if epoch.any():
+        where = np.flatnonzero(epoch)
+        numbers = pc.cast(array.take(pa.array(where)), pa.float64()).to_numpy()
+        seconds[where], parsed[where] = numbers.astype(np.int64), True
+    for pattern, widths in ((_ISO_FIXED, (19, 20, 25)), (_LOCAL_FIXED, (19,))):
+        shaped = pc.match_substring_regex(array, pattern).to_numpy(zero_copy_only=False) & ~parsed
+        for width in widths:
+            where = np.flatnonzero(shaped & (lengths == width))
+            if not len(where):
+                continue
+            chars = _fixed_width_digits(array.take(pa.array(where)), width)
+            if pattern is _LOCAL_FIXED:
+                wall, ok = _civil_seconds(_number_at(chars, 6, 4), _number_at(chars, 3, 2), _number_at(chars, 0, 2),
+                                          _number_at(chars, 11, 2), _number_at(chars, 14, 2), _number_at(chars, 17, 2))
+                utc = timeutil.from_lima(wall)
+            else:
+                wall, ok = _civil_seconds(_number_at(chars, 0, 4), _number_at(chars, 5, 2), _number_at(chars, 8, 2),
+                                          _number_at(chars, 11, 2), _number_at(chars, 14, 2), _number_at(chars, 17, 2))
+                if width == 19:  # no zone: Lima local time
+                    utc = timeutil.from_lima(wall)
+                elif width == 20:  # Z
+                    utc = wall
+                else:
+                    off_h, off_m = _number_at(chars, 20, 2), _number_at(chars, 23, 2)
+                    ok &= (off_h <= 23) & (off_m <= 59)
+                    sign = np.where(chars[:, 19] == ord("-"), -1, 1)
+                    utc = wall - sign * (off_h * 3600 + off_m * 60)
+            seconds[where[ok]], parsed[where[ok]] = utc[ok], True
+    return seconds, parsed
+
+
+def _fast_numbers(array) -> tuple[np.ndarray, np.ndarray]:
+    """(numbers, parsed) for plain unsigned decimals of at most 15 digits; parsed False elsewhere."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # At most 15 significant digits: exact in a double before the one scaling, so any parser rounds alike (pandas'
+    # own parser is not correctly rounded beyond that; Arrow's is).
+    plain = pc.match_substring_regex(array, _PLAIN_DECIMAL).to_numpy(zero_copy_only=False)
+    dot = pc.match_substring(array, ".").to_numpy(zero_copy_only=False)
+    plain &= pc.binary_length(array).to_numpy() - dot <= 15
+    numbers = np.full(len(array), np.nan)
+    if plain.all():
+        numbers = pc.cast(array, pa.float64()).to_numpy()
+    elif plain.any():
+        where = np.flatnonzero(plain)
+        numbers[where] = pc.cast(array.take(pa.array(where)), pa.float64()).to_numpy()
+    return numbers, plain
+
+
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse the accepted timestamp formats into int64 UTC epoch seconds; raise on anything else."""
     values = stripped(values)
+    array = _arrow_strings(values)
+    if array is not None:
+        seconds, done = _fast_timestamps(array)
+        if done.all():
+            return pd.Series(seconds, index=values.index)
+        out = pd.Series(seconds, index=values.index)
+        out[~done] = _parse_timestamps_general(values[~done]).to_numpy()
+        return out
+    return _parse_timestamps_general(values)
+
+
+def _parse_timestamps_general(values: pd.Series) -> pd.Series:
     out = pd.Series(np.zeros(len(values), dtype=np.int64), index=values.index)
     parsed = pd.Series(False, index=values.index)
 
@@ -167,11 +282,29 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
 
 
 def normalise_device_id(values: pd.Series) -> pd.Series:
+    array = _arrow_strings(values)
+    if array is not None:
+        import pyarrow.compute as pc
+
+        if pc.all(pc.string_is_ascii(array)).as_py() is not False:  # ASCII: Arrow's lower-casing is Python's
+            lowered = pc.replace_substring_regex(pc.ascii_lower(array), _SEPARATORS_RE.pattern, "")
+            return pd.Series(lowered.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
     return values.astype(str).str.lower().str.replace(_SEPARATORS_RE, "", regex=True)
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
     raw = stripped(frame[column])
+    array = _arrow_strings(raw)
+    if array is not None:
+        numbers, done = _fast_numbers(array)
+        if not done.all():
+            rest = ~done
+            numbers[rest] = _numbers_general(raw[rest], column).to_numpy()
+        return pd.Series(numbers, index=raw.index)
+    return _numbers_general(raw, column)
+
+
+def _numbers_general(raw: pd.Series, column: str) -> pd.Series:
     numbers = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
     bad = numbers.isna() & (raw != "") & (raw.str.lower() != "nan")
     if bad.any():
@@ -179,6 +312,9 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
             f"column {column!r} must be numeric: {int(bad.sum())} value(s) are not numbers, "
             f"e.g. {raw[bad].head(3).tolist()}")
     return numbers.astype(np.float64)
+
+
+_TIMES_OF_DAY = np.array([F.time_of_day(hour) for hour in range(24)], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -252,7 +388,7 @@ def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
                 f"label column {F.LABEL!r} must be 0, 1 or empty; {int(bad.sum())} row(s) are not")
         out[F.LABEL] = label.fillna(F.UNKNOWN_LABEL).astype(np.int64)
 
-    out[F.TIME_OF_DAY] = timeutil.lima_hour(out[F.EVENT_TIME]).map(F.time_of_day)
+    out[F.TIME_OF_DAY] = _TIMES_OF_DAY[timeutil.lima_hour(out[F.EVENT_TIME].to_numpy())]
     out = out.take(time_order(out[F.EVENT_TIME], out[F.TRANSACTION_ID])).reset_index(drop=True)
     return Standardised(frame=out, rows_in=len(raw), imputed_columns=tuple(imputed))
 

@@ -178,3 +178,66 @@ def test_arrow_strip_and_sort_equal_pythons():
     frame = pd.DataFrame({"t": times, "id": ids})
     expected = frame.sort_values(["t", "id"], kind="stable").index.to_numpy()
     assert (time_order(times, ids) == expected).all()
+
+
+def _general_or_none(parse, value):
+    from fraud.errors import DataContractError
+
+    try:
+        return parse(pd.Series([value], dtype=object))[0]
+    except DataContractError:
+        return None
+
+
+def test_fast_timestamp_shapes_agree_with_the_general_rules():
+    """The Arrow/numpy path for the fixed shapes parses exactly what the general (pandas) path parses, and leaves
+    every value it does not vouch for to that path: invalid dates, leap seconds, offsets, years pandas cannot hold."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(7)
+    instants = pd.to_datetime(rng.integers(-2_000_000_000, 7_000_000_000, 300), unit="s")
+    values = []
+    for t in instants:
+        values += [t.strftime("%Y-%m-%dT%H:%M:%S"), t.strftime("%Y-%m-%d %H:%M:%SZ"), t.strftime("%d/%m/%Y %H:%M:%S"),
+                   t.strftime("%d/%m/%YT%H:%M:%S"), t.strftime("%Y-%m-%dT%H:%M:%S") + "-05:00",
+                   t.strftime("%Y-%m-%dT%H:%M:%S") + f"+{rng.integers(0, 15):02d}:{rng.choice([0, 30, 45]):02d}"]
+    values += ["2026-02-29T10:00:00Z", "2024-02-29T10:00:00Z", "2026-04-31T00:00:00", "2026-13-01T00:00:00",
+               "2026-06-01T24:00:00Z", "2026-06-01T23:60:00Z", "2026-06-01T23:59:60Z", "1500-01-01T00:00:00Z",
+               "2300-01-01T00:00:00Z", "2026-06-01T10:00:00+25:00", "2026-06-01T10:00:00+05:61", "31/02/2026 10:00:00",
+               "00/06/2026 10:00:00", "01/00/2026 10:00:00", "1780355707", "1780355707.9", "0000-01-01T00:00:00Z",
+               "2026-06-01T10:00:00.250Z", "1/6/2026 18:15:07", "01/06/2026 18:15"]
+    seconds, done = ingest._fast_timestamps(pa.array(values, pa.string()))
+    assert done.sum() > 0.9 * 6 * len(instants)  # the fast path does take the common shapes
+    for value, fast, vouched in zip(values, seconds, done):
+        if vouched:
+            assert fast == _general_or_none(ingest._parse_timestamps_general, value), value
+    assert ingest.parse_timestamps(pd.Series(values[:60])).tolist() == [
+        _general_or_none(ingest._parse_timestamps_general, v) for v in values[:60]]
+
+
+def test_fast_numbers_agree_with_pandas():
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(11)
+    values = [f"{x:.{rng.integers(0, 9)}f}" for x in rng.lognormal(4, 2, 500)]  # <= 15 digits
+    values += ["0", "-0", ".5", "5.", "0012.50", "-3.25", "1e3", "+2", "nan", "NaN", "inf", "1,5", "1_000",
+               "123456789012345.123456789012345", "1234567890123456", "0x10", "."]
+    numbers, done = ingest._fast_numbers(pa.array(values, pa.string()))
+    assert done[:500].all()
+    for value, fast, vouched in zip(values, numbers, done):
+        if vouched:
+            general = _general_or_none(lambda s: ingest._numbers_general(s, F.AMOUNT), value)
+            assert fast == general and np.signbit(fast) == np.signbit(general), value
+    frame = pd.DataFrame({F.AMOUNT: values[:500] + ["", "nan"]})
+    expected = [float(v) for v in values[:500]] + [np.nan, np.nan]
+    np.testing.assert_array_equal(ingest._numeric(frame, F.AMOUNT).to_numpy(), expected)
+
+
+def test_device_ids_normalise_alike_on_both_paths():
+    ascii_ids = pd.Series(["DEV-3F9A21C0", "dev_3f9a21c0", " Dev.3f9a ", "", "x:Y:z"], dtype=object)
+    other = pd.Series(["DÉV-3F9A", "\u212a-1", "İd"], dtype=object)  # not ASCII: Python's lower-casing
+    for values in (ascii_ids, other, pd.concat([ascii_ids, other], ignore_index=True)):
+        assert ingest.normalise_device_id(values).tolist() == [
+            ingest._SEPARATORS_RE.sub("", str(v).lower()) for v in values]
