@@ -104,8 +104,11 @@ def stripped(values: pd.Series) -> pd.Series:
 
     array = _arrow_strings(values)
     if array is not None:
-        return pd.Series(pc.utf8_trim_whitespace(array).to_numpy(zero_copy_only=False), index=values.index,
-                         dtype=object)
+        trimmed = pc.utf8_trim_whitespace(array)
+        if pc.sum(pc.binary_length(trimmed)) == pc.sum(pc.binary_length(array)):  # nothing trimmed (the usual case):
+            # the same values, without new objects
+            return values
+        return pd.Series(trimmed.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
     return values.astype(str).str.strip()
 
 

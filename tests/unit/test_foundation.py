@@ -139,6 +139,31 @@ def test_column_encoding_gives_the_examples_of_the_one_row_encoder():
     assert examples.encode_columns(floats={F.AMOUNT: []}, ints={}, strings={}) == []
 
 
+def test_column_encoding_parses_as_tfx_bsls_encoder_does():
+    """Against tfx_bsl's C++ encoder on rows whose lengths need multi-byte varints (strings of 0 to 20,000 bytes,
+    negative and huge int64s), over more rows than one encoding chunk."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    rng = np.random.default_rng(5)
+    rows = examples._ENCODE_CHUNK + 7
+    lengths = rng.choice([0, 1, 127, 128, 300, 16383, 16384, 20000], rows, p=[.2, .2, .2, .2, .1, .04, .03, .03])
+    strings = {"text": ["ü" * (n // 2) + "x" * (n % 2) for n in lengths], "id": [f"u{i}" for i in range(rows)]}
+    ints = {"n": rng.integers(-2**63, 2**63 - 1, rows, dtype=np.int64), "small": rng.integers(0, 300, rows)}
+    floats = {"f": rng.normal(size=rows).astype(np.float32)}
+    ours = examples.encode_columns(floats=floats, ints=ints, strings=strings)
+    columns = {**{c: pa.array(v) for c, v in {**floats, **ints}.items()},
+               **{c: pa.array(v, pa.string()).cast(pa.binary()) for c, v in strings.items()}}
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32))
+    batch = pa.RecordBatch.from_arrays([pa.ListArray.from_arrays(offsets, v) for v in columns.values()],
+                                       list(columns))
+    theirs = example_coder.RecordBatchToExamples(batch)
+    assert len(ours) == len(theirs) == rows
+    for i in [0, 1, 2, rows // 2, examples._ENCODE_CHUNK - 1, examples._ENCODE_CHUNK, rows - 1,
+              *rng.integers(0, rows, 200)]:
+        assert tf.train.Example.FromString(ours[i]) == tf.train.Example.FromString(theirs[i]), i
+
+
 def test_example_values_and_updates():
     example = examples.encode({F.USER_ID: "u1", F.EVENT_TIME: np.int64(5), F.AMOUNT: 2.0})
     assert examples.value(example, F.USER_ID) == "u1" and examples.value(example, F.EVENT_TIME) == 5
