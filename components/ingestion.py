@@ -28,7 +28,7 @@ def to_examples(frame) -> "list[bytes]":
     return X.encode_columns(
         floats={c: frame[c].to_numpy() for c in _FLOAT_COLUMNS},
         ints={c: frame[c].to_numpy() for c in _INT_COLUMNS if c in frame.columns},
-        strings={c: frame[c].astype(str).tolist() for c in _STRING_COLUMNS})
+        strings={c: frame[c].to_numpy() for c in _STRING_COLUMNS})  # not str objects: X.encode_columns str()s them
 
 
 # Rows per file of a split: above it the split is written as several files at once (gzip, the most of the write,

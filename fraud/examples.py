@@ -194,9 +194,18 @@ def _binary(values):
     import pyarrow as pa
 
     try:
-        return pa.array(values, pa.large_string()).cast(pa.large_binary())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):  # bytes values
-        return pa.array(values, pa.large_binary())
+        try:
+            array = pa.array(values, pa.large_string())
+        except pa.ArrowNotImplementedError:  # numpy's fixed-width str arrays
+            array = pa.array(values, pa.string()).cast(pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        try:  # bytes values
+            return pa.array(values, pa.large_binary())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # anything else: its str(), as pandas' astype(str) gives
+            array = pa.array([str(v) for v in values], pa.large_string())
+    if array.null_count:  # None: its str(), as above
+        array = pa.array([str(v) for v in values], pa.large_string())
+    return array.cast(pa.large_binary())
 
 
 def value(example: tf.train.Example, key: str, default=None):
