@@ -25,6 +25,8 @@ import typing
 import apache_beam as beam
 from apache_beam.io import tfrecordio
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import (BeamComponentParameter, InputArtifact,
                                                         OutputArtifact, Parameter)
@@ -133,16 +135,16 @@ class _FanOut(beam.DoFn):
     def process(self, item):
         key, (split, records, cols) = item
         n = len(cols)
-        yield key, ("records", split, _blob(records), cols.transaction_id)
-        for shard, rows in _split_by(_hash_shards(cols.transaction_id, self.shards)):
-            yield beam.pvalue.TaggedOutput("ids", (shard, cols.transaction_id[rows]))
+        yield key, ("records", split, _blob(records))
+        for shard, rows in _split_by(_hash_shards(cols.transaction_id, self.shards)):  # as Arrow: one buffer each
+            yield beam.pvalue.TaggedOutput("ids", (shard, pa.array(cols.transaction_id[rows], pa.string())))
         for kind in _KINDS:
             ids = getattr(cols, _ID_FIELD[kind])
             missing = np.flatnonzero(ids == "")
             if len(missing):
                 values = B.features_of(kind, B.Columns.empty(), cols.take(missing),
                                        label_delay_days=self.label_delay_days)
-                yield key, (kind, missing, values)
+                yield key, (kind, missing, values.astype(np.float32))
             present = np.flatnonzero(ids != "") if len(missing) else np.arange(n)
             if not len(present):
                 continue
@@ -190,7 +192,7 @@ class _Features(beam.DoFn):
             return
         target_cols = B.Columns.concat([p[3] for p in targets])
         history = target_cols if len(targets) == len(parts) else B.Columns.concat([p[3] for p in parts])
-        values = B.features_of(kind, history, target_cols, label_delay_days=self.label_delay_days)
+        values = B.features_of(kind, history, target_cols, label_delay_days=self.label_delay_days).astype(np.float32)
         keys = np.concatenate([p[1] for p in targets])
         rows = np.concatenate([p[2] for p in targets])
         for key, index in _split_by(keys):
@@ -199,11 +201,11 @@ class _Features(beam.DoFn):
 
 def _check_unique(item):
     _, parts = item
-    ids = np.concatenate(list(parts))
-    unique, counts = np.unique(ids.astype(str), return_counts=True)
-    if (counts > 1).any():
-        tid = unique[np.argmax(counts)]
-        raise DuplicateTransaction(f"transaction id {tid!r} appears {counts.max()} times across splits")
+    counts = pc.value_counts(pa.concat_arrays(list(parts)))
+    most = pc.max(counts.field("counts")).as_py()
+    if most is not None and most > 1:
+        tid = counts.field("values")[pc.index(counts.field("counts"), most).as_py()].as_py()
+        raise DuplicateTransaction(f"transaction id {tid!r} appears {most} times across splits")
     return []
 
 
@@ -225,7 +227,7 @@ class _Join(beam.DoFn):
                 features.setdefault(part[0], []).append(part[1:])
         if records is None:
             raise LostRows(f"features were computed for batch {key} but its examples are missing: " + _RUNNER_HINT)
-        _, split, (blob, ends), tids = records
+        _, split, (blob, ends) = records
         n = len(ends)
         matrix = np.zeros((n, len(F.BEHAVIOUR_FEATURES)), np.float32)
         for kind, names in ENTITIES:
@@ -235,7 +237,9 @@ class _Join(beam.DoFn):
                 np.add.at(covered, rows, 1)
             if (covered != 1).any():
                 bad = int(np.flatnonzero(covered != 1)[0])
-                raise LostRows(f"transaction {tids[bad]!r} has {covered[bad]} sets of its {kind} features after "
+                record = blob[(ends[bad - 1] if bad else 0):ends[bad]]
+                tid = to_columns(np.array([record], dtype=object)).transaction_id[0]
+                raise LostRows(f"transaction {tid!r} has {covered[bad]} sets of its {kind} features after "
                                f"the join instead of 1, e.g. {list(names[:3])}: " + _RUNNER_HINT)
         suffixes = _SUFFIX.many(matrix)
         self.written[split].inc(n)
@@ -245,19 +249,42 @@ class _Join(beam.DoFn):
 
 class _TFRecordBatchWriter:
     """TensorFlow's TFRecord writer (framing and gzip at fraud.examples.GZIP_LEVEL in C++) behind the file handle
-    Beam's sink opens; `write_batch` writes a list of records."""
+    Beam's sink opens; `write_batch` hands a list of records to a writing thread (gzip lets go of the GIL, so the
+    next batch is joined meanwhile) and `close` waits for it; an error in the thread is raised by the next call."""
 
     def __init__(self, path: str):
+        import queue
+        import threading
+
         options = tf.io.TFRecordOptions(compression_type=X.GZIP, compression_level=X.GZIP_LEVEL)
         self.writer = tf.io.TFRecordWriter(path, options=options)
+        self.queue, self.error = queue.Queue(maxsize=2), None
+        self.thread = threading.Thread(target=self._run, name=f"write {os.path.basename(path)}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        write = self.writer.write
+        while (records := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    for record in records:
+                        write(record)
+                except Exception as err:  # noqa: BLE001 - raised in the caller's thread
+                    self.error = err
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def write_batch(self, records) -> None:
-        write = self.writer.write
-        for record in records:
-            write(record)
+        self._raise()
+        self.queue.put(records)
 
     def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
         self.writer.close()
+        self._raise()
 
 
 class _GzipTFRecordSink(tfrecordio._TFRecordSink):
