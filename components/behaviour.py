@@ -3,9 +3,10 @@
 Records are read in batches (`BATCH_ROWS`) and the fields the features need are parsed into columns
 (fraud.behaviour.Columns) in C++ (tf.io.parse_example). Each batch is cut, per entity kind, into shards of the
 entity id's hash; a shard's chunks from every batch and split are grouped, and the features of its rows are
-computed on arrays by fraud.behaviour (the same functions as the online path), then sent back to their batch and
-appended to the serialized records without re-parsing them (fraud.examples.FloatSuffix). Beam sees a few elements
-per batch, not several per row. Splits are kept as they are: because every split goes into the same shards, eval
+computed on arrays by fraud.behaviour (the same functions as the online path), then sent back to their file. The
+join reads each file again, cut into the same batches, and appends the features to the serialized records without
+re-parsing them (fraud.examples.FloatSuffix): the records never cross a grouping, only the parsed fields and the
+features do. Beam sees a few elements per batch, not several per row. Splits are kept as they are: because every split goes into the same shards, eval
 rows see the history of the train period before them, and nothing after them.
 
 Memory per key is bounded: devices and restaurants are grouped per (shard, time block one look-back long,
@@ -43,6 +44,7 @@ _RUNNER_HINT = ("the Beam runner lost part of the data; re-run, and if it happen
                 "DirectRunner mode (--direct_running_mode=in_memory) or use another runner")
 BATCH_ROWS = 50_000  # records per batch: Beam handles a few elements per batch, numpy the rows
 SHARDS = 16  # entity shards per kind: the unit of parallelism and of memory (with time blocks)
+_BATCHES_PER_FILE = 1 << 32  # (file, batch) as one int64 key: file * _BATCHES_PER_FILE + batch
 
 ENTITIES = B.ENTITIES  # (kind, feature names), in the order the features are joined into an example
 _ID_FIELD = {"user": "user_id", "device": "device_id", "restaurant": "restaurant_id"}
@@ -100,22 +102,21 @@ def to_columns(records) -> B.Columns:
         device_id=_text(parsed[F.DEVICE_ID]), label=parsed[F.LABEL])
 
 
+def _batches(path: str, batch_rows: int):
+    """The records of one file in batches of `batch_rows`, always cut the same way: the join reads them again."""
+    return tf.data.TFRecordDataset(path, compression_type=X.GZIP).batch(batch_rows).as_numpy_iterator()
+
+
 class _ReadBatches(beam.DoFn):
-    """(split, file number, path) -> (batch key, (split, records, columns)) per BATCH_ROWS records."""
+    """(split, file number, path) -> ((file number, batch number), columns) per BATCH_ROWS records."""
 
     def __init__(self, batch_rows: int):
         self.batch_rows = batch_rows
 
     def process(self, item):
-        split, number, path = item
-        dataset = tf.data.TFRecordDataset(path, compression_type=X.GZIP).batch(self.batch_rows)
-        for i, records in enumerate(dataset.as_numpy_iterator()):
-            yield number * 1_000_000 + i, (split, records, to_columns(records))
-
-
-def _blob(records) -> tuple[bytes, np.ndarray]:
-    """Records as one bytes object and their end offsets: Beam moves one buffer instead of a list of objects."""
-    return b"".join(records.tolist()), np.cumsum([len(r) for r in records.tolist()], dtype=np.int64)
+        _, number, path = item
+        for i, records in enumerate(_batches(path, self.batch_rows)):
+            yield (number, i), to_columns(records)
 
 
 def _hash_shards(ids, shards: int) -> np.ndarray:
@@ -125,17 +126,16 @@ def _hash_shards(ids, shards: int) -> np.ndarray:
 
 
 class _FanOut(beam.DoFn):
-    """One batch -> its records (keyed by the batch), its duplicate-check ids (keyed by an id shard), and per
-    entity kind, chunks of its rows keyed by (kind, shard, block); rows without the kind's id get the cold-start
-    features here (a missing id is no entity)."""
+    """One batch -> its duplicate-check ids (keyed by an id shard) and per entity kind, chunks of its rows keyed
+    by (kind, shard, block); rows without the kind's id get the cold-start features here, keyed by their file
+    (a missing id is no entity). The records themselves stay in their file: the join reads them again."""
 
     def __init__(self, label_delay_days: int, shards: int):
         self.label_delay_days, self.shards = label_delay_days, shards
 
     def process(self, item):
-        key, (split, records, cols) = item
+        (number, batch), cols = item
         n = len(cols)
-        yield key, ("records", split, _blob(records))
         for shard, rows in _split_by(_hash_shards(cols.transaction_id, self.shards)):  # as Arrow: one buffer each
             yield beam.pvalue.TaggedOutput("ids", (shard, pa.array(cols.transaction_id[rows], pa.string())))
         for kind in _KINDS:
@@ -144,7 +144,7 @@ class _FanOut(beam.DoFn):
             if len(missing):
                 values = B.features_of(kind, B.Columns.empty(), cols.take(missing),
                                        label_delay_days=self.label_delay_days)
-                yield key, (kind, missing, values.astype(np.float32))
+                yield number, (kind, batch, missing, values.astype(np.float32))
             present = np.flatnonzero(ids != "") if len(missing) else np.arange(n)
             if not len(present):
                 continue
@@ -153,7 +153,7 @@ class _FanOut(beam.DoFn):
             group = np.full(len(present), -1) if lookback is None else cols.time[present] // lookback
             for (s, block), rows in _split_by(shard, group):
                 chunk = present[rows]
-                keys = np.full(len(chunk), key, np.int64)
+                keys = np.full(len(chunk), number * _BATCHES_PER_FILE + batch, np.int64)
                 part = (True, keys, chunk, cols.select(B.FIELDS_READ[kind]).take(chunk))
                 yield beam.pvalue.TaggedOutput(kind, ((kind, s, block), part))
                 if lookback is not None:  # history of the next block (block = one look-back)
@@ -178,8 +178,8 @@ def _split_by(*arrays):
 
 
 class _Features(beam.DoFn):
-    """One (kind, shard, block) group of chunks -> (batch key, (kind, rows, feature values)) per batch of its
-    targets. Chunks marked as history come from the previous block: they are history, not targets."""
+    """One (kind, shard, block) group of chunks -> (file number, (kind, batch number, rows, feature values)) per
+    batch of its targets. Chunks marked as history come from the previous block: they are history, not targets."""
 
     def __init__(self, label_delay_days: int):
         self.label_delay_days = label_delay_days
@@ -196,7 +196,7 @@ class _Features(beam.DoFn):
         keys = np.concatenate([p[1] for p in targets])
         rows = np.concatenate([p[2] for p in targets])
         for key, index in _split_by(keys):
-            yield key, (kind, rows[index], values[index])
+            yield key // _BATCHES_PER_FILE, (kind, key % _BATCHES_PER_FILE, rows[index], values[index])
 
 
 def _check_unique(item):
@@ -210,41 +210,48 @@ def _check_unique(item):
 
 
 class _Join(beam.DoFn):
-    """A batch's records and the features of its rows, per kind -> the records with the features appended."""
+    """One input file and the features of its rows, per batch and kind -> its records, read again batch by batch,
+    with the features appended."""
 
-    def __init__(self, splits):
+    def __init__(self, files, batch_rows: int):
+        self.files = {number: (split, path) for split, number, path in files}
+        self.batch_rows = batch_rows
+        splits = sorted({split for split, _, _ in files})
         self.written = {s: beam.metrics.Metrics.counter(METRICS_NAMESPACE, _rows_written_counter(s)) for s in splits}
 
     def process(self, item):
-        key, parts = item
-        records, features = None, {}
-        for part in parts:
-            if part[0] == "records":
-                if records is not None:
-                    raise DuplicateTransaction(f"batch {key} was read twice: " + _RUNNER_HINT)
-                records = part
-            else:
-                features.setdefault(part[0], []).append(part[1:])
-        if records is None:
-            raise LostRows(f"features were computed for batch {key} but its examples are missing: " + _RUNNER_HINT)
-        _, split, (blob, ends) = records
-        n = len(ends)
-        matrix = np.zeros((n, len(F.BEHAVIOUR_FEATURES)), np.float32)
-        for kind, names in ENTITIES:
-            covered = np.zeros(n, np.int64)
-            for rows, values in features.get(kind, []):
-                matrix[rows, _OFFSETS[kind]:_OFFSETS[kind] + len(names)] = values
-                np.add.at(covered, rows, 1)
-            if (covered != 1).any():
-                bad = int(np.flatnonzero(covered != 1)[0])
-                record = blob[(ends[bad - 1] if bad else 0):ends[bad]]
-                tid = to_columns(np.array([record], dtype=object)).transaction_id[0]
-                raise LostRows(f"transaction {tid!r} has {covered[bad]} sets of its {kind} features after "
-                               f"the join instead of 1, e.g. {list(names[:3])}: " + _RUNNER_HINT)
-        suffixes = _SUFFIX.many(matrix)
-        self.written[split].inc(n)
-        view, starts = memoryview(blob), [0, *ends[:-1].tolist()]
-        yield beam.pvalue.TaggedOutput(split, [bytes(view[a:b]) + s for a, b, s in zip(starts, ends.tolist(), suffixes)])
+        number, parts = item
+        split, path = self.files[number]
+        by_batch: dict = {}
+        for kind, batch, rows, values in parts:
+            by_batch.setdefault(batch, {}).setdefault(kind, []).append((rows, values))
+        batches = 0
+        for i, records in enumerate(_batches(path, self.batch_rows)):
+            batches = i + 1
+            matrix = _joined(by_batch.pop(i, {}), records)
+            suffixes = _SUFFIX.many(matrix)
+            self.written[split].inc(len(records))
+            yield beam.pvalue.TaggedOutput(split, [r + s for r, s in zip(records.tolist(), suffixes)])
+        if by_batch:
+            raise LostRows(f"features were computed for batch {min(by_batch)} of {path}, which has {batches} "
+                           "batches: " + _RUNNER_HINT)
+
+
+def _joined(features: dict, records) -> np.ndarray:
+    """(rows x BEHAVIOUR_FEATURES) of one batch from its pieces per kind; every row covered once per kind."""
+    n = len(records)
+    matrix = np.zeros((n, len(F.BEHAVIOUR_FEATURES)), np.float32)
+    for kind, names in ENTITIES:
+        covered = np.zeros(n, np.int64)
+        for rows, values in features.get(kind, []):
+            matrix[rows, _OFFSETS[kind]:_OFFSETS[kind] + len(names)] = values
+            np.add.at(covered, rows, 1)
+        if (covered != 1).any():
+            bad = int(np.flatnonzero(covered != 1)[0])
+            tid = to_columns(records[bad:bad + 1]).transaction_id[0]
+            raise LostRows(f"transaction {tid!r} has {covered[bad]} sets of its {kind} features after "
+                           f"the join instead of 1, e.g. {list(names[:3])}: " + _RUNNER_HINT)
+    return matrix
 
 
 class _TFRecordBatchWriter:
@@ -321,23 +328,24 @@ def build(p: beam.Pipeline, inputs: dict, output_dir: str, *, label_delay_days: 
     """The Beam graph: `inputs` maps split name -> file pattern of gzipped tf.Example TFRecords; every split
     is written to <output_dir>/Split-<name>/ with the behavioural features added."""
     splits = list(inputs)
+    files = _files(inputs)
     fanned = (p
-              | "Files" >> beam.Create(_files(inputs))
+              | "Files" >> beam.Create(files)
               | "ReadBatches" >> beam.ParDo(_ReadBatches(batch_rows))
               | "FanOut" >> beam.ParDo(_FanOut(label_delay_days, shards)).with_output_types(typing.Any)
-              .with_outputs("ids", *_KINDS, main="by_batch"))
+              .with_outputs("ids", *_KINDS, main="cold_start"))
     _ = (fanned.ids
          | "GroupIds" >> beam.GroupByKey()
          | "UniqueIds" >> beam.FlatMap(_check_unique))
-    streams = [fanned.by_batch]
+    streams = [fanned.cold_start]
     for kind in _KINDS:
         streams.append(fanned[kind]
                        | f"Group[{kind}]" >> beam.GroupByKey()
                        | f"Features[{kind}]" >> beam.ParDo(_Features(label_delay_days)).with_output_types(typing.Any))
     written = (streams
                | "AllParts" >> beam.Flatten()
-               | "ByBatch" >> beam.GroupByKey()
-               | "Join" >> beam.ParDo(_Join(splits)).with_outputs(*splits))
+               | "ByFile" >> beam.GroupByKey()
+               | "Join" >> beam.ParDo(_Join(files, batch_rows)).with_outputs(*splits))
     for s in splits:
         written[s] | f"Write[{s}]" >> beam.io.Write(
             _GzipTFRecordSink(os.path.join(F.split_dir(output_dir, s), F.EXAMPLES_FILE_PREFIX)))

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from components.behaviour import _blob, _check_unique, _Join, build, check_counts, rows_written
+from components.behaviour import _check_unique, _Join, build, check_counts, rows_written
 from fraud import behaviour as B
 from fraud import examples as X
 from fraud import features as F
@@ -77,7 +77,7 @@ def _hot_events(ids, hot) -> int:
     return int((ids == hot).sum())
 
 
-def test_lost_rows_are_named_not_written():
+def test_lost_rows_are_named_not_written(tmp_path):
     """A split written with fewer (or more) rows than read, or an example whose join lost an entity's features,
     stops the component with the split or the transaction and the entity named."""
     check_counts({"train": 10, "eval": 3}, {"train": 10, "eval": 3})
@@ -86,16 +86,21 @@ def test_lost_rows_are_named_not_written():
     assert "train" not in str(info.value).split("(", 1)[1].split(")")[0]
     with pytest.raises(LostRows, match="valid: 0 rows written, 5 read"):
         check_counts({"valid": 5}, {})
-    record = np.array([X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()], dtype=object)
-    examples = ("records", "train", _blob(record))
-    user = ("user", np.array([0]), np.zeros((1, len(F.USER_BEHAVIOUR_FEATURES))))
-    device = ("device", np.array([0]), np.zeros((1, len(F.DEVICE_BEHAVIOUR_FEATURES))))
+    path = str(tmp_path / "in.gz")
+    X.write_records(path, [X.encode({F.TRANSACTION_ID: "t1"}).SerializeToString()])
+    join = _Join([("train", 0, path)], batch_rows=10)
+    user = ("user", 0, np.array([0]), np.zeros((1, len(F.USER_BEHAVIOUR_FEATURES)), np.float32))
+    device = ("device", 0, np.array([0]), np.zeros((1, len(F.DEVICE_BEHAVIOUR_FEATURES)), np.float32))
+    restaurant = ("restaurant", 0, np.array([0]), np.zeros((1, len(F.RESTAURANT_BEHAVIOUR_FEATURES)), np.float32))
     with pytest.raises(LostRows, match="'t1' has 0 sets of its restaurant features"):
-        list(_Join(["train"]).process((7, [examples, user, device])))
+        list(join.process((0, [user, device])))
     with pytest.raises(LostRows, match="'t1' has 2 sets of its device features"):
-        list(_Join(["train"]).process((7, [examples, user, device, device])))
-    with pytest.raises(LostRows, match="batch 8 .* examples are missing"):
-        list(_Join(["train"]).process((8, [user])))
+        list(join.process((0, [user, device, device, restaurant])))
+    with pytest.raises(LostRows, match="batch 1 of .*in.gz, which has 1 batches"):
+        list(join.process((0, [user, device, restaurant, ("user", 1) + user[2:]])))
+    [written] = [out.value for out in join.process((0, [user, device, restaurant]))]
+    assert len(written) == 1 and tf.train.Example.FromString(written[0]).features.feature[
+        F.BEHAVIOUR_FEATURES[0]].float_list.value[0] == 0.0
     with pytest.raises(DuplicateTransaction, match="'t3' appears 2 times"):
         _check_unique((0, [pa.array(["t1", "t3"]), pa.array(["t3"])]))
     assert _check_unique((0, [pa.array(["t1", "t3"])])) == []
