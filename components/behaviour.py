@@ -319,7 +319,8 @@ def _files(inputs: dict) -> list[tuple[str, int, str]]:
         paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
         if not paths:
             raise LostRows(f"BehaviouralFeatures found no examples for split {split!r} at {pattern}")
-        out.extend((split, len(out) + i, path) for i, path in enumerate(paths))
+        first = len(out)
+        out.extend((split, first + i, path) for i, path in enumerate(paths))
     return out
 
 

@@ -7,6 +7,7 @@ import os
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import tensorflow as tf
@@ -197,3 +198,30 @@ def test_look_backs_bound_the_time_blocks():
     assert B.lookback_s("restaurant", label_delay_days=7) == 37 * day
     assert B.lookback_s("restaurant", label_delay_days=0) == 30 * day
     assert B.lookback_s("device") == 30 * day
+
+
+def test_splits_of_several_files_get_every_row_once_with_the_features_of_one_file(tmp_path):
+    """Splits written as several files (ExampleGen shards large splits; other producers write many) are numbered
+    apart: the features equal those of the same rows written as one file per split."""
+    rng = np.random.default_rng(9)
+    rows = [{F.TRANSACTION_ID: f"t{i}", F.EVENT_TIME: 1_700_000_000 + int(rng.integers(0, 60 * 86400)),
+             F.USER_ID: f"u{int(rng.integers(0, 30))}", F.AMOUNT: float(rng.uniform(20, 900)), F.CURRENCY: "PEN",
+             F.CITY: "Lima", F.RESTAURANT_ID: f"r{int(rng.integers(0, 5))}", F.DEVICE_ID: f"d{int(rng.integers(0, 20))}",
+             F.LABEL: int(rng.random() < 0.1)} for i in range(700)]
+    rows.sort(key=lambda r: r[F.EVENT_TIME])
+    splits = {"train": rows[:500], "valid": rows[500:600], "eval": rows[600:]}
+    frames = {}
+    for layout, files in (("one", {"train": 1, "valid": 1, "eval": 1}), ("many", {"train": 3, "valid": 2, "eval": 1})):
+        inputs = {}
+        for split, part in splits.items():
+            records = [X.encode(r).SerializeToString() for r in part]
+            for k, piece in enumerate(np.array_split(np.array(records, dtype=object), files[split])):
+                X.write_records(str(tmp_path / layout / "in" / split / f"part-{k}.gz"), piece.tolist())
+            inputs[split] = str(tmp_path / layout / "in" / split / "*.gz")
+        with beam.Pipeline() as p:
+            build(p, inputs, str(tmp_path / layout / "out"), label_delay_days=7, batch_rows=64)
+        assert rows_written(p.result, list(splits)) == {s: len(part) for s, part in splits.items()}
+        frames[layout] = pd.concat([X.decode_frame(X.read_records(X.split_files(str(tmp_path / layout / "out"), s)))
+                                    for s in splits]).sort_values(F.TRANSACTION_ID).reset_index(drop=True)
+    assert len(frames["many"]) == len(rows) and frames["many"][F.TRANSACTION_ID].is_unique
+    pd.testing.assert_frame_equal(frames["many"][list(F.BEHAVIOUR_FEATURES)], frames["one"][list(F.BEHAVIOUR_FEATURES)])
