@@ -6,8 +6,8 @@ entity id's hash; a shard's chunks from every batch and split are grouped, and t
 computed on arrays by fraud.behaviour (the same functions as the online path), then sent back to their file. The
 join reads each file again, cut into the same batches, and appends the features to the serialized records without
 re-parsing them (fraud.examples.FloatSuffix): the records never cross a grouping, only the parsed fields and the
-features do. Beam sees a few elements per batch, not several per row. Splits are kept as they are: because every split goes into the same shards, eval
-rows see the history of the train period before them, and nothing after them.
+features do. Beam sees a few elements per batch, not several per row. Splits are kept as they are: because every
+split goes into the same shards, eval rows see the history of the train period before them, and nothing after.
 
 Memory per key is bounded: devices and restaurants are grouped per (shard, time block one look-back long,
 fraud.behaviour.lookback_s), each block carrying the previous block as history, so a hot terminal or an

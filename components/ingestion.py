@@ -42,8 +42,7 @@ def write_split(frame, split_dir: str) -> None:
 
 def write_sharded(records: list, split_dir: str) -> None:
     """A split's records as `data_tfrecord-0000k-of-0000n.gz` files, in order: file k holds the k-th slice."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
-    shards = max(1, min(cores, len(records) // SHARD_ROWS))
+    shards = max(1, min(X.cores(), len(records) // SHARD_ROWS))
     paths = [os.path.join(split_dir, f"{F.EXAMPLES_FILE_PREFIX}-{k:05d}-of-{shards:05d}.gz") for k in range(shards)]
     size = -(-len(records) // shards)
     parts = [records[k * size:(k + 1) * size] for k in range(shards)]

@@ -64,9 +64,13 @@ def encode_columns(floats: dict, ints: dict, strings: dict) -> list[bytes]:
     from concurrent.futures import ThreadPoolExecutor
 
     # numpy lets go of the GIL while it copies: two chunks at a time on two cores
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
-    with ThreadPoolExecutor(max(1, min(len(starts), cores))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(starts), cores()))) as pool:
         return [record for part in pool.map(chunk, starts) for record in part]
+
+
+def cores() -> int:
+    """The cores this process may run on (all of them where the OS cannot say, as on macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _varint_length(values: np.ndarray) -> np.ndarray:

@@ -100,16 +100,20 @@ def stripped(values: pd.Series) -> pd.Series:
     """`values.astype(str).str.strip()`, by Arrow's string kernel when every value is a str: it trims exactly the
     characters Python's str.isspace names (tests/unit/test_ingest.py checks every code point), in C++ instead of
     one Python call per value. Anything else (None from a database, numbers) takes pandas' own path."""
+    return _stripped(values)[0]
+
+
+def _stripped(values: pd.Series):
+    """(stripped values, the same as an Arrow string array or None): the fast paths below reuse the array."""
     import pyarrow.compute as pc
 
     array = _arrow_strings(values)
-    if array is not None:
-        trimmed = pc.utf8_trim_whitespace(array)
-        if pc.sum(pc.binary_length(trimmed)) == pc.sum(pc.binary_length(array)):  # nothing trimmed (the usual case):
-            # the same values, without new objects
-            return values
-        return pd.Series(trimmed.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
-    return values.astype(str).str.strip()
+    if array is None:
+        return values.astype(str).str.strip(), None
+    trimmed = pc.utf8_trim_whitespace(array)
+    if pc.sum(pc.binary_length(trimmed)) == pc.sum(pc.binary_length(array)):  # nothing trimmed (the usual case):
+        return values, array  # the same values, without new objects
+    return pd.Series(trimmed.to_numpy(zero_copy_only=False), index=values.index, dtype=object), trimmed
 
 
 def time_order(times: pd.Series, ids: pd.Series) -> np.ndarray:
@@ -133,7 +137,7 @@ _PLAIN_DECIMAL = r"^(\d{1,15}(\.\d{0,15})?|\.\d{1,15})$"  # unsigned: pandas rea
 
 
 def _arrow_strings(values: pd.Series):
-    """Stripped values as an Arrow string array without nulls, or None when they are not all str."""
+    """The values as an Arrow string array without nulls, or None when they are not all str."""
     import pyarrow as pa
 
     if values.dtype != object or not len(values):
@@ -232,8 +236,7 @@ def _fast_numbers(array) -> tuple[np.ndarray, np.ndarray]:
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse the accepted timestamp formats into int64 UTC epoch seconds; raise on anything else."""
-    values = stripped(values)
-    array = _arrow_strings(values)
+    values, array = _stripped(values)
     if array is not None:
         seconds, done = _fast_timestamps(array)
         if done.all():
@@ -296,8 +299,7 @@ def normalise_device_id(values: pd.Series) -> pd.Series:
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
-    raw = stripped(frame[column])
-    array = _arrow_strings(raw)
+    raw, array = _stripped(frame[column])
     if array is not None:
         numbers, done = _fast_numbers(array)
         if not done.all():

@@ -206,7 +206,8 @@ def test_splits_of_several_files_get_every_row_once_with_the_features_of_one_fil
     rng = np.random.default_rng(9)
     rows = [{F.TRANSACTION_ID: f"t{i}", F.EVENT_TIME: 1_700_000_000 + int(rng.integers(0, 60 * 86400)),
              F.USER_ID: f"u{int(rng.integers(0, 30))}", F.AMOUNT: float(rng.uniform(20, 900)), F.CURRENCY: "PEN",
-             F.CITY: "Lima", F.RESTAURANT_ID: f"r{int(rng.integers(0, 5))}", F.DEVICE_ID: f"d{int(rng.integers(0, 20))}",
+             F.CITY: "Lima", F.RESTAURANT_ID: f"r{int(rng.integers(0, 5))}",
+             F.DEVICE_ID: f"d{int(rng.integers(0, 20))}",
              F.LABEL: int(rng.random() < 0.1)} for i in range(700)]
     rows.sort(key=lambda r: r[F.EVENT_TIME])
     splits = {"train": rows[:500], "valid": rows[500:600], "eval": rows[600:]}
