@@ -19,7 +19,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt setup.py
+$(STAMP): requirements/lock.txt setup.py scripts/bootstrap.sh
 	@bash scripts/bootstrap.sh $(VENV)
 	@touch $(STAMP)
 
