@@ -80,10 +80,7 @@ class _Combiner(beam.CombineFn):
         return []
 
     def add_input(self, accumulator, element):
-        _, predictions, _ = next(metric_util.to_label_prediction_example_weight(
-            element, eval_config=self._eval_config, model_name=self._key.model_name,
-            output_name=self._key.output_name, example_weighted=False, flatten=False, squeeze=False))
-        labels, _, _ = next(metric_util.to_label_prediction_example_weight(
+        labels, predictions, _ = next(metric_util.to_label_prediction_example_weight(
             element, eval_config=self._eval_config, model_name=self._key.model_name,
             output_name=self._key.output_name, example_weighted=False, flatten=False, squeeze=False))
         card = util.get_by_keys(element.features, [F.USER_ID])
