@@ -2,12 +2,24 @@
 
 Class imbalance: positives get weight w = sqrt(neg/pos) during training; the exported score undoes the
 weighting (odds / w), so serving returns calibrated probabilities while training still sees enough fraud.
+
+Order and length come from the data (training_plan, shuffled_batches):
+- The train split is stored in time order. A bounded shuffle buffer would keep every batch inside a few days,
+  and the first week's rows (whose delayed-label features are still 0) would fill the first steps. The whole
+  transformed split is therefore held in memory and every pass visits it in a new random order.
+- An epoch is one pass over the split (or an equal share of --train-steps when that is less than a pass), the
+  batch grows with the data (256 to 4,096 rows) so that a pass stays about 200 steps.
+- Early stopping watches the validation log-loss (smoother than PR-AUC), not before MIN_EPOCHS epochs, and
+  restores the best epoch from then on: it never returns a model that has seen only a part of the data.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
+import numpy as np
+import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
@@ -15,10 +27,14 @@ from fraud import export as export_lib
 from fraud import features as F
 from fraud.settings import required_config
 
-BATCH_SIZE = 256
+BATCH_SIZE = 256  # the smallest batch (small data sets)
+BATCH_SIZE_MAX = 4096
+STEPS_PER_PASS = 200  # the batch grows with the data to keep a pass about this many steps
+MAX_EPOCHS = 10
+MIN_EPOCHS = 2  # epochs before early stopping may act, and the first epoch it may restore
+EARLY_STOPPING_PATIENCE = 2
+EARLY_STOPPING_MIN_DELTA = 1e-4
 EMBEDDING_DIM = 4
-EARLY_STOPPING_PATIENCE = 3
-STEPS_PER_EPOCH_MAX = 100
 
 
 def build_model(vocab_sizes: dict[str, int], fraud_rate: float, learning_rate: float = 1e-3,
@@ -49,22 +65,89 @@ def build_model(vocab_sizes: dict[str, int], fraud_rate: float, learning_rate: f
     return model
 
 
-def _dataset(fn_args_files, data_accessor, tf_transform_output, feature_set, *, num_epochs=None, shuffle=True):
+@dataclass(frozen=True)
+class TrainingPlan:
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+    steps_per_pass: int
+
+    def describe(self, rows: int) -> str:
+        passes = self.epochs * self.steps_per_epoch * self.batch_size / max(rows, 1)
+        return (f"batch {self.batch_size}, {self.epochs} epoch(s) of {self.steps_per_epoch} steps "
+                f"(a pass is {self.steps_per_pass} steps): at most {passes:.1f} passes over {rows} rows")
+
+
+def training_plan(rows: int, max_steps: int) -> TrainingPlan:
+    """Batch size and epochs for `rows` train rows and at most about `max_steps` steps (--train-steps).
+
+    Epochs are whole passes over the shuffled split while the steps allow, at most MAX_EPOCHS of them; with fewer
+    steps than a pass the steps are shared equally by ceil(max_steps / pass) epochs, so the total is max_steps
+    give or take an epoch count."""
+    rows, max_steps = max(int(rows), 1), max(int(max_steps), 1)
+    batch = 2 ** round(math.log2(max(rows / STEPS_PER_PASS, 1)))
+    batch = int(min(BATCH_SIZE_MAX, max(BATCH_SIZE, batch)))
+    per_pass = math.ceil(rows / batch)
+    epochs = max(1, min(MAX_EPOCHS, math.ceil(max_steps / per_pass)))
+    return TrainingPlan(batch_size=batch, steps_per_epoch=max(1, min(per_pass, math.ceil(max_steps / epochs))),
+                        epochs=epochs, steps_per_pass=per_pass)
+
+
+def _dataset(fn_args_files, data_accessor, tf_transform_output, feature_set, *, batch_size: int):
+    """One pass over files of transformed examples, in their stored order, as ({name: [batch, 1]}, label)."""
     options = tfxio.TensorFlowDatasetOptions(
-        batch_size=BATCH_SIZE, label_key=F.LABEL, num_epochs=num_epochs, shuffle=shuffle, shuffle_seed=7)
+        batch_size=batch_size, label_key=F.LABEL, num_epochs=1, shuffle=False)
     dataset = data_accessor.tf_dataset_factory(
         fn_args_files, options, tf_transform_output.transformed_metadata.schema)
     names = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES
     return dataset.map(lambda features, label: ({k: features[k] for k in names}, label))
 
 
-def count_labels(dataset) -> tuple[int, int]:
-    positives = total = 0
-    for _, label in dataset:
-        label = label.numpy()
-        positives += int(label.sum())
-        total += int(label.size)
-    return positives, total
+def load_columns(dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A finite dataset of ({name: values}, label) batches -> ({name: all its values}, all labels) in memory."""
+    parts: dict[str, list] = {}
+    labels = []
+    for features, label in dataset:
+        for name, values in features.items():
+            parts.setdefault(name, []).append(values.numpy())
+        labels.append(label.numpy())
+    if not labels:
+        raise ValueError("the train split has no rows")
+    return {name: np.concatenate(values) for name, values in parts.items()}, np.concatenate(labels)
+
+
+def shuffled_batches(columns: dict[str, np.ndarray], labels: np.ndarray, batch_size: int,
+                     seed: int) -> tf.data.Dataset:
+    """Endless batches of the rows in memory, every pass a new random order of ALL of them (a global shuffle:
+    each batch draws from the whole time range). Only row numbers are shuffled; a batch gathers its rows."""
+    rows = len(labels)
+    features = {name: tf.constant(values) for name, values in columns.items()}
+    label = tf.constant(labels)
+
+    def gather(index):
+        return {name: tf.gather(values, index) for name, values in features.items()}, tf.gather(label, index)
+
+    order = tf.data.Dataset.range(rows).shuffle(rows, seed=seed, reshuffle_each_iteration=True).repeat()
+    return order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def early_stopping() -> keras.callbacks.EarlyStopping:
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", min_delta=EARLY_STOPPING_MIN_DELTA, patience=EARLY_STOPPING_PATIENCE,
+        start_from_epoch=MIN_EPOCHS, restore_best_weights=True)
+
+
+def fit(model: keras.Model, columns: dict, labels: np.ndarray, valid, plan: TrainingPlan, *, weight: float,
+        seed: int, callbacks=()) -> keras.callbacks.History:
+    """Train `model` on the rows in memory by `plan`, validating on `valid` after every epoch."""
+    stopper = early_stopping()
+    history = model.fit(
+        shuffled_batches(columns, labels, plan.batch_size, seed), validation_data=valid, epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch, class_weight={0: 1.0, 1: weight}, verbose=2,
+        callbacks=[stopper, *callbacks])
+    history.restored_epoch = (stopper.best_epoch if stopper.best_weights is not None
+                              else len(history.history["loss"]) - 1)
+    return history
 
 
 def positive_weight(positives: int, total: int) -> float:
@@ -79,30 +162,28 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput) -> dict[str, in
 
 def run_fn(fn_args):
     """TFX entry point (referenced as `trainer_module.run_fn`)."""
-    keras.utils.set_random_seed(int(required_config(fn_args.custom_config, F.CONFIG_SEED)))
+    seed = int(required_config(fn_args.custom_config, F.CONFIG_SEED))
+    keras.utils.set_random_seed(seed)
     feature_set = required_config(fn_args.custom_config, F.CONFIG_FEATURE_SET)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    positives, total = count_labels(_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                                             feature_set, num_epochs=1, shuffle=False))
+    columns, labels = load_columns(_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                            feature_set, batch_size=BATCH_SIZE_MAX))
+    positives, total = int(labels.sum()), len(labels)
     weight = positive_weight(positives, total)
-    print(f"train rows={total} fraud={positives} positive class weight={weight:.2f}", flush=True)
+    plan = training_plan(total, fn_args.train_steps)
+    held = sum(v.nbytes for v in columns.values()) / 2**20
+    print(f"train rows={total} fraud={positives} positive class weight={weight:.2f} (held in memory: "
+          f"{held:.0f} MiB); {plan.describe(total)}", flush=True)
 
     model = build_model(vocabulary_sizes(tf_transform_output), positives / max(total, 1), feature_set=feature_set)
-    steps_per_epoch = max(1, min(fn_args.train_steps, STEPS_PER_EPOCH_MAX))
-    epochs = max(1, math.ceil(fn_args.train_steps / steps_per_epoch))
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, feature_set)
     valid = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, feature_set,
-                     num_epochs=1, shuffle=False)
-    history = model.fit(
-        train, validation_data=valid, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        class_weight={0: 1.0, 1: weight}, verbose=2,
-        callbacks=[
-            keras.callbacks.EarlyStopping(monitor=f"val_{F.METRIC_PR_AUC}", mode="max",
-                                          patience=EARLY_STOPPING_PATIENCE, restore_best_weights=True),
-            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-        ],
-    )
-    best = max(history.history.get(f"val_{F.METRIC_PR_AUC}", [float("nan")]))
-    print(f"epochs run={len(history.history['loss'])} best val PR-AUC={best:.4f}", flush=True)
+                     batch_size=BATCH_SIZE_MAX)
+    history = fit(model, columns, labels, valid, plan, weight=weight, seed=seed,
+                  callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+    at = history.restored_epoch
+    values = {k: history.history[k][at] for k in ("val_loss", f"val_{F.METRIC_PR_AUC}", f"val_{F.METRIC_ROC_AUC}")}
+    print(f"epochs run={len(history.history['loss'])}, model of epoch {at + 1}: val loss={values['val_loss']:.4f} "
+          f"val PR-AUC={values[f'val_{F.METRIC_PR_AUC}']:.4f} val ROC-AUC={values[f'val_{F.METRIC_ROC_AUC}']:.4f}",
+          flush=True)
     export_lib.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, positive_weight=weight,
                                     feature_set=feature_set)
