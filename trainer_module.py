@@ -25,6 +25,7 @@ from tfx_bsl.public import tfxio
 
 from fraud import export as export_lib
 from fraud import features as F
+from fraud.errors import DataContractError
 from fraud.settings import required_config
 
 BATCH_SIZE = 256  # the smallest batch (small data sets)
@@ -112,14 +113,15 @@ def load_columns(dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
             parts.setdefault(name, []).append(values.numpy())
         labels.append(label.numpy())
     if not labels:
-        raise ValueError("the train split has no rows")
+        raise DataContractError("the train split has no rows")
     return {name: np.concatenate(values) for name, values in parts.items()}, np.concatenate(labels)
 
 
 def shuffled_batches(columns: dict[str, np.ndarray], labels: np.ndarray, batch_size: int,
                      seed: int) -> tf.data.Dataset:
     """Endless batches of the rows in memory, every pass a new random order of ALL of them (a global shuffle:
-    each batch draws from the whole time range). Only row numbers are shuffled; a batch gathers its rows."""
+    each batch draws from the whole time range). Only row numbers are shuffled, as one permutation per pass
+    (8 bytes a row, not a shuffle buffer holding every row as an element); a batch gathers its rows."""
     rows = len(labels)
     features = {name: tf.constant(values) for name, values in columns.items()}
     label = tf.constant(labels)
@@ -127,7 +129,8 @@ def shuffled_batches(columns: dict[str, np.ndarray], labels: np.ndarray, batch_s
     def gather(index):
         return {name: tf.gather(values, index) for name, values in features.items()}, tf.gather(label, index)
 
-    order = tf.data.Dataset.range(rows).shuffle(rows, seed=seed, reshuffle_each_iteration=True).repeat()
+    order = (tf.data.Dataset.from_tensors(tf.range(rows, dtype=tf.int64)).repeat()
+             .map(lambda every_row: tf.random.shuffle(every_row, seed=seed)).unbatch())
     return order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
@@ -138,16 +141,16 @@ def early_stopping() -> keras.callbacks.EarlyStopping:
 
 
 def fit(model: keras.Model, columns: dict, labels: np.ndarray, valid, plan: TrainingPlan, *, weight: float,
-        seed: int, callbacks=()) -> keras.callbacks.History:
-    """Train `model` on the rows in memory by `plan`, validating on `valid` after every epoch."""
+        seed: int, callbacks=()) -> tuple[keras.callbacks.History, int]:
+    """Train `model` on the rows in memory by `plan`, validating on `valid` after every epoch:
+    (its history, the epoch whose weights the model ends with, counted from 0)."""
     stopper = early_stopping()
     history = model.fit(
         shuffled_batches(columns, labels, plan.batch_size, seed), validation_data=valid, epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch, class_weight={0: 1.0, 1: weight}, verbose=2,
         callbacks=[stopper, *callbacks])
-    history.restored_epoch = (stopper.best_epoch if stopper.best_weights is not None
-                              else len(history.history["loss"]) - 1)
-    return history
+    kept = stopper.best_epoch if stopper.best_weights is not None else len(history.history["loss"]) - 1
+    return history, kept
 
 
 def positive_weight(positives: int, total: int) -> float:
@@ -178,9 +181,8 @@ def run_fn(fn_args):
     model = build_model(vocabulary_sizes(tf_transform_output), positives / max(total, 1), feature_set=feature_set)
     valid = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, feature_set,
                      batch_size=BATCH_SIZE_MAX)
-    history = fit(model, columns, labels, valid, plan, weight=weight, seed=seed,
-                  callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
-    at = history.restored_epoch
+    history, at = fit(model, columns, labels, valid, plan, weight=weight, seed=seed,
+                      callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
     values = {k: history.history[k][at] for k in ("val_loss", f"val_{F.METRIC_PR_AUC}", f"val_{F.METRIC_ROC_AUC}")}
     print(f"epochs run={len(history.history['loss'])}, model of epoch {at + 1}: val loss={values['val_loss']:.4f} "
           f"val PR-AUC={values[f'val_{F.METRIC_PR_AUC}']:.4f} val ROC-AUC={values[f'val_{F.METRIC_ROC_AUC}']:.4f}",

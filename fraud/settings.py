@@ -55,7 +55,9 @@ class PipelineSettings(BaseModel):
     eval_days: int = Field(7, ge=1, le=365, description="Last N days form the eval split.")
     valid_days: int = Field(7, ge=1, le=365,
                             description="N days before eval form the validation split (early stopping).")
-    train_steps: int = Field(1000, ge=1, le=1_000_000, description="Maximum training steps (epochs are whole passes over the train split while they fit).")
+    train_steps: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="Maximum training steps (epochs are whole passes over the train split while they fit).")
     pr_auc_floor: float = Field(0.2, ge=0.0, le=1.0, description="Blessing: minimum PR-AUC.")
     regression_tolerance: float = Field(
         0.02, ge=0.0, le=1.0,
