@@ -11,6 +11,8 @@ Order and length come from the data (training_plan, shuffled_batches):
   batch grows with the data (256 to 4,096 rows) so that a pass stays about 200 steps.
 - Early stopping watches the validation log-loss (smoother than PR-AUC), not before MIN_EPOCHS epochs, and
   restores the best epoch from then on: it never returns a model that has seen only a part of the data.
+- A model whose validation ROC-AUC ends below --min-valid-roc-auc learned nothing: the Trainer fails with
+  fraud.errors.ModelRejected instead of exporting a candidate.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from tfx_bsl.public import tfxio
 
 from fraud import export as export_lib
 from fraud import features as F
-from fraud.errors import DataContractError
+from fraud.errors import DataContractError, ModelRejected
 from fraud.settings import required_config
 
 BATCH_SIZE = 256  # the smallest batch (small data sets)
@@ -153,6 +155,16 @@ def fit(model: keras.Model, columns: dict, labels: np.ndarray, valid, plan: Trai
     return history, kept
 
 
+def check_learned(valid_roc_auc: float, floor: float, *, epoch: int) -> None:
+    """A model whose validation ROC-AUC is below `floor` learned nothing usable: ModelRejected, naming both."""
+    if not valid_roc_auc >= floor:  # NaN (no fraud in valid) fails too
+        raise ModelRejected(
+            f"the trained model (epoch {epoch + 1}) has validation ROC-AUC {valid_roc_auc:.4f}, below the floor "
+            f"{floor:g} (--min-valid-roc-auc): it learned nothing usable, so it is not a candidate. Check that the "
+            "train split has fraud the features can see (the report's data section), raise --train-steps, or "
+            "lower the floor to inspect it anyway")
+
+
 def positive_weight(positives: int, total: int) -> float:
     negatives = total - positives
     return float(math.sqrt(negatives / positives)) if positives else 1.0
@@ -166,6 +178,7 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput) -> dict[str, in
 def run_fn(fn_args):
     """TFX entry point (referenced as `trainer_module.run_fn`)."""
     seed = int(required_config(fn_args.custom_config, F.CONFIG_SEED))
+    floor = float(required_config(fn_args.custom_config, F.CONFIG_MIN_VALID_ROC_AUC))
     keras.utils.set_random_seed(seed)
     feature_set = required_config(fn_args.custom_config, F.CONFIG_FEATURE_SET)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -187,5 +200,6 @@ def run_fn(fn_args):
     print(f"epochs run={len(history.history['loss'])}, model of epoch {at + 1}: val loss={values['val_loss']:.4f} "
           f"val PR-AUC={values[f'val_{F.METRIC_PR_AUC}']:.4f} val ROC-AUC={values[f'val_{F.METRIC_ROC_AUC}']:.4f}",
           flush=True)
+    check_learned(values[f"val_{F.METRIC_ROC_AUC}"], floor, epoch=at)
     export_lib.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, positive_weight=weight,
                                     feature_set=feature_set)

@@ -15,8 +15,9 @@ Features (names in fraud.features):
   speed implied by the previous transaction's city (km/h); whether the device is new for the user;
 - per device: distinct users over 30 days, transactions over 1 day;
 - per restaurant (the terminal): transactions over 1/7/30 days, and the fraud rate over
-  [t - (n + delay), t - delay] days: fraud labels arrive late, so only labels at least `delay` days old
-  are used (n = 30, delay = 7 by default);
+  [t - (n + delay), t - delay] days for n = 1, 7 and 30: fraud labels arrive late, so only labels at least
+  `delay` days old are used (delay = 7 by default); the short windows catch a compromise of a few days that the
+  30-day rate dilutes;
 - user_anomaly_score, an explainable sum of four signals against the user's own history:
     amount z-score   (log amount vs the user's 30-day mean/std of log amounts, clipped to [0, 10],
                       0 with fewer than 3 prior amounts)
@@ -444,22 +445,24 @@ def device_features(history: Columns, targets: Columns) -> np.ndarray:
     return np.stack([_distinct_in_windows(users, lo30, fr.n), fr.window_counts(DAY).astype(np.float64)], axis=1)
 
 
-def restaurant_features(history: Columns, targets: Columns, *, label_delay_days: int = F.LABEL_DELAY_DAYS,
-                        window_days: int = F.RESTAURANT_FRAUD_WINDOW_DAYS) -> np.ndarray:
+def restaurant_features(history: Columns, targets: Columns, *,
+                        label_delay_days: int = F.LABEL_DELAY_DAYS) -> np.ndarray:
     """F.RESTAURANT_BEHAVIOUR_FEATURES per target (a target without a restaurant: zeros)."""
-    reach = (window_days + label_delay_days) * DAY
-    fr = _Frame(history, targets, F.RESTAURANT_ID, max(reach, max(w for _, w in F.RESTAURANT_WINDOWS)))
+    reaches = [(days + label_delay_days) * DAY for _, days in F.RESTAURANT_FRAUD_WINDOWS]
+    fr = _Frame(history, targets, F.RESTAURANT_ID, max(max(reaches), max(w for _, w in F.RESTAURANT_WINDOWS)))
     counts = list((fr.n - fr.window_starts([w for _, w in F.RESTAURANT_WINDOWS])).astype(np.float64))
     labels = history.label[fr.rows]
     p_fraud = _prefix((labels == 1).astype(np.int64))
     p_labelled = _prefix((labels != UNKNOWN_LABEL).astype(np.int64))
-    # Labels known at t: events in [t - (window + delay) days, t - delay days].
-    lo = np.maximum(fr.index(reach), fr.start)
+    # Labels known at t: events in [t - (window + delay) days, t - delay days], one range per window.
     hi = np.minimum(fr.index(label_delay_days * DAY, side="right"), fr.n)
-    hi = np.maximum(hi, lo)
-    labelled = p_labelled[hi] - p_labelled[lo]
-    rate = np.divide(p_fraud[hi] - p_fraud[lo], labelled, out=np.zeros(len(targets)), where=labelled > 0)
-    return np.stack(counts + [rate], axis=1)
+    rates = []
+    for lo in fr.window_starts(reaches):
+        top = np.maximum(hi, lo)
+        labelled = p_labelled[top] - p_labelled[lo]
+        rates.append(np.divide(p_fraud[top] - p_fraud[lo], labelled, out=np.zeros(len(targets)),
+                               where=labelled > 0))
+    return np.stack(counts + rates, axis=1)
 
 
 # What each kind's features read of the history (and of the targets, a subset of it).

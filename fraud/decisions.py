@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fraud import features as F
 from fraud.errors import SettingsError
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
@@ -103,9 +104,12 @@ def reasons(features: dict) -> list[str]:
     users = features.get("device_distinct_users_30d", 0.0)
     if users >= 3:
         out.append((users, f"the device was used by {users:.0f} cards in 30 days"))
-    rate = features.get("restaurant_fraud_rate_delayed", 0.0)
+    # The restaurant's confirmed fraud rate: the window that shows it most (a fresh compromise: the short ones).
+    rate, window = max((features.get(F.restaurant_fraud_rate(w), 0.0), w) for w, _ in F.RESTAURANT_FRAUD_WINDOWS)
     if rate >= 0.05:
-        out.append((10 * rate + 1, f"the restaurant's confirmed fraud rate is {100 * rate:.1f}%"))
+        span = f"{window[:-1]} day" + ("s" if window != "1d" else "")
+        out.append((10 * rate + 1, f"the restaurant's confirmed fraud rate is {100 * rate:.1f}% (over {span} of "
+                                   "labelled payments)"))
     anomaly = features.get("user_anomaly_score", 0.0)
     if anomaly >= 2 and not out and features.get("user_txn_count_30d", 0.0) > 0:
         out.append((anomaly, f"unusual for this card (anomaly score {anomaly:.1f}: amount, device, city, hour)"))

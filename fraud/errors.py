@@ -13,6 +13,8 @@ whatever they caught instead of looking at class names:
     |   +-- DataValidationError       TFDV found anomalies or drift (the message names each)
     +-- DataSourceError            1  the database cannot be reached or read (URL shown without password)
     +-- ModelNotFound              1  no pushed model where one was expected
+    +-- ModelRejected              1  training ended with a model that learned nothing (validation ROC-AUC below
+    |                                 the floor): an error, not a candidate; nothing is evaluated or pushed
     +-- ReportError                1  the evaluation report cannot be built
     +-- LostRows                   1  a data-processing job gave fewer (or more) rows than it read (a runner fault)
     +-- SettingsError              2  a setting is missing or invalid (names the option, variable or file key)
@@ -72,6 +74,10 @@ class DataSourceError(FraudError, ValueError):
 
 class ModelNotFound(FraudError, ValueError):
     """No (complete) model where one was expected."""
+
+
+class ModelRejected(FraudError):
+    """The Trainer's model is no model: its validation ROC-AUC is below the floor (the message gives both)."""
 
 
 class LostRows(FraudError):

@@ -333,6 +333,34 @@ def decode_frame(serialized: list[bytes]):
     return frame
 
 
+def read_columns(examples_uri: str, split: str, names) -> dict[str, np.ndarray]:
+    """The named features of one split as arrays (strings decoded to object arrays), parsed in batches straight
+    from the files: no list of serialized examples is held (a million-row split is read without it)."""
+    files = split_files(examples_uri, split)
+    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type=GZIP)), None)
+    if first is None:
+        return {name: np.zeros(0) for name in names}
+    features = tf.train.Example.FromString(first.numpy()).features.feature
+    missing = [name for name in names if name not in features]
+    if missing:
+        raise KeyError(f"split {split!r} of {examples_uri} has no feature(s) {', '.join(missing)}")
+    dtypes = {"float_list": tf.float32, "int64_list": tf.int64, "bytes_list": tf.string}
+    spec = {name: tf.io.FixedLenFeature([], dtypes[features[name].WhichOneof("kind")]) for name in names}
+    batches = (tf.data.TFRecordDataset(files, compression_type=GZIP).batch(_PARSE_CHUNK)
+               .map(lambda batch: tf.io.parse_example(batch, spec), num_parallel_calls=2))
+    parts: dict = {name: [] for name in names}
+    for parsed in batches:
+        for name, tensor in parsed.items():
+            parts[name].append(tensor.numpy())
+    out = {}
+    for name in names:
+        values = np.concatenate(parts[name]) if parts[name] else np.zeros(0)
+        if spec[name].dtype == tf.string:
+            values = np.array([v.decode("utf-8") for v in values.tolist()], dtype=object)
+        out[name] = values
+    return out
+
+
 def read_split(examples_uri: str, split: str):
     """(serialized tf.Examples, pandas frame of every feature) of one split of an Examples artifact."""
     serialized = read_records(split_files(examples_uri, split))

@@ -198,6 +198,15 @@ HEADLINE_METRICS = (METRIC_PR_AUC, METRIC_ROC_AUC, METRIC_RECALL_AT_1PCT_FPR, ME
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 
+# The reference gate (fraud.reference): simple models trained on the candidate's train split and inputs; the
+# candidate is blessed only if its eval PR-AUC is at least the best reference's minus a tolerance.
+REFERENCE_LOGISTIC = "logistic_regression"  # hashed one-hot categories (sparse), scaled numeric inputs
+REFERENCE_BOOSTED = "gradient_boosted_trees"  # scikit-learn's histogram GBT, native categories + frequencies
+REFERENCES = (REFERENCE_LOGISTIC, REFERENCE_BOOSTED)
+REFERENCE_FILE = "reference_gate.json"  # inside the gate's blessing artifact
+PROP_REFERENCE_PR_AUC = "reference_pr_auc"  # the best reference's eval PR-AUC (blessing artifact property)
+PROP_REFERENCE_PASSED = "reference_passed"  # 1 if the candidate passed the reference gate
+
 # Split names written by ingestion.
 SPLIT_TRAIN = "train"
 SPLIT_VALID = "valid"  # last days before eval: early stopping, never used for blessing
@@ -225,10 +234,11 @@ NODE_TRAINER = "Trainer"
 NODE_THRESHOLD = "OperatingThresholdSelector"
 NODE_RESOLVER = "latest_blessed_model_resolver"
 NODE_EVALUATOR = "Evaluator"
+NODE_REFERENCE_GATE = "ReferenceGate"
 NODE_PUSHER = "Pusher"
 COMPONENT_IDS = (
     NODE_EXAMPLE_GEN, NODE_BEHAVIOUR, NODE_STATISTICS, NODE_SCHEMA, NODE_EXAMPLE_VALIDATOR, NODE_VALIDATION_GATE,
-    NODE_TRANSFORM, NODE_TRAINER, NODE_THRESHOLD, NODE_RESOLVER, NODE_EVALUATOR, NODE_PUSHER,
+    NODE_TRANSFORM, NODE_TRAINER, NODE_THRESHOLD, NODE_RESOLVER, NODE_EVALUATOR, NODE_REFERENCE_GATE, NODE_PUSHER,
 )
 
 # Custom properties of the Examples artifact written by ingestion.
@@ -282,8 +292,11 @@ SAVED_MODEL_FILE = "saved_model.pb"
 # --------------------------------------------------------------------------------------------
 BEHAVIOUR_WINDOWS = (("1h", 3600), ("1d", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400))
 RESTAURANT_WINDOWS = (("1d", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400))
-LABEL_DELAY_DAYS = 7  # fraud labels arrive late: the restaurant fraud rate only uses labels this old
-RESTAURANT_FRAUD_WINDOW_DAYS = 30
+LABEL_DELAY_DAYS = 7  # fraud labels arrive late: the restaurant fraud rates only use labels this old
+# The restaurant's confirmed fraud rate over several windows of labels, each ending LABEL_DELAY_DAYS back: a
+# compromise that lasts days shows in the short window long before it moves the 30-day rate.
+RESTAURANT_FRAUD_WINDOWS = (("1d", 1), ("7d", 7), ("30d", 30))  # (name, days)
+RESTAURANT_FRAUD_WINDOW_DAYS = max(days for _, days in RESTAURANT_FRAUD_WINDOWS)  # the widest: what state keeps
 
 USER_BEHAVIOUR_FEATURES = tuple(
     f"user_{stat}_{w}" for w, _ in BEHAVIOUR_WINDOWS for stat in ("txn_count", "amount_sum", "amount_mean")
@@ -292,8 +305,16 @@ USER_BEHAVIOUR_FEATURES = tuple(
     "user_travel_speed_kmh", "user_device_is_new", "user_anomaly_score",
 )
 DEVICE_BEHAVIOUR_FEATURES = ("device_distinct_users_30d", "device_txn_count_1d")
-RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RESTAURANT_WINDOWS) + (
-    "restaurant_fraud_rate_delayed",)
+
+
+def restaurant_fraud_rate(window: str) -> str:
+    """The feature name of the restaurant's delayed fraud rate over one of RESTAURANT_FRAUD_WINDOWS."""
+    return f"restaurant_fraud_rate_delayed_{window}"
+
+
+RESTAURANT_FRAUD_RATES = tuple(restaurant_fraud_rate(w) for w, _ in RESTAURANT_FRAUD_WINDOWS)
+RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RESTAURANT_WINDOWS) + \
+    RESTAURANT_FRAUD_RATES
 BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTAURANT_BEHAVIOUR_FEATURES
 
 FEATURE_SET_SINGLE_ROW = "single_row"
@@ -302,6 +323,7 @@ FEATURE_SETS = (FEATURE_SET_SINGLE_ROW, FEATURE_SET_BEHAVIOURAL)
 # Keys of the Transform's and the Trainer's custom_config (set by create_pipeline).
 CONFIG_FEATURE_SET = "feature_set"
 CONFIG_SEED = "seed"
+CONFIG_MIN_VALID_ROC_AUC = "min_valid_roc_auc"  # the Trainer fails below this validation ROC-AUC
 
 
 # Raw inputs of the default (behavioural) model's serving_default signature.

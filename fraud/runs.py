@@ -195,6 +195,11 @@ class RunSummary:
     pushed_version: str
     pushed_path: str
     eval_uri: str
+    reference: object = None  # fraud.reference.GateResult, when the reference gate ran
+
+    @property
+    def evaluator_blessed(self) -> bool | None:
+        return None if self.reference is None else self.reference.evaluator_blessed
 
     def component(self, node_id: str) -> ComponentRun | None:
         return next((c for c in self.components if c.node_id == node_id), None)
@@ -226,6 +231,12 @@ def summarize(metadata_path: str, pipeline_name: str) -> RunSummary:
     blessing = _output(nodes, F.NODE_EVALUATOR, "blessing")
     if blessing is not None:
         summary.blessed = bool(props(blessing).get("blessed", 0))
+    gate = _output(nodes, F.NODE_REFERENCE_GATE, "blessing")
+    if gate is not None and os.path.exists(os.path.join(gate.uri, F.REFERENCE_FILE)):
+        from fraud.reference import read_result
+
+        summary.reference = read_result(gate.uri)
+        summary.blessed = bool(props(gate).get("blessed", 0))
     pushed = _output(nodes, F.NODE_PUSHER, "pushed_model")
     if pushed is not None:
         p = props(pushed)
@@ -252,9 +263,19 @@ def format_summary(s: RunSummary) -> str:
                 base = s.baseline.get(name)
                 lines.append(f"  {name:<22} {s.candidate[name]:>10.4f} "
                              + (f"{base:>10.4f}" if base is not None else f"{'(none)':>10}"))
+    if s.reference is not None:
+        lines += ["", f"  {'reference (eval split)':<22} {'PR-AUC':>10} {'ROC-AUC':>10} {'seconds':>8}"]
+        for r in s.reference.references:
+            if r.error:
+                lines.append(f"  {r.name:<22} FAILED: {r.error}")
+            else:
+                lines.append(f"  {r.name:<22} {r.metrics.get(F.METRIC_PR_AUC, float('nan')):>10.4f} "
+                             f"{r.metrics.get(F.METRIC_ROC_AUC, float('nan')):>10.4f} {r.seconds:>8.1f}")
     if s.blessed is not None:
         lines += ["", "Blessed: " + ("YES" if s.blessed else "NO")]
         for failure in s.failed_thresholds:
             lines.append(f"  failed: {failure}")
+        if s.reference is not None:
+            lines.append(f"  reference gate {s.reference.reason}")
     lines.append("Pushed: " + (f"version {s.pushed_version} -> {s.pushed_path}" if s.pushed else "no"))
     return "\n".join(lines)

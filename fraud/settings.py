@@ -59,9 +59,17 @@ class PipelineSettings(BaseModel):
         1000, ge=1, le=1_000_000,
         description="Maximum training steps (epochs are whole passes over the train split while they fit).")
     pr_auc_floor: float = Field(0.2, ge=0.0, le=1.0, description="Blessing: minimum PR-AUC.")
+    min_valid_roc_auc: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="The Trainer fails (nothing is evaluated or pushed) when its model's validation ROC-AUC is "
+                    "below this: a model that learned nothing is an error, not a candidate.")
     regression_tolerance: float = Field(
         0.02, ge=0.0, le=1.0,
         description="Blessing: largest allowed drop in PR-AUC/ROC-AUC against the last blessed model.")
+    reference_tolerance: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="Blessing: the candidate's eval PR-AUC may be at most this much below the best reference model "
+                    "(logistic regression, boosted trees) trained on the same train split and inputs.")
     operating_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="Score above which a transaction is flagged (precision/recall reported "
                                          "there).")
@@ -132,7 +140,9 @@ class PipelineSettings(BaseModel):
             valid_days=self.valid_days,
             train_steps=self.train_steps,
             pr_auc_floor=self.pr_auc_floor,
+            min_valid_roc_auc=self.min_valid_roc_auc,
             regression_tolerance=self.regression_tolerance,
+            reference_tolerance=self.reference_tolerance,
             operating_threshold=self.operating_threshold,
             feature_set=self.feature_set,
             alerts_per_day=self.alerts_per_day,

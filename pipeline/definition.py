@@ -12,6 +12,7 @@ from tfx.proto import transform_pb2
 
 from components.behaviour import BehaviouralFeatures
 from components.ingestion import FraudExampleGen
+from components.reference_gate import ReferenceGate
 from components.threshold import OperatingThresholdSelector
 from components.validation import DataValidationGate
 from fraud import features as F
@@ -31,7 +32,9 @@ def create_pipeline(
     valid_days: int,
     train_steps: int,
     pr_auc_floor: float,
+    min_valid_roc_auc: float,
     regression_tolerance: float,
+    reference_tolerance: float,
     operating_threshold: float,
     beam_pipeline_args: list[str],
     feature_set: str,
@@ -70,7 +73,8 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN], num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),
-        custom_config={F.CONFIG_SEED: seed, F.CONFIG_FEATURE_SET: feature_set},
+        custom_config={F.CONFIG_SEED: seed, F.CONFIG_FEATURE_SET: feature_set,
+                       F.CONFIG_MIN_VALID_ROC_AUC: min_valid_roc_auc},
     )
     # The operating threshold for the alert budget, recorded inside a copy of the model: the Evaluator
     # evaluates and the Pusher pushes that copy, so every pushed version carries its threshold.
@@ -80,7 +84,10 @@ def create_pipeline(
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        # Only the reference gate's blessings: a model the Evaluator blessed but the gate refused was never
+        # pushed and must not become the baseline.
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=F.NODE_REFERENCE_GATE, output_key="blessing"),
     ).with_id(F.NODE_RESOLVER)
     evaluator = tfx.components.Evaluator(
         examples=examples,
@@ -90,14 +97,19 @@ def create_pipeline(
         eval_config=build_eval_config(pr_auc_floor=pr_auc_floor, regression_tolerance=regression_tolerance,
                                       operating_threshold=operating_threshold),
     )
+    # Blessed only if the Evaluator blessed it AND it is no worse than simple references on the same data.
+    reference_gate = ReferenceGate(
+        examples=examples, model=threshold_selector.outputs["model"], evaluation=evaluator.outputs["evaluation"],
+        evaluator_blessing=evaluator.outputs["blessing"], tolerance=reference_tolerance, feature_set=feature_set,
+        seed=seed).with_id(F.NODE_REFERENCE_GATE)
     pusher = tfx.components.Pusher(
         model=threshold_selector.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
+        model_blessing=reference_gate.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     components = [example_gen, behaviour, statistics_gen, schema_gen, example_validator, gate, transform, trainer,
-                  threshold_selector, model_resolver, evaluator, pusher]
+                  threshold_selector, model_resolver, evaluator, reference_gate, pusher]
     assert tuple(c.id for c in components) == COMPONENT_IDS
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

@@ -54,7 +54,8 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
     echo(format_summary(summary))
     echo(f"Blessing needs: PR-AUC >= {settings.pr_auc_floor:g} on the eval split, and PR-AUC/ROC-AUC no more "
          f"than {settings.regression_tolerance:g} below the last blessed model"
-         + ("" if summary.baseline else " (no blessed model yet: regression check skipped)"))
+         + ("" if summary.baseline else " (no blessed model yet: regression check skipped)")
+         + f"; and PR-AUC no more than {settings.reference_tolerance:g} below the best reference model")
     echo(f"Evaluation report: {report_path}" if report_path else
          f"Evaluation report not written ({report_error}); retry: fraudctl report --root {settings.pipeline_root}")
     if error is not None:

@@ -163,6 +163,22 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
         timings["TFMA result"] = time.time() - t
     blessing = evaluator.artifact("blessing") if evaluator else None
     blessed = bool(runs.props(blessing).get("blessed", 0)) if blessing is not None else None
+    gate, gate_note = None, ""
+    gate_node = nodes.get(F.NODE_REFERENCE_GATE)
+    gate_blessing = gate_node.artifact("blessing") if gate_node is not None else None
+    if gate_node is None:
+        gate_note = f"{F.NODE_REFERENCE_GATE} did not run"
+    elif gate_node.state != "COMPLETE" or gate_blessing is None:
+        gate_note = f"{F.NODE_REFERENCE_GATE} ended {gate_node.state}: see its log (Run section)"
+    else:
+        from fraud.reference import read_result  # lazily: fraud.reference imports fraud.report.metrics
+
+        try:
+            gate = read_result(gate_blessing.uri)
+            blessed = gate.blessed
+        except (OSError, ValueError, TypeError) as exc:
+            gate_note = f"the reference gate's result cannot be read: {type(exc).__name__}: {exc}"
+            warnings.append(gate_note)
     pushed = runs.props(output(nodes, F.NODE_PUSHER, "pushed_model"))
 
     candidate_model = evaluator.artifact("model", output=False) if evaluator else None
@@ -184,7 +200,7 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
         baseline_operating_source=baseline_source, eval_days=(splits.get(F.SPLIT_EVAL) or {}).get("days") or 0,
         eval_frame=None, alert_table=[], slices=[], references=[], recompute_max_diff=None,
         tfma_fixed_threshold=fixed_tfma_threshold(evaluation.eval_config) if evaluation else None,
-        timings=timings, warnings=warnings)
+        timings=timings, warnings=warnings, reference_gate=gate, reference_gate_note=gate_note)
     if evaluation is None or examples is None or candidate_model is None:
         data.references_note = "the run has no evaluated model"
         return data

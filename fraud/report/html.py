@@ -91,6 +91,8 @@ def _section_decision(d: ReportData) -> str:
         banner = '<div class="banner blessed" id="verdict">BLESSED: the candidate passed every threshold</div>'
     elif d.blessed is False:
         rules = [r.rule for r in d.decision if r.status == "FAILED"]
+        if d.reference_gate is not None and not d.reference_gate.passed:
+            rules.append("the reference gate (" + d.reference_gate.reason + ")")
         banner = ('<div class="banner not-blessed" id="verdict">NOT BLESSED: failed '
                   + _e("; ".join(rules) or "a threshold") + " &middot; the model was not pushed</div>")
     else:
@@ -121,7 +123,46 @@ def _section_decision(d: ReportData) -> str:
                    'no blessed baseline yet (first run).</p>')
     for failure in d.failed_thresholds:
         out.append(f'<p class="FAILED failure">Failed: {_e(failure)}</p>')
+    out.append(_reference_gate(d))
     out.append("</section>")
+    return "\n".join(out)
+
+
+def _reference_gate(d: ReportData) -> str:
+    """The reference gate's verdict and its models (section 1), or why there is none."""
+    g = d.reference_gate
+    if g is None:
+        if not d.reference_gate_note or d.evaluation is None:
+            return ""
+        return (f'<p class="FAILED" id="reference-gate">Reference gate: no result ({_e(d.reference_gate_note)}); '
+                'a model is pushed only when the gate passes.</p>')
+    status = "passed" if g.passed else "FAILED"
+    out = [f'<h3>Reference gate</h3><p id="reference-gate" data-status="{status}" class="{status}">'
+           f'{_e(g.reason[0].upper() + g.reason[1:])}.</p>',
+           '<table id="reference-gate-table"><tr><th class="l">model (same train split and inputs)</th>'
+           '<th>PR-AUC</th><th>ROC-AUC</th><th>recall @1% FPR</th><th>card precision @k</th><th>seconds</th>'
+           '<th class="l">how it was trained</th></tr>']
+    c = g.candidate
+    out.append(f'<tr class="op"><td class="l">candidate (TFMA)</td><td>{_num(c.get(F.METRIC_PR_AUC))}</td>'
+               f'<td>{_num(c.get(F.METRIC_ROC_AUC))}</td><td>{_num(c.get(F.METRIC_RECALL_AT_1PCT_FPR))}</td>'
+               f'<td>{_num(c.get(F.METRIC_CARD_PRECISION))}</td><td>&ndash;</td><td class="l">the Trainer</td></tr>')
+    for r in g.references:
+        if r.error:
+            out.append(f'<tr data-gate-reference="{_e(r.name)}" data-status="FAILED"><td class="l">{_e(r.name)}'
+                       f'</td><td colspan="4" class="FAILED">FAILED: {_e(r.error)}</td><td>{r.seconds:.1f}</td>'
+                       '<td class="l"></td></tr>')
+            continue
+        m = r.metrics
+        out.append(f'<tr data-gate-reference="{_e(r.name)}"><td class="l">{_e(r.name)}</td>'
+                   f'<td>{_num(m.get(F.METRIC_PR_AUC))}</td><td>{_num(m.get(F.METRIC_ROC_AUC))}</td>'
+                   f'<td>{_num(m.get(F.METRIC_RECALL_AT_1PCT_FPR))}</td><td>{_num(m.get(F.METRIC_CARD_PRECISION))}'
+                   f'</td><td>{r.seconds:.1f}</td><td class="l">{_e(r.detail)}</td></tr>')
+    out.append("</table>")
+    out.append(f'<p class="note">The references are trained on all {g.train_rows:,} train rows ({g.train_fraud:,} '
+               f'fraud) of the behavioural examples, raw values (no vocabulary cut-off), and scored on the same '
+               f'{g.eval_rows:,} eval rows with the Evaluator\'s metric code. The candidate is blessed only if its '
+               f'PR-AUC is at least the best reference\'s minus {g.tolerance:g} (--reference-tolerance) and the '
+               'Evaluator blessed it.</p>')
     return "\n".join(out)
 
 
@@ -410,6 +451,8 @@ def report_json(d: ReportData) -> dict:
         "references": [{"name": r.name, "threshold": r.threshold, "seconds": r.seconds,
                         "metrics": {k: clean(v) for k, v in r.metrics.items()}} for r in d.references],
         "references_note": d.references_note, "references_sample": d.references_sample,
+        "reference_gate": json.loads(d.reference_gate.to_json()) if d.reference_gate is not None else None,
+        "reference_gate_note": d.reference_gate_note,
         "recompute_max_diff": d.recompute_max_diff, "timings": d.timings,
     }
 

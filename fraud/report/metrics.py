@@ -242,7 +242,9 @@ def rejudge(data: ReportData, eval_config) -> ReportData:
     decision = decision_rows(eval_config, validation, data.candidate, data.baseline)
     failed = [f"{r.rule}: candidate {r.candidate:.4f}, margin {r.margin:+.4f}" for r in decision
               if r.status == "FAILED" and r.candidate is not None and r.margin is not None]
-    return dataclasses.replace(data, evaluation=evaluation, decision=decision, blessed=validation.validation_ok,
+    gate_ok = data.reference_gate is None or data.reference_gate.passed  # TFMA's thresholds change, not the gate
+    return dataclasses.replace(data, evaluation=evaluation, decision=decision,
+                               blessed=bool(validation.validation_ok) and gate_ok,
                                failed_thresholds=failed, pushed={})
 
 

@@ -106,6 +106,8 @@ class ReportData:
     warnings: list = field(default_factory=list)
     references_note: str = ""  # why the reference models were not computed (when they were not)
     references_sample: str = ""  # which train rows they were trained on
+    reference_gate: object = None  # fraud.reference.GateResult: the pipeline's reference gate, when it ran
+    reference_gate_note: str = ""  # why there is no gate result (when there is none)
 
     @property
     def candidate(self) -> dict:

@@ -352,7 +352,8 @@ def test_a_worse_model_is_not_pushed(airflow_home, blessed_run):
     base, env, first = blessed_run
     assert first.returncode == 0, "needs the blessed run"
     before = versions(base / "serving")
-    proc = airflow_home.dags_test("2026-07-16", {"train_steps": 1}, **env)
+    # The Trainer's floor at 0: the one-step model must reach the Evaluator for the regression gate to refuse it.
+    proc = airflow_home.dags_test("2026-07-16", {"train_steps": 1}, **{**env, "FRAUD_MIN_VALID_ROC_AUC": "0"})
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     states = airflow_home.task_states("2026-07-16")
     assert all(state == "success" for state, _ in states.values()), states
@@ -360,7 +361,7 @@ def test_a_worse_model_is_not_pushed(airflow_home, blessed_run):
     blessed = mlmd_rows(metadata_path, "SELECT p.int_value FROM ArtifactProperty p JOIN Artifact a ON a.id = p.artifact_id "
                         "JOIN Type t ON t.id = a.type_id WHERE t.name = 'ModelBlessing' AND p.name = 'blessed' "
                         "ORDER BY a.id")
-    assert [b for (b,) in blessed] == [1, 0]
+    assert [b for (b,) in blessed] == [1, 1, 0, 0]  # run 1: Evaluator, ReferenceGate; run 2: the same
     assert versions(base / "serving") == before
 
 

@@ -107,7 +107,7 @@ def test_regression_gate_keeps_a_worse_model_out(small_run, tmp_path):
     shutil.copytree(small_run.root, root)
     shutil.copytree(small_run.serving_dir, serving)
     before = sorted(p.name for p in (serving / F.MODEL_NAME).iterdir())
-    run = run_pipeline(data, root, serving, "--pr-auc-floor", "0")
+    run = run_pipeline(data, root, serving, "--pr-auc-floor", "0", "--min-valid-roc-auc", "0")
     assert run.exit_code == 3, run.output[-3000:]
     assert "Blessed: NO" in run.output
     assert "failed: pr_auc (change vs baseline, overall)" in run.output, run.output[-3000:]

@@ -79,7 +79,7 @@ def _check_parity(answers, stream, offline_scores, stored_features):
     bad = [(tid, name, offline[tid][name], got[name]) for tid, got in stored_features.items()
            for name in F.BEHAVIOUR_FEATURES if not math.isclose(got[name], offline[tid][name], abs_tol=1e-6)]
     assert not bad, f"{len(bad)} features differ from offline, e.g. {bad[:4]}"
-    assert sum(1 for f in stored_features.values() if f["restaurant_fraud_rate_delayed"] > 0) > 10
+    assert sum(1 for f in stored_features.values() if f["restaurant_fraud_rate_delayed_7d"] > 0) > 10
     diffs = [abs(answers[tid]["score"] - offline_scores[tid]) for tid in answers]
     assert max(diffs) < 1e-5, f"scores differ from the in-process model by up to {max(diffs)}"
     outcomes = {a["decision"] for a in answers.values()}

@@ -52,11 +52,11 @@ def test_restaurant_fraud_rate_uses_only_labels_older_than_the_delay():
     events += [ev("recent", 10 * D, user="x", label=1)]  # 3 days before the query: label not known yet
     events += [ev("q", 13 * D, user="y")]
     f = B.compute_offline(events)
-    assert f["q"]["restaurant_fraud_rate_delayed"] == pytest.approx(0.5)
+    assert f["q"]["restaurant_fraud_rate_delayed_30d"] == pytest.approx(0.5)
     assert f["q"]["restaurant_txn_count_7d"] == 1 and f["q"]["restaurant_txn_count_30d"] == 5
     # At 6 days after day 0 nothing is old enough.
     assert B.compute_offline(events[:4] + [ev("early", 6 * D, user="z")])["early"][
-        "restaurant_fraud_rate_delayed"] == 0.0
+        "restaurant_fraud_rate_delayed_30d"] == 0.0
 
 
 def test_anomaly_score_terms():
@@ -85,7 +85,7 @@ def test_offline_and_online_agree_on_a_generated_stream(tmp_path):
     assert not mismatches, mismatches[:5]
     assert set(offline[events[0].transaction_id]) == set(F.BEHAVIOUR_FEATURES)
     assert any(f["user_txn_count_1d"] > 0 for f in offline.values())
-    assert any(f["restaurant_fraud_rate_delayed"] > 0 for f in offline.values())
+    assert any(f["restaurant_fraud_rate_delayed_30d"] > 0 for f in offline.values())
 
 
 def test_online_state_rejects_out_of_order_and_duplicates_and_cold_starts():
@@ -168,3 +168,17 @@ def test_distinct_values_in_windows_equal_a_fresh_count():
     want = [len({v for v in values[a:b].tolist() if v >= 0}) for a, b in windows]
     assert got.tolist() == want
     assert B._distinct_in_windows(np.array([], dtype=np.int64), np.array([0]), np.array([0])).tolist() == [0]
+
+
+def test_short_restaurant_fraud_windows_see_a_fresh_compromise_the_30_day_rate_dilutes():
+    # 20 clean days of 5 payments, then one day with 4 frauds out of 5; queried 7 days (the delay) after it.
+    events = [ev(f"c{d}_{i}", d * D + i * H, user=f"u{d}_{i}", label=0) for d in range(20) for i in range(5)]
+    events += [ev(f"x{i}", 20 * D + i * H, user=f"x{i}", label=1 if i < 4 else 0) for i in range(5)]
+    events += [ev("q", 28 * D, user="q")]
+    f = B.compute_offline(events)["q"]
+    # 1-day window [t-8d, t-7d] = day 20 only; 7 days = days 14-20; 30 days = all 21 days.
+    assert f["restaurant_fraud_rate_delayed_1d"] == pytest.approx(4 / 5)
+    assert f["restaurant_fraud_rate_delayed_7d"] == pytest.approx(4 / 35)
+    assert f["restaurant_fraud_rate_delayed_30d"] == pytest.approx(4 / 105)
+    assert B.compute_offline(events[:100] + [ev("before", 20 * D, user="b")])["before"][
+        "restaurant_fraud_rate_delayed_1d"] == 0.0

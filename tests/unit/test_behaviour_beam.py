@@ -185,7 +185,7 @@ def test_hot_keys_are_grouped_per_time_block_with_the_same_features(tmp_path, mo
     monkeypatch.undo()
     expected = B.compute_offline(events)
     assert len(frame) == n and set(frame[F.TRANSACTION_ID]) == set(expected)
-    assert (frame["restaurant_fraud_rate_delayed"] > 0).any()
+    assert (frame["restaurant_fraud_rate_delayed_30d"] > 0).any()
     for record in frame.to_dict("records"):
         want = expected[record[F.TRANSACTION_ID]]
         for name in F.BEHAVIOUR_FEATURES:

@@ -59,7 +59,7 @@ def test_reasons_name_what_is_unusual_strongest_first():
     usual = {"user_txn_count_30d": 12, "user_amount_ratio_30d": 1.1, "user_device_is_new": 0.0}
     assert D.reasons(usual) == []
     odd = {**usual, "user_amount_ratio_30d": 8.0, "user_device_is_new": 1.0, "user_travel_speed_kmh": 900.0,
-           "restaurant_fraud_rate_delayed": 0.1}
+           "restaurant_fraud_rate_delayed_30d": 0.1}
     got = D.reasons(odd)
     assert got[0] == "amount 8.0x the card's 30-day average"
     assert "a device this card never used before" in got and any("900 km/h" in r for r in got)

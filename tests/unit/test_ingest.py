@@ -67,7 +67,7 @@ def test_scored_restaurant_fraud_rate_uses_the_inputs_labels_as_training_does():
                           F.TIMESTAMP: [str(1780000000 + i * day) for i in range(10)],
                           F.AMOUNT: ["50"] * 10, F.USER_ID: [f"u{i}" for i in range(10)],
                           F.RESTAURANT_ID: ["R1"] * 10, F.LABEL: ["1", "0"] + [""] * 8})
-    rate = "restaurant_fraud_rate_delayed"
+    rate = "restaurant_fraud_rate_delayed_30d"
     scored = B.add_behaviour_columns(ingest.standardise(frame, require_label=False).frame)[rate].tolist()
     # Labels count once 7 days old: day 7 sees day 0 (fraud), days 8-9 see days 0-1 (one fraud of two known).
     assert scored == [0.0] * 7 + [1.0, 0.5, 0.5]

@@ -77,3 +77,15 @@ def test_a_signal_known_only_late_in_the_split_is_learned():
     assert len(history.history["loss"]) >= T.MIN_EPOCHS + 1 and kept >= T.MIN_EPOCHS
     scores = model.predict({k: v[late] for k, v in valid_columns.items()}, batch_size=4096, verbose=0).reshape(-1)
     assert roc_auc_score(valid_labels[late], scores) > 0.8
+
+
+def test_a_model_below_the_validation_floor_is_rejected_by_name():
+    from fraud.errors import EXIT_FAILED, ModelRejected, exit_code_for
+
+    T.check_learned(0.61, 0.6, epoch=2)  # above the floor: nothing happens
+    with pytest.raises(ModelRejected, match=r"\(epoch 3\) has validation ROC-AUC 0.5500, below the floor 0.6 "
+                                            r"\(--min-valid-roc-auc\)") as caught:
+        T.check_learned(0.55, 0.6, epoch=2)
+    assert exit_code_for(caught.value) == EXIT_FAILED
+    with pytest.raises(ModelRejected):  # no ROC-AUC at all (a valid split without fraud) is no evidence either
+        T.check_learned(float("nan"), 0.6, epoch=0)

@@ -1,0 +1,135 @@
+"""The reference gate (fraud.reference): its verdicts, its sparse encoding of wide categoricals, and the
+references on 10,000 terminal ids and a million rows (bench/reference_scale.py, slow)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fraud import features as F
+from fraud import reference as R
+from tests.helpers import REPO
+
+
+def _gate(candidate_pr_auc, refs, *, tolerance=0.05, evaluator_blessed=True, upper=None):
+    references = [R.ReferenceResult(name, {F.METRIC_PR_AUC: pr} if pr is not None else {}, 1.0,
+                                    error="" if pr is not None else "MemoryError: too big",
+                                    difference_upper=None if upper is None else upper.get(name))
+                  for name, pr in refs]
+    return R.GateResult({F.METRIC_PR_AUC: candidate_pr_auc}, references, tolerance, 1000, 10, 200,
+                        evaluator_blessed)
+
+
+def test_the_gate_blesses_only_a_candidate_within_the_tolerance_of_the_best_reference():
+    refs = [(F.REFERENCE_LOGISTIC, 0.70), (F.REFERENCE_BOOSTED, 0.90)]
+    ok = _gate(0.86, refs)  # no bootstrap bound: the measured difference decides
+    assert ok.best.name == F.REFERENCE_BOOSTED and math.isclose(ok.needed_pr_auc, 0.85)
+    assert ok.passed and ok.blessed
+    assert ok.reason == ("passed: candidate PR-AUC 0.8600, best reference gradient_boosted_trees 0.9000; the "
+                         "difference -0.0400 is not below -0.05 (the tolerance)")
+    worse = _gate(0.84, refs)
+    assert not worse.passed and not worse.blessed
+    # the Evaluator's refusal stands whatever the references say
+    assert _gate(0.99, [(F.REFERENCE_BOOSTED, 0.5)], evaluator_blessed=False).blessed is False
+
+
+def test_the_gate_refuses_only_what_the_bootstrap_bound_confirms():
+    refs = [(F.REFERENCE_LOGISTIC, 0.70), (F.REFERENCE_BOOSTED, 0.90)]
+    # 0.06 below the best, but a few dozen frauds: the candidate may be as good (upper bound +0.02): passed
+    noisy = _gate(0.84, refs, upper={F.REFERENCE_LOGISTIC: 0.3, F.REFERENCE_BOOSTED: 0.02})
+    assert noisy.passed
+    assert noisy.reason == ("passed: candidate PR-AUC 0.8400, best reference gradient_boosted_trees 0.9000; the "
+                            "difference is -0.0600 and its 95% upper bound (paired bootstrap of the eval rows) +0.0200 "
+                            "is not below -0.05 (the tolerance)")
+    sure = _gate(0.84, refs, upper={F.REFERENCE_LOGISTIC: 0.3, F.REFERENCE_BOOSTED: -0.051})
+    assert not sure.passed
+    assert sure.reason == ("refused: candidate PR-AUC 0.8400, reference gradient_boosted_trees 0.9000; the "
+                           "difference is -0.0600 and its 95% upper bound (paired bootstrap of the eval rows) -0.0510 "
+                           "is below -0.05 (the tolerance)")
+
+
+def test_the_bootstrap_bound_is_tight_on_many_frauds_and_wide_on_few():
+    rng = np.random.default_rng(3)
+
+    def bound(frauds):
+        labels = np.r_[np.ones(frauds), np.zeros(20 * frauds)]
+        good = labels * 1.0 + rng.normal(0, 0.6, len(labels))
+        worse = labels * 0.6 + rng.normal(0, 0.6, len(labels))
+        return R.difference_upper(labels, worse, good, rounds=200), labels, worse, good
+
+    from sklearn.metrics import average_precision_score as ap
+
+    many, labels, worse, good = bound(2000)
+    measured = ap(labels, worse) - ap(labels, good)
+    assert measured < -0.1 and measured < many < measured + 0.04  # close above the measured difference
+    few = bound(8)[0]
+    assert few > many + 0.1  # eight frauds: much wider
+    assert R.difference_upper(np.zeros(50), np.ones(50), np.ones(50)) is None  # no fraud: no bound
+
+
+def test_a_failed_reference_refuses_the_candidate_and_says_why():
+    g = _gate(0.99, [(F.REFERENCE_LOGISTIC, 0.5), (F.REFERENCE_BOOSTED, None)])
+    assert not g.passed and not g.blessed
+    assert g.reason == ("refused: the candidate could not be compared, the reference gradient_boosted_trees "
+                        "failed: MemoryError: too big")
+
+
+def test_the_result_survives_its_json():
+    g = _gate(0.86, [(F.REFERENCE_LOGISTIC, 0.70), (F.REFERENCE_BOOSTED, None)])
+    back = R.GateResult.from_json(g.to_json())
+    assert back == g and back.reason == g.reason
+    assert json.loads(g.to_json())["blessed"] is False
+
+
+def _columns(rows, restaurants, seed=0):
+    rng = np.random.default_rng(seed)
+    cols = {k: rng.random(rows) for k in R.numeric_inputs(F.FEATURE_SET_BEHAVIOURAL)}
+    cols[F.USER_AGE][::7] = np.nan
+    for k in F.CATEGORICAL_FEATURES:
+        cols[k] = np.array(["x", "y", F.MISSING], dtype=object)[rng.integers(0, 3, rows)]
+    cols[F.RESTAURANT_ID] = np.array([f"T{i}" for i in rng.integers(0, restaurants, rows)], dtype=object)
+    cols[F.EVENT_TIME] = np.arange(rows, dtype=np.int64) * 60 + 1_780_000_000
+    cols[F.LABEL] = (rng.random(rows) < 0.05).astype(np.int64)
+    return cols
+
+
+def test_ten_thousand_terminal_ids_cost_one_sparse_column_each_not_a_dense_one_hot():
+    train = _columns(50_000, 10_000)
+    enc = R.Encoder.fit(train, F.FEATURE_SET_BEHAVIOURAL)
+    x = enc.sparse(train)
+    width = len(enc.numeric) + len(enc.with_missing)
+    assert enc.with_missing == (F.USER_AGE,)
+    assert x.shape == (50_000, width + R.HASH_BUCKETS + 24)
+    assert (np.diff(x.indptr) == width + len(F.CATEGORICAL_FEATURES) + 1).all()  # same non-zeros in every row
+    assert x.data.nbytes + x.indices.nbytes < 50 * 2**20
+    ids = x[:, width:width + R.HASH_BUCKETS].nnz
+    assert ids == 50_000 * len(F.CATEGORICAL_FEATURES)
+    # the same terminal lands in the same column, two different ones (almost always) not
+    terminal = F.CATEGORICAL_FEATURES.index(F.RESTAURANT_ID)
+    column = x.indices.reshape(50_000, -1)[:, width + terminal]
+    same = train[F.RESTAURANT_ID] == train[F.RESTAURANT_ID][0]
+    assert (column[same] == column[0]).all() and (column[~same] != column[0]).mean() > 0.99
+    dense, categorical = enc.dense(train, out_of_fold=True)
+    # the wide categorical gets its share and an out-of-fold fraud rate; it never sees its own row's label
+    assert dense.shape[1] == len(categorical) == len(enc.numeric) + 1 + len(F.CATEGORICAL_FEATURES) + 2
+    rates = dense[:, -1]
+    assert np.isfinite(rates).all() and 0 < rates.min() and rates.max() < 0.5
+
+
+@pytest.mark.slow
+def test_the_references_run_on_ten_thousand_terminals_and_a_million_rows_within_memory():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "reference_scale.py"), "--rows", "1000000",
+                           "--eval-rows", "50000", "--restaurants", "10000", "--json"], capture_output=True,
+                          text=True, timeout=1500, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["peak_rss_gib"] < 8, out
+    for name in F.REFERENCES:
+        r = out["references"][name]
+        assert not r["error"], r
+        # each learns the compromised terminals from their ids: well above the amount-only model
+        assert r["pr_auc"] > 2 * out["amount_only"]["pr_auc"] and r["roc_auc"] > out["amount_only"]["roc_auc"] + 0.05, out
