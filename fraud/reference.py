@@ -261,8 +261,8 @@ def _boosted(encoder: Encoder, train: dict, evals: dict, seed: int):
     model.fit(x_train, np.asarray(train[F.LABEL]))
     wide = ", ".join(f"{k} ({len(encoder.shares[k]):,} values)" for k in encoder.shares) or "none"
     detail = (f"{model.n_iter_} trees of at most 31 leaves (early stopping on 10% of train); categoricals native "
-              f"(top {MAX_CATEGORIES} values each), with each value's share of the rows and out-of-fold fraud rate for the "
-              f"wider ones: {wide}")
+              f"(top {MAX_CATEGORIES} values each), with each value's share of the rows and out-of-fold fraud rate "
+              f"for the wider ones: {wide}")
     return model.predict_proba(encoder.dense(evals)[0])[:, 1], detail
 
 

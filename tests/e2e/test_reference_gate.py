@@ -1,51 +1,28 @@
 """Training that learns from data it did not generate, and the gates that stop a model that did not learn.
 
-The data: a payment processor's terminal export (required columns plus restaurant_id, time-ordered), whose only
-fraud signal is terminal compromise: a terminal taken over for weeks, a quarter of its payments fraud meanwhile.
-Amounts, hours and cards carry nothing. The model can only see it through the terminals' delayed fraud rates
-(labels at least 7 days old): the first week of every compromise is invisible, and the train split's first week
-has no known label at all.
+The data: a payment processor's terminal export (fraud.synth.terminals): required columns plus restaurant_id, in
+time order, whose only fraud signal is terminal compromise, visible only through the terminals' delayed fraud
+rates (labels at least 7 days old): the first week of every compromise is invisible, and the train split's first
+week has no known label at all. Amounts, hours and cards carry nothing.
 """
 from __future__ import annotations
 
 import json
 import re
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from fraud import features as F
 from fraud.runs import summarize
+from fraud.synth.terminals import terminal_export
 from tests.helpers import run_pipeline
 
 pytestmark = pytest.mark.slow
 
-T0 = 1_780_000_000
-
-
-def terminal_compromise_data(out, *, days=75, rows=40_000, terminals=300, cards=3_000, seed=11):
-    rng = np.random.default_rng(seed)
-    times = np.sort(rng.integers(T0, T0 + days * F.DAY_S, rows))
-    terminal = rng.integers(0, terminals, rows)
-    start = rng.integers(0, days - 20, terminals) * F.DAY_S + T0
-    length = rng.integers(25, 41, terminals) * F.DAY_S
-    compromised = rng.random(terminals) < 0.15
-    inside = compromised[terminal] & (times >= start[terminal]) & (times < start[terminal] + length[terminal])
-    label = (rng.random(rows) < np.where(inside, 0.25, 0.003)).astype(int)
-    frame = pd.DataFrame({
-        F.TRANSACTION_ID: [f"tx{i:06d}" for i in range(rows)], F.TIMESTAMP: times.astype(str),
-        F.AMOUNT: np.round(rng.lognormal(5.0, 0.7, rows), 2).astype(str),
-        F.USER_ID: [f"card{c}" for c in rng.integers(0, cards, rows)],
-        F.RESTAURANT_ID: [f"term{t:04d}" for t in terminal], F.LABEL: label.astype(str)})
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "terminals.csv", index=False)  # in time order, as exports are
-    return out
-
 
 @pytest.fixture(scope="module")
 def compromise_data(tmp_path_factory):
-    return terminal_compromise_data(tmp_path_factory.mktemp("terminals") / "data")
+    return terminal_export(tmp_path_factory.mktemp("terminals") / "data")
 
 
 def _blessings(root):
@@ -62,7 +39,9 @@ def _blessings(root):
 
 def test_a_signal_seen_only_after_the_label_delay_is_learned_and_passes_the_reference_gate(compromise_data,
                                                                                             tmp_path):
-    run = run_pipeline(compromise_data, tmp_path / "root", tmp_path / "serving", "--train-steps", "1000")
+    # The floor on PR-AUC is lowered as for the other exports: no single row says anything, so precision is hard.
+    run = run_pipeline(compromise_data, tmp_path / "root", tmp_path / "serving", "--train-steps", "1000",
+                       "--pr-auc-floor", "0.05")
     assert run.exit_code == 0, run.output[-4000:]
     summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     assert summary.candidate[F.METRIC_ROC_AUC] > 0.8, summary.candidate
