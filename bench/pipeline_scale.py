@@ -99,13 +99,15 @@ def main():
                         help="DirectRunner mode(s) to run; default: the pipeline's own Beam arguments")
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--keep", type=Path, help="keep data and runs here (default: a temporary directory)")
+    parser.add_argument("--data", type=Path, help="run on this data folder instead of generating (e.g. "
+                                                  "python -m fraud.synth.terminals DIR --rows N --terminals N)")
     args = parser.parse_args()
     modes = args.mode or ["default"]
     from fraud.runs import summarize
 
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
-        data = base / "data"
+        data = args.data or base / "data"
         users = max(100, round(args.rows / (synth.ROWS_PER_CARD_DAY * args.days)))
         if not data.exists():
             print(f"generating ~{args.rows:,} rows ({users:,} cards, {args.days} days)...", flush=True)
@@ -140,10 +142,29 @@ def main():
                 ratio = f"  {c.seconds / ref[c.node_id]:.1f}x the in-memory reference" if c.node_id in ref else ""
                 print(f"  {c.node_id:<28} {c.state:<9} {c.seconds:7.1f} s {rows / c.seconds:>10,.0f} rows/s{ratio}")
             print(f"  {'(start-up, report, rest)':<28} {'':<9} {wall - components:7.1f} s")
+            print_models(summary)
             if code != 0:
                 print(f"  the run failed: see {base / f'run-{mode}.log'}" + ("" if args.keep else
                                                                              " (use --keep DIR to keep it)"))
                 print("  " + "\n  ".join((base / f"run-{mode}.log").read_text().splitlines()[-15:]))
+
+
+def print_models(summary) -> None:
+    """The candidate against the reference gate's models on the eval split (the issue's measure)."""
+    names = (F.METRIC_PR_AUC, F.METRIC_ROC_AUC, F.METRIC_RECALL_AT_1PCT_FPR, F.METRIC_CARD_PRECISION)
+    if not summary.candidate:
+        return
+    print(f"  {'model (eval split)':<28} " + " ".join(f"{n:>20}" for n in names) + f" {'seconds':>8}")
+    trainer = summary.component(F.NODE_TRAINER)
+    rows = [("candidate", summary.candidate, trainer.seconds if trainer else float("nan"))]
+    gate = summary.reference
+    if gate is not None:
+        rows += [(r.name, r.metrics, r.seconds) for r in gate.references]
+    for name, metrics, seconds in rows:
+        print(f"  {name:<28} " + " ".join(f"{metrics.get(n, float('nan')):>20.4f}" for n in names)
+              + f" {seconds:>8.1f}")
+    if gate is not None:
+        print(f"  reference gate {gate.reason}; blessed: {gate.blessed}")
 
 
 if __name__ == "__main__":

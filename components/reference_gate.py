@@ -50,7 +50,8 @@ def ReferenceGate(
         candidate={k: float(v) for k, v in candidate.items()}, references=references, tolerance=float(tolerance),
         train_rows=int(len(train[F.LABEL])), train_fraud=int(train[F.LABEL].sum()),
         eval_rows=int(len(evals[F.LABEL])),
-        evaluator_blessed=evaluator_blessing.get_int_custom_property("blessed") == 1)
+        evaluator_blessed=evaluator_blessing.get_int_custom_property("blessed") == 1,
+        eval_fraud=int(evals[F.LABEL].sum()))
     io_utils.write_string_file(os.path.join(blessing.uri, F.REFERENCE_FILE), result.to_json())
     for key in _COPIED:
         if evaluator_blessing.has_custom_property(key):

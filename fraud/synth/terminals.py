@@ -42,9 +42,14 @@ def terminal_export(out: Path, *, days: int = 75, rows: int = 40_000, terminals:
     return out
 
 
-if __name__ == "__main__":  # python -m fraud.synth.terminals OUT [rows] [terminals] [cards] [days]
-    import sys
+if __name__ == "__main__":  # python -m fraud.synth.terminals OUT [--rows N] [--terminals N] ...
+    import argparse
 
-    args = sys.argv[1:]
-    sizes = dict(zip(("rows", "terminals", "cards", "days"), map(int, args[1:])))
-    print(terminal_export(Path(args[0]), **sizes))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    for name, default in (("days", 75), ("rows", 40_000), ("terminals", 200), ("cards", 3_000), ("seed", 11)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    for name, default in (("compromised-terminals", 0.15), ("compromised-share", 0.3), ("base-rate", 0.003)):
+        parser.add_argument(f"--{name}", type=float, default=default)
+    args = vars(parser.parse_args())
+    print(terminal_export(args.pop("out"), **args))

@@ -84,7 +84,8 @@ def test_one_task_per_tfx_component_with_the_pipeline_edges(dag_report):
     assert "DataValidationGate" in upstream["Transform"]  # Transform only runs on validated data
     assert "Transform" in upstream["Trainer"]
     assert {"Trainer", "latest_blessed_model_resolver"} <= ancestors("Evaluator")
-    assert "Evaluator" in upstream["Pusher"]  # the Pusher waits for the blessing
+    assert "Evaluator" in upstream["ReferenceGate"]  # the gate takes the Evaluator's blessing on
+    assert "ReferenceGate" in upstream["Pusher"]  # the Pusher waits for the gate's blessing
     assert {"FraudExampleGen", "DataValidationGate", "Trainer", "Evaluator"} <= ancestors("Pusher")
 
 

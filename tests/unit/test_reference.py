@@ -52,6 +52,20 @@ def test_the_gate_refuses_only_what_the_bootstrap_bound_confirms():
                            "is below -0.05 (the tolerance)")
 
 
+def test_on_a_handful_of_eval_frauds_the_gate_shows_the_references_but_does_not_judge():
+    refs = [(F.REFERENCE_LOGISTIC, 0.70), (F.REFERENCE_BOOSTED, 0.90)]
+    few = _gate(0.2, refs, upper={F.REFERENCE_LOGISTIC: -0.3, F.REFERENCE_BOOSTED: -0.5})
+    few.eval_fraud = R.MIN_EVAL_FRAUD - 1
+    assert few.passed and few.blessed and not few.judged
+    assert few.reason == (f"passed without judging: only {R.MIN_EVAL_FRAUD - 1} frauds in the eval split (at least "
+                          f"{R.MIN_EVAL_FRAUD} are needed to compare PR-AUCs): the references are shown, not enforced")
+    few.eval_fraud = R.MIN_EVAL_FRAUD
+    assert not few.passed and few.judged
+    failed = _gate(0.99, [(F.REFERENCE_BOOSTED, None)])
+    failed.eval_fraud = 3
+    assert not failed.passed  # a reference that failed still refuses: nothing was compared
+
+
 def test_the_bootstrap_bound_is_tight_on_many_frauds_and_wide_on_few():
     rng = np.random.default_rng(3)
 
