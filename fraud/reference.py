@@ -46,6 +46,9 @@ CONFIDENCE = 0.95
 MIN_EVAL_FRAUD = 30  # below this many eval frauds the gate shows the references but does not judge
 LOGISTIC_C = 1.0
 LOGISTIC_MAX_ITER = 300
+# scikit-learn averages the loss over the rows, so one terminal's weight has a gradient of about its share of the
+# rows (1e-4 for 10,000 terminals): with the default tolerance (1e-4) lbfgs stops before learning any id.
+LOGISTIC_TOL = 1e-8
 BOOSTED_MAX_ITER = 200
 _MIX = 0x9E3779B97F4A7C15  # spreads the same value of two categorical features to unrelated buckets
 
@@ -257,7 +260,7 @@ def _logistic(encoder: Encoder, train: dict, evals: dict, seed: int):
     from sklearn.linear_model import LogisticRegression
 
     x_train = encoder.sparse(train)
-    model = LogisticRegression(C=LOGISTIC_C, max_iter=LOGISTIC_MAX_ITER, random_state=seed)
+    model = LogisticRegression(C=LOGISTIC_C, max_iter=LOGISTIC_MAX_ITER, tol=LOGISTIC_TOL, random_state=seed)
     model.fit(x_train, np.asarray(train[F.LABEL]))
     detail = (f"L2 (C={LOGISTIC_C:g}), {int(model.n_iter_[0])} lbfgs iterations; {len(encoder.numeric)} numeric "
               f"inputs scaled, {len(F.CATEGORICAL_FEATURES)} categoricals hashed into {HASH_BUCKETS:,} sparse "

@@ -147,4 +147,4 @@ def test_the_references_run_on_ten_thousand_terminals_and_a_million_rows_within_
         assert not r["error"], r
         # each learns the compromised terminals from their ids: well above the amount-only model
         assert r["pr_auc"] > 2 * out["amount_only"]["pr_auc"], out
-        assert r["roc_auc"] > out["amount_only"]["roc_auc"] + 0.05, out
+        assert r["roc_auc"] > out["amount_only"]["roc_auc"] + 0.03, out
