@@ -18,7 +18,7 @@ from fraud import examples as X
 from fraud import features as F
 from fraud import reference as R
 from fraud import threshold as T
-from fraud.report.metrics import load_evaluation
+from fraud.runs import overall_metrics
 
 _COPIED = ("current_model", "current_model_id", "baseline_model", "baseline_model_id")  # the resolver needs them
 
@@ -37,14 +37,17 @@ def ReferenceGate(
     needed = R.columns_needed(feature_set)
     train = X.read_columns(examples.uri, F.SPLIT_TRAIN, needed)
     evals = X.read_columns(examples.uri, F.SPLIT_EVAL, needed)
-    result_eval = load_evaluation(evaluation.uri)
-    candidate = result_eval.metrics.get("", {}).get(F.CANDIDATE, {})
+    # The Evaluator's config and overall metrics only: its plots and slices are not needed here.
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    eval_config = eval_config_writer.load_eval_run(evaluation.uri)[0]
+    candidate, _ = overall_metrics(evaluation.uri)
     print(f"reference gate: training {', '.join(F.REFERENCES)} on {len(train[F.LABEL]):,} train rows, "
           f"scoring {len(evals[F.LABEL]):,} eval rows", flush=True)
     # The candidate's scores of the same eval rows (same files, same order): the paired bootstrap needs them.
     signature = T.load_examples_signature(path_utils.serving_model_path(model.uri))
     candidate_scores = T.score_serialized(signature, X.read_records(X.split_files(examples.uri, F.SPLIT_EVAL)))
-    references = R.run_references(train, evals, result_eval.eval_config, feature_set=feature_set, seed=seed,
+    references = R.run_references(train, evals, eval_config, feature_set=feature_set, seed=seed,
                                   progress=lambda line: print(line, flush=True), candidate_scores=candidate_scores)
     result = R.GateResult(
         candidate={k: float(v) for k, v in candidate.items()}, references=references, tolerance=float(tolerance),
