@@ -311,7 +311,7 @@ class DecisionService:
                 return snap.existing
             snapshots = {kind: value for kind, value in snap.values.items() if value is not None}
             late = online.is_late(snapshots, event)
-            record = {"restaurant_id": event.restaurant_id, "time": event.time, "late": late,
+            record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time, "late": late,
                       "features": online.features(snapshots, event)}
             updates = {} if late else {kind: online.append(kind, snap.values.get(kind) or online.empty(kind), event)
                                        for kind in entities}
@@ -390,8 +390,9 @@ class DecisionService:
         return score, version, False, shadow
 
     async def label(self, transaction_id: str, is_fraudulent, reported_at: str | None = None) -> dict:
-        """Record a chargeback (1) or a confirmation (0) for a decided transaction: the restaurant's fraud rate
-        uses it once it is older than the label delay, as in training; it is also kept for the next training."""
+        """Record a chargeback (1) or a confirmation (0) for a decided transaction: the card's and the
+        restaurant's fraud rates use it once it is older than the label delay, as in training; it is also kept
+        for the next training."""
         if is_fraudulent not in (0, 1, True, False, "0", "1"):
             raise BadTransaction("field 'is_fraudulent' must be 0 or 1")
         value = int(is_fraudulent)
@@ -406,20 +407,25 @@ class DecisionService:
                 await asyncio.to_thread(sql_source.append_labels, self.options.labels_db, [
                     {"transaction_id": transaction_id, F.LABEL: value, "reported_at": reported_at}])
                 written = True
-            restaurant = record.get("restaurant_id")
-            applied = False
-            if restaurant:
-                snap = await self.store.read({"restaurant": restaurant}, f"label:{transaction_id}")
+            # The card's and the restaurant's delayed fraud rates both use it.
+            ids = {kind: record.get(f"{kind}_id") for kind in online.LABELLED_KINDS if record.get(f"{kind}_id")}
+            updates = {}
+            if ids:
+                snap = await self.store.read(ids, f"label:{transaction_id}")
                 try:
-                    current = snap.values.get("restaurant") or online.empty("restaurant")
-                    updated, applied = online.with_label(current, transaction_id, value)
+                    for kind in ids:
+                        updated, kept = online.with_label(snap.values.get(kind) or online.empty(kind),
+                                                          transaction_id, value)
+                        if kept:
+                            updates[kind] = updated
                 except BaseException:
                     await self.store.release(snap)
                     raise
                 try:
-                    await self.store.commit(snap, {"restaurant": updated} if applied else {}, None, None)
+                    await self.store.commit(snap, updates, None, None)
                 except Conflict:
                     continue
+            applied = bool(updates)
             await self.store.add_label({"transaction_id": transaction_id, F.LABEL: value,
                                         "reported_at": reported_at or "", "event_time": record.get("time", "")})
             M.LABELS.labels(is_fraudulent=str(value)).inc()

@@ -12,7 +12,8 @@ exactly (tests/unit/test_behaviour.py holds them equal on generated streams and 
 Features (names in fraud.features):
 - per user (the card): count, amount sum and mean over 1h/1d/7d/30d; amount / 30-day mean; seconds since
   the previous transaction (capped at 30 days); distinct cities and restaurants in the last day; travel
-  speed implied by the previous transaction's city (km/h); whether the device is new for the user;
+  speed implied by the previous transaction's city (km/h); whether the device is new for the user; the card's
+  own fraud rate over [t - (n + delay), t - delay] days for n = 7 and 30 (as the restaurant's, below);
 - per device: distinct users over 30 days, transactions over 1 day;
 - per restaurant (the terminal): transactions over 1/7/30 days, and the fraud rate over
   [t - (n + delay), t - delay] days for n = 1, 7 and 30: fraud labels arrive late, so only labels at least
@@ -360,11 +361,32 @@ def _fixed(values, scale):
 # ------------------------------------------------------------------------------------------------
 # The definition: features of `targets` from `history`, per entity kind, as (targets x features) arrays.
 # ------------------------------------------------------------------------------------------------
-def user_features(history: Columns, targets: Columns, *, first_seen: dict | None = None) -> np.ndarray:
+def _delayed_fraud_rates(fr: _Frame, labels, windows_days, label_delay_days: int) -> list:
+    """Per window of n days: the fraud rate among the entity's labelled events in [t - (n + delay) days,
+    t - delay days], the labels known at t (0 where none is labelled). `labels`: the history's, in fr order."""
+    p_fraud = _prefix((labels == 1).astype(np.int64))
+    p_labelled = _prefix((labels != UNKNOWN_LABEL).astype(np.int64))
+    hi = np.minimum(fr.index(label_delay_days * DAY, side="right"), fr.n)
+    rates = []
+    for lo in fr.window_starts([(days + label_delay_days) * DAY for days in windows_days]):
+        top = np.maximum(hi, lo)
+        labelled = p_labelled[top] - p_labelled[lo]
+        rates.append(np.divide(p_fraud[top] - p_fraud[lo], labelled, out=np.zeros(len(fr.t_time)),
+                               where=labelled > 0))
+    return rates
+
+
+def user_reach_s(label_delay_days: int = F.LABEL_DELAY_DAYS) -> int:
+    """How far back a user's windowed features look: the widest amount window or the delayed fraud window."""
+    return max(max(w for _, w in F.BEHAVIOUR_WINDOWS), (F.USER_FRAUD_WINDOW_DAYS + label_delay_days) * DAY)
+
+
+def user_features(history: Columns, targets: Columns, *, first_seen: dict | None = None,
+                  label_delay_days: int = F.LABEL_DELAY_DAYS) -> np.ndarray:
     """F.USER_BEHAVIOUR_FEATURES per target. `first_seen` (online): {"device" | "city" | "hour": (user ids,
     values, first times)} of the whole history, when `history` holds only its recent events; offline it is
     derived from `history`."""
-    fr = _Frame(history, targets, F.USER_ID, 30 * DAY)
+    fr = _Frame(history, targets, F.USER_ID, user_reach_s(label_delay_days))
     rows, n = fr.rows, fr.n
     t, amount_t = targets.time, targets.amount_pen
     amount = np.clip(history.amount_pen[rows], -1e13, 1e13)  # a nonsense amount must not overflow the sums
@@ -434,6 +456,9 @@ def user_features(history: Columns, targets: Columns, *, first_seen: dict | None
     log_t = np.log1p(np.maximum(np.where(amount_known, amount_t, 0.0), 0.0))
     z = np.where(scored, np.clip((log_t - mean) / np.maximum(np.sqrt(var), 0.5), 0.0, 10.0), 0.0)
     out[:, col["user_anomaly_score"]] = z + new_device + new_city + unusual
+    rates = _delayed_fraud_rates(fr, history.label[rows], [d for _, d in F.USER_FRAUD_WINDOWS], label_delay_days)
+    for name, rate in zip(F.USER_FRAUD_RATES, rates):
+        out[:, col[name]] = rate
     return out
 
 
@@ -451,23 +476,14 @@ def restaurant_features(history: Columns, targets: Columns, *,
     reaches = [(days + label_delay_days) * DAY for _, days in F.RESTAURANT_FRAUD_WINDOWS]
     fr = _Frame(history, targets, F.RESTAURANT_ID, max(max(reaches), max(w for _, w in F.RESTAURANT_WINDOWS)))
     counts = list((fr.n - fr.window_starts([w for _, w in F.RESTAURANT_WINDOWS])).astype(np.float64))
-    labels = history.label[fr.rows]
-    p_fraud = _prefix((labels == 1).astype(np.int64))
-    p_labelled = _prefix((labels != UNKNOWN_LABEL).astype(np.int64))
-    # Labels known at t: events in [t - (window + delay) days, t - delay days], one range per window.
-    hi = np.minimum(fr.index(label_delay_days * DAY, side="right"), fr.n)
-    rates = []
-    for lo in fr.window_starts(reaches):
-        top = np.maximum(hi, lo)
-        labelled = p_labelled[top] - p_labelled[lo]
-        rates.append(np.divide(p_fraud[top] - p_fraud[lo], labelled, out=np.zeros(len(targets)),
-                               where=labelled > 0))
+    rates = _delayed_fraud_rates(fr, history.label[fr.rows], [d for _, d in F.RESTAURANT_FRAUD_WINDOWS],
+                                 label_delay_days)
     return np.stack(counts + rates, axis=1)
 
 
 # What each kind's features read of the history (and of the targets, a subset of it).
 FIELDS_READ = {
-    "user": ("transaction_id", "time", "user_id", "amount_pen", "city", "restaurant_id", "device_id"),
+    "user": ("transaction_id", "time", "user_id", "amount_pen", "city", "restaurant_id", "device_id", "label"),
     "device": ("transaction_id", "time", "user_id", "device_id"),
     "restaurant": ("transaction_id", "time", "restaurant_id", "label"),
 }
@@ -481,7 +497,7 @@ def features_of(kind: str, history: Columns, targets: Columns, *,
                 label_delay_days: int = F.LABEL_DELAY_DAYS) -> np.ndarray:
     """(targets x that kind's features) from the history, as defined above."""
     if kind == "user":
-        return user_features(history, targets)
+        return user_features(history, targets, label_delay_days=label_delay_days)
     if kind == "device":
         return device_features(history, targets)
     return restaurant_features(history, targets, label_delay_days=label_delay_days)

@@ -110,6 +110,11 @@ def reasons(features: dict) -> list[str]:
         span = f"{window[:-1]} day" + ("s" if window != "1d" else "")
         out.append((10 * rate + 1, f"the restaurant's confirmed fraud rate is {100 * rate:.1f}% (over {span} of "
                                    "labelled payments)"))
+    # The card's own confirmed frauds (labels at least the label delay old): a reported card still in use.
+    card_rate, card_window = max((features.get(F.user_fraud_rate(w), 0.0), w) for w, _ in F.USER_FRAUD_WINDOWS)
+    if card_rate > 0:
+        out.append((10 * card_rate + 2, f"{100 * card_rate:.0f}% of this card's labelled payments over "
+                                        f"{card_window[:-1]} days were confirmed fraud"))
     anomaly = features.get("user_anomaly_score", 0.0)
     if anomaly >= 2 and not out and features.get("user_txn_count_30d", 0.0) > 0:
         out.append((anomaly, f"unusual for this card (anomaly score {anomaly:.1f}: amount, device, city, hour)"))

@@ -298,12 +298,24 @@ LABEL_DELAY_DAYS = 7  # fraud labels arrive late: the restaurant fraud rates onl
 RESTAURANT_FRAUD_WINDOWS = (("1d", 1), ("7d", 7), ("30d", 30))  # (name, days)
 RESTAURANT_FRAUD_WINDOW_DAYS = max(days for _, days in RESTAURANT_FRAUD_WINDOWS)  # the widest: what state keeps
 
+# The card's own confirmed fraud rate the same way (labels at least LABEL_DELAY_DAYS old): a card with a
+# chargeback a week ago that is still being used.
+USER_FRAUD_WINDOWS = (("7d", 7), ("30d", 30))  # (name, days)
+USER_FRAUD_WINDOW_DAYS = max(days for _, days in USER_FRAUD_WINDOWS)
+
+
+def user_fraud_rate(window: str) -> str:
+    """The feature name of the card's delayed fraud rate over one of USER_FRAUD_WINDOWS."""
+    return f"user_fraud_rate_delayed_{window}"
+
+
+USER_FRAUD_RATES = tuple(user_fraud_rate(w) for w, _ in USER_FRAUD_WINDOWS)
 USER_BEHAVIOUR_FEATURES = tuple(
     f"user_{stat}_{w}" for w, _ in BEHAVIOUR_WINDOWS for stat in ("txn_count", "amount_sum", "amount_mean")
 ) + (
     "user_amount_ratio_30d", "user_secs_since_prev", "user_distinct_cities_1d", "user_distinct_restaurants_1d",
     "user_travel_speed_kmh", "user_device_is_new", "user_anomaly_score",
-)
+) + USER_FRAUD_RATES
 DEVICE_BEHAVIOUR_FEATURES = ("device_distinct_users_30d", "device_txn_count_1d")
 
 

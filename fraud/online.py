@@ -3,10 +3,11 @@ bounded, JSON-able snapshot, turned back into history columns for fraud.behaviou
 online features are computed by the same lines of code as the offline ones (no second implementation).
 
 What a snapshot keeps, and why it is enough for every feature of fraud.behaviour (parity is tested):
-- user (card): events of the last 30 days (the longest user window), always the newest event (seconds since
-  the previous transaction, travel speed), the number of older events dropped (the anomaly score's "at least 3
-  prior transactions" counts all of them), and the first time each device, city and Lima hour was seen (new
-  device / new city / unusual hour look at the whole history; these tables grow with distinct values only);
+- user (card): events of the last 30 + 7 days (the delayed fraud-rate window; the amount windows need 30),
+  always the newest event (seconds since the previous transaction, travel speed), the number of older events
+  dropped (the anomaly score's "at least 3 prior transactions" counts all of them), the first time each device,
+  city and Lima hour was seen (new device / new city / unusual hour look at the whole history; these tables
+  grow with distinct values only), and the labels known so far of the kept events;
 - device: (time, user) of the last 30 days;
 - restaurant: (time, transaction id) of the last 30 + 7 days (the delayed fraud-rate window) and the labels
   known so far (chargebacks and confirmations reported through the labels API).
@@ -22,9 +23,10 @@ import math
 from fraud import behaviour as B
 from fraud import features as F
 
-USER_KEEP_S = max(width for _, width in F.BEHAVIOUR_WINDOWS)  # 30 days
+USER_KEEP_S = B.user_reach_s()  # 30 + 7 days
 DEVICE_KEEP_S = 30 * F.DAY_S  # device_distinct_users_30d
 RESTAURANT_KEEP_S = (F.RESTAURANT_FRAUD_WINDOW_DAYS + F.LABEL_DELAY_DAYS) * F.DAY_S
+LABELLED_KINDS = ("user", "restaurant")  # snapshots that keep labels (their delayed fraud rates)
 _PRIOR_EVENTS_THAT_MATTER = 3  # user_features' "n >= 3": older events count only up to this
 
 entity_ids = B.entity_ids  # kind -> id; a missing id is no entity (as offline)
@@ -32,7 +34,7 @@ entity_ids = B.entity_ids  # kind -> id; a missing id is no entity (as offline)
 
 def empty(kind: str) -> dict:
     if kind == "user":
-        return {"events": [], "dropped": 0, "first_device": {}, "first_city": {}, "first_hour": {}}
+        return {"events": [], "dropped": 0, "first_device": {}, "first_city": {}, "first_hour": {}, "labels": {}}
     if kind == "device":
         return {"events": []}
     return {"events": [], "labels": {}}
@@ -64,7 +66,7 @@ def user_history(snapshot: dict, user_id: str) -> tuple[B.Columns, dict]:
     """(the user's kept events, the first-seen tables of its whole history) for fraud.behaviour.user_features."""
     # Dropped events stand in as placeholders at time 0, outside every window: they only count as "prior".
     placeholders = min(snapshot["dropped"], _PRIOR_EVENTS_THAT_MATTER)
-    events = snapshot["events"]
+    events, labels = snapshot["events"], snapshot.get("labels", {})  # snapshots written before labels: none
     n = placeholders + len(events)
     columns = _columns(
         n, user_id=[user_id] * n, time=[0] * placeholders + [ev[0] for ev in events],
@@ -72,7 +74,8 @@ def user_history(snapshot: dict, user_id: str) -> tuple[B.Columns, dict]:
         amount_pen=[math.nan] * placeholders + [math.nan if ev[2] is None else ev[2] for ev in events],
         city=[""] * placeholders + [ev[3] for ev in events],
         restaurant_id=[""] * placeholders + [ev[4] for ev in events],
-        device_id=[""] * placeholders + [ev[5] for ev in events])
+        device_id=[""] * placeholders + [ev[5] for ev in events],
+        label=[B.UNKNOWN_LABEL] * placeholders + [labels.get(ev[1], B.UNKNOWN_LABEL) for ev in events])
     hours = {int(k): v for k, v in snapshot["first_hour"].items()}
     first_seen = {kind: ([user_id] * len(table), list(table), list(table.values()))
                   for kind, table in (("device", snapshot["first_device"]), ("city", snapshot["first_city"]),
@@ -97,7 +100,7 @@ def features(snapshots: dict[str, dict], e: B.Event, *, label_delay_days: int = 
     """Every behavioural feature of `e` from its entities' snapshots (missing kinds: an empty history)."""
     target = B.Columns.of_events([e])
     history, first_seen = user_history(snapshots.get("user") or empty("user"), e.user_id)
-    values = B.user_features(history, target, first_seen=first_seen)[0].tolist()
+    values = B.user_features(history, target, first_seen=first_seen, label_delay_days=label_delay_days)[0].tolist()
     values += B.device_features(device_history(snapshots.get("device") or empty("device"), e.device_id),
                                 target)[0].tolist()
     values += B.restaurant_features(restaurant_history(snapshots.get("restaurant") or empty("restaurant"),
@@ -123,6 +126,12 @@ def append(kind: str, snapshot: dict, e: B.Event) -> dict:
         while old < len(s["events"]) - 1 and s["events"][old][0] < keep_from:  # the newest event always stays
             old += 1
         s["dropped"] += old
+        labels = s.setdefault("labels", {})
+        if e.label != B.UNKNOWN_LABEL:
+            labels[e.transaction_id] = e.label
+        if old and labels:
+            gone = {ev[1] for ev in s["events"][:old]}
+            s["labels"] = {tid: v for tid, v in labels.items() if tid not in gone}
         del s["events"][:old]
     elif kind == "device":
         s["events"].append([e.time, e.user_id])
@@ -141,10 +150,10 @@ def append(kind: str, snapshot: dict, e: B.Event) -> dict:
 
 
 def with_label(snapshot: dict, transaction_id: str, label: int) -> tuple[dict, bool]:
-    """A restaurant snapshot with a transaction's label recorded; False if that transaction is no longer kept
-    (older than the fraud-rate window: the label cannot change any future feature)."""
-    if not any(tid == transaction_id for _, tid in snapshot["events"]):
+    """A user or restaurant snapshot with a transaction's label recorded; False if that transaction is no
+    longer kept (older than the fraud-rate windows: the label cannot change any future feature)."""
+    if not any(ev[1] == transaction_id for ev in snapshot["events"]):  # events are [time, transaction id, ...]
         return snapshot, False
     s = dict(snapshot)
-    s["labels"] = {**snapshot["labels"], transaction_id: int(label)}
+    s["labels"] = {**snapshot.get("labels", {}), transaction_id: int(label)}
     return s, True

@@ -308,6 +308,12 @@ def test_http_api_answers_4xx_with_messages_and_keeps_serving(stream, target, tm
             assert label.status == 200 and (await label.json())["applied_to_state"] is True
             assert (await label.json())["written_to_database"] is True
             assert stored_labels() == [(txs[0]["transaction_id"], 1, "2026-03-02")]
+            # Both the card's and the restaurant's snapshots took it (their delayed fraud rates use it).
+            ids = {"user": txs[0][F.USER_ID], "restaurant": txs[0][F.RESTAURANT_ID]}
+            snap = await service.store.read(ids, "check")
+            await service.store.release(snap)
+            assert {k: snap.values[k]["labels"].get(txs[0]["transaction_id"]) for k in ids} == \
+                {"user": 1, "restaurant": 1}
             unknown = await client.post("/v1/labels", json={"transaction_id": "nope", "is_fraudulent": 0})
             assert unknown.status == 404
             wrong = await client.post("/v1/labels", json={"transaction_id": txs[0]["transaction_id"],

@@ -59,6 +59,22 @@ def test_restaurant_fraud_rate_uses_only_labels_older_than_the_delay():
         "restaurant_fraud_rate_delayed_30d"] == 0.0
 
 
+def test_card_fraud_rate_uses_only_its_own_labels_older_than_the_delay():
+    # Card c1: 3 labelled payments on days 0-2 (one fraud), one on day 20 (fraud, too recent at day 25).
+    events = [ev(f"c{i}", i * D, user="c1", restaurant=f"R{i}", label=1 if i == 1 else 0) for i in range(3)]
+    events += [ev("recent", 20 * D, user="c1", label=1), ev("other", 2 * D, user="c2", label=1)]
+    events += [ev("q", 25 * D, user="c1"), ev("q2", 25 * D, user="c2")]
+    f = B.compute_offline(events)
+    # 30-day window [t-37d, t-7d] = days -12..18: c0, c1, c2 (1 fraud in 3); 7-day window days 11..18: nothing.
+    assert f["q"][F.user_fraud_rate("30d")] == pytest.approx(1 / 3)
+    assert f["q"][F.user_fraud_rate("7d")] == 0.0
+    assert f["q2"][F.user_fraud_rate("30d")] == 1.0  # another card's labels are its own
+    assert f["c2"][F.user_fraud_rate("30d")] == 0.0  # day 2: day 1's fraud is not known yet
+    # A week after the day-20 fraud, the 7-day window [t-14d, t-7d] holds it alone.
+    assert B.compute_offline(events[:4] + [ev("q3", 27 * D + 1, user="c1")])["q3"][
+        F.user_fraud_rate("7d")] == 1.0
+
+
 def test_anomaly_score_terms():
     history = [ev(f"h{i}", i * D + 20 * H, amount=100.0 + i) for i in range(5)]  # dinners in Lima
     normal = ev("n", 5 * D + 20 * H, amount=104.0)

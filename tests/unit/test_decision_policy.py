@@ -6,6 +6,7 @@ import math
 import pytest
 
 from fraud import decisions as D
+from fraud import features as F
 from fraud.errors import SettingsError
 
 T = D.Thresholds(review=0.01, decline=0.9)
@@ -65,3 +66,5 @@ def test_reasons_name_what_is_unusual_strongest_first():
     assert "a device this card never used before" in got and any("900 km/h" in r for r in got)
     assert any("10.0%" in r for r in got)
     assert D.reasons({"user_txn_count_30d": 0.0}) == ["first payment seen for this card"]
+    reported = {**usual, F.user_fraud_rate("7d"): 0.5, F.user_fraud_rate("30d"): 0.25}
+    assert D.reasons(reported) == ["50% of this card's labelled payments over 7 days were confirmed fraud"]
