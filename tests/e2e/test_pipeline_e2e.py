@@ -210,11 +210,13 @@ def test_required_columns_only_train_and_push_a_model(tmp_path):
     assert len(run.versions()) == 1
 
 
-def test_an_export_with_hot_keys_a_bom_and_no_device_columns_trains_and_pushes(tmp_path):
+def test_an_export_with_hot_keys_a_bom_no_device_columns_and_empty_optional_ones_trains_and_pushes(tmp_path):
     """Shapes of real exports in one run: a restaurant taking 30% of all rows, one card with 6% of them, no
-    device columns at all, a UTF-8 byte-order mark in one file, the generator's mixed timestamp formats. Every row
-    comes out of BehaviouralFeatures exactly once (the component checks it), the hot restaurant's history is
-    counted, and a model is pushed."""
+    device columns at all, every other optional column present but empty in every row (city, currency, guest
+    profile...), a UTF-8 byte-order mark in one file, the generator's mixed timestamp formats. Every row comes out
+    of BehaviouralFeatures exactly once (the component checks it), the hot restaurant's history is counted, the
+    all-empty user_age passes validation, and a model is pushed. (Required columns plus restaurant_id only, a
+    terminal export, is tests/e2e/test_reference_gate.py's data.)"""
     import numpy as np
 
     from fraud import examples as X
@@ -223,18 +225,22 @@ def test_an_export_with_hot_keys_a_bom_and_no_device_columns_trains_and_pushes(t
     shaped = tmp_path / "shaped"
     shaped.mkdir()
     rng = np.random.default_rng(5)
+    device_columns = [F.DEVICE_ID, F.DEVICE_TYPE, F.OS_VERSION]
+    emptied = [c for c in F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS
+               if c not in device_columns and c != F.RESTAURANT_ID]
     for i, path in enumerate(sorted(data.glob("*.csv"))):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        hot = rng.random(len(frame)) < 0.30
-        frame.loc[hot, F.RESTAURANT_ID] = "R-HOT"
-        frame.loc[hot, F.CITY] = "Lima"
+        frame.loc[rng.random(len(frame)) < 0.30, F.RESTAURANT_ID] = "R-HOT"
         frame.loc[rng.random(len(frame)) < 0.06, F.USER_ID] = "U-HOT"
-        frame = frame.drop(columns=[F.DEVICE_ID, F.DEVICE_TYPE, F.OS_VERSION])
+        frame = frame.drop(columns=device_columns)
+        for column in emptied:
+            frame[column] = ""
         text = frame.to_csv(index=False)
         (shaped / path.name).write_bytes(("\ufeff" if i == 0 else "").encode() + text.encode())
     run = run_pipeline(shaped, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
     assert run.exit_code == 0, run.output[-4000:]
     assert len(run.versions()) == 1
+    assert f"{F.USER_AGE}: missing in every row" in run.output
     summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
     behaviour = next(c for c in summary.components if c.node_id == F.NODE_BEHAVIOUR)
     (artifact,) = behaviour.outputs["Examples"]
@@ -246,37 +252,5 @@ def test_an_export_with_hot_keys_a_bom_and_no_device_columns_trains_and_pushes(t
             hot = frame[frame[F.RESTAURANT_ID] == "R-HOT"]
             assert hot["restaurant_txn_count_1d"].median() > 20, "the hot restaurant's day is counted"
             assert (frame["device_distinct_users_30d"] == 0).all()  # no device: cold start, not one giant device
+            assert (frame["user_distinct_cities_1d"] == 0).all()  # no city: no entity either
     assert rows == {s: v["rows"] for s, v in summary.splits.items()}
-
-
-@pytest.mark.parametrize("shape", ["required_and_restaurant_id", "every_optional_column_empty"])
-def test_more_export_shapes_train_and_push_a_model(tmp_path, shape):
-    """Two more shapes, each as its own run: the required columns plus `restaurant_id` only (a payment
-    processor's terminal export: no device, no guest profile, no city or currency), and every optional column
-    present with an empty value in every row. Each pushes a model; the terminal's history is counted."""
-    from fraud import examples as X
-
-    data = generate(tmp_path / "full")
-    shaped = tmp_path / "shaped"
-    shaped.mkdir()
-    for path in sorted(data.glob("*.csv")):
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if shape == "required_and_restaurant_id":
-            frame = frame[list(F.TRAINING_REQUIRED_COLUMNS) + [F.RESTAURANT_ID]]
-        else:
-            for column in F.OPTIONAL_STRING_COLUMNS + F.OPTIONAL_NUMERIC_COLUMNS:
-                frame[column] = ""
-        frame.to_csv(shaped / path.name, index=False)
-    run = run_pipeline(shaped, tmp_path / "root", tmp_path / "serving", "--pr-auc-floor", "0.05")
-    assert run.exit_code == 0, run.output[-4000:]
-    assert len(run.versions()) == 1
-    assert f"{F.USER_AGE}: missing in every row" in run.output
-    summary = summarize(str(run.root / F.METADATA_FILE), F.PIPELINE_NAME)
-    behaviour = next(c for c in summary.components if c.node_id == F.NODE_BEHAVIOUR)
-    (artifact,) = behaviour.outputs["Examples"]
-    frame = X.read_split(artifact.uri, F.SPLIT_EVAL)[1]
-    counted = (frame["restaurant_txn_count_30d"] > 0).mean()
-    if shape == "required_and_restaurant_id":
-        assert counted > 0.9, counted  # the terminals' histories are there
-    else:
-        assert counted == 0.0 and (frame[F.RESTAURANT_ID] == "").all()  # no restaurant: cold start everywhere

@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from fraud import examples as X
 from fraud import features as F
 from fraud.runs import summarize
 from fraud.synth.terminals import terminal_export
@@ -50,6 +51,12 @@ def test_a_signal_seen_only_after_the_label_delay_is_learned_and_passes_the_refe
     assert all(not r.error and r.metrics[F.METRIC_ROC_AUC] > 0.7 for r in gate.references), gate.references
     assert "reference gate passed" in run.output and len(run.versions()) == 1
     assert _blessings(run.root) == [(F.NODE_EVALUATOR, 1), (F.NODE_REFERENCE_GATE, 1)]
+    # The export's shape: no guest profile (an all-missing user_age passes validation), terminals counted.
+    assert f"{F.USER_AGE}: missing in every row" in run.output
+    behaviour = next(c for c in summary.components if c.node_id == F.NODE_BEHAVIOUR)
+    (artifact,) = behaviour.outputs["Examples"]
+    frame = X.read_split(artifact.uri, F.SPLIT_EVAL)[1]
+    assert (frame["restaurant_txn_count_30d"] > 0).mean() > 0.9  # the terminals' histories are there
 
 
 def test_the_reference_gate_refuses_a_crippled_candidate_and_the_report_says_why(compromise_data, tmp_path):
