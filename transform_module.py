@@ -4,7 +4,10 @@ Everything here is exported with the model (TFX's Transform graph), so training 
 same imputation, scaling and vocabularies: no training/serving skew. Names come from fraud.features.
 
 Imputation (documented in README "Data contract"):
-- amount, user_age: NaN -> median over the train split; a *_missing flag keeps the information.
+- amount, user_age: NaN or +-Infinity -> median over the train split; a *_missing flag keeps the information.
+  A negative amount counts as 0 in the log amount. Every z-score is clipped to +-F.Z_SCORE_CLIP, so any finite
+  or non-finite number a client sends gives a finite score in [0, 1].
+- behavioural features: NaN or +-Infinity -> 0, the cold-start value.
 - strings: "" (missing) becomes F.MISSING_CATEGORY, its own vocabulary entry; unseen values go to one OOV bucket.
 - home/restaurant city unknown or missing: distance 0 plus a missing flag.
 """
@@ -29,7 +32,8 @@ def _as_2d(x):
 
 
 def _missing(x):
-    return tf.math.is_nan(x)
+    """NaN, and also +-Infinity (a client's nonsense value): imputed like a missing value, never propagated."""
+    return tf.logical_not(tf.math.is_finite(x))
 
 
 def _median(x, missing):
@@ -50,8 +54,10 @@ def _z_score(raw, missing, imputed):
 
 
 def _standardised(x, mean, var):
-    """(x - mean) / std; a constant feature (variance 0) scales to 0, not NaN."""
-    return (x - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+    """(x - mean) / std, clipped to +-F.Z_SCORE_CLIP: a constant feature (variance 0) scales to 0, not NaN, and
+    an absurd value a client sends (an amount of 1e38) cannot overflow the model into a NaN score."""
+    z = (x - mean) / tf.sqrt(tf.maximum(var, 1e-12))
+    return tf.clip_by_value(z, -F.Z_SCORE_CLIP, F.Z_SCORE_CLIP)
 
 
 def _city_lookup(index: int):
@@ -95,9 +101,12 @@ def preprocessing_fn(inputs, custom_config=None):
     def to_pen(x):
         return tf.where(is_usd, x * F.USD_TO_PEN, x)
 
-    out[F.transformed_name(F.AMOUNT)] = _z_score(tf.math.log1p(raw_amount), amount_missing, tf.math.log1p(amount))
+    def log_amount(x):  # a negative amount (a refund sent as a payment) counts as 0, not log1p(-5) = NaN
+        return tf.math.log1p(tf.maximum(x, 0.0))
+
+    out[F.transformed_name(F.AMOUNT)] = _z_score(log_amount(raw_amount), amount_missing, log_amount(amount))
     out[F.AMOUNT_PEN_LOG] = _z_score(
-        tf.math.log1p(to_pen(raw_amount)), amount_missing, tf.math.log1p(to_pen(amount)))
+        log_amount(to_pen(raw_amount)), amount_missing, log_amount(to_pen(amount)))
     out[F.AMOUNT_MISSING] = tf.cast(amount_missing, tf.float32)
     out[F.IS_FOREIGN_CURRENCY] = tf.cast(is_usd, tf.float32)
 
@@ -130,10 +139,10 @@ def preprocessing_fn(inputs, custom_config=None):
 
     if feature_set == F.FEATURE_SET_BEHAVIOURAL:
         # Counts, sums, ratios, speeds: heavy-tailed and >= 0, so log1p then z-score. An unknown value
-        # (NaN from a client) counts as 0, the cold-start value. The features are z-scored as the columns of one
+        # (NaN or +-Infinity from a client) counts as 0, the cold-start value. The features are z-scored as the columns of one
         # matrix: one mean and one variance analyzer for all of them instead of two per feature. Each analyzer
         # is traced, built into Beam stages and saved on its own, which made up most of Transform's fixed cost.
-        columns = [tf.math.log1p(tf.maximum(tf.where(tf.math.is_nan(x), 0.0, x), 0.0))
+        columns = [tf.math.log1p(tf.maximum(tf.where(_missing(x), 0.0, x), 0.0))
                    for x in (tf.cast(_as_2d(inputs[key]), tf.float32) for key in F.BEHAVIOUR_FEATURES)]
         matrix = tf.concat(columns, axis=1)  # [batch, features]
         scaled = _standardised(matrix, tft.mean(matrix, reduce_instance_dims=False),

@@ -329,6 +329,10 @@ RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RE
     RESTAURANT_FRAUD_RATES
 BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTAURANT_BEHAVIOUR_FEATURES
 
+# Every z-scored model input is clipped to +-this many standard deviations (transform_module): the training data
+# never reaches it, and a client's absurd value cannot turn the score into NaN.
+Z_SCORE_CLIP = 50.0
+
 FEATURE_SET_SINGLE_ROW = "single_row"
 FEATURE_SET_BEHAVIOURAL = "behavioural"
 FEATURE_SETS = (FEATURE_SET_SINGLE_ROW, FEATURE_SET_BEHAVIOURAL)

@@ -51,9 +51,15 @@ def _default(field: str):
 @click.option("--tensorflow-inter-op-parallelism", default=_default("tensorflow_inter_op_parallelism"),
               show_default=True, type=click.IntRange(0),
               help="Threads running independent TensorFlow ops (0: TensorFlow's default), as TF Serving's flag.")
+@click.option("--enable-reload-config", is_flag=True,
+              help="Accept gRPC HandleReloadConfigRequest (TF Serving always does). It takes no credentials, so it "
+                   "is off by default; base paths must then be inside --model-root.")
+@click.option("--model-root", type=click.Path(path_type=Path, file_okay=False),
+              help="With --enable-reload-config: the only folder reloaded base paths may be in (default: the "
+                   "folders holding the configured base paths).")
 def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
           poll_seconds, host, no_warmup, enable_batching, batching_parameters_file, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism):
+          tensorflow_inter_op_parallelism, enable_reload_config, model_root):
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
@@ -63,7 +69,8 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
         model_config_poll_seconds=model_config_poll_seconds, host=host, enable_warmup=not no_warmup,
         enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
         tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
-        tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism))
+        tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism, enable_reload_config=enable_reload_config,
+        model_root=model_root))
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))

@@ -4,7 +4,9 @@ and ModelService (GetModelStatus, HandleReloadConfigRequest)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
@@ -15,11 +17,20 @@ from serving import errors, tensor_proto, tensors
 from serving.config import ConfigError, model_settings_from_proto
 from serving.errors import ServingError
 from serving.metrics import ENTRYPOINT_GRPC, RUNTIME_NAME
-from serving.servable import (CLASSIFY_METHOD, REGRESS_METHOD, classification_result, regression_result,
+from serving.servable import (CLASSIFY_METHOD, REGRESS_METHOD, check_input_names, classification_result,
+                              regression_result,
                               signature_def_map)
 
 log = logging.getLogger("serving")
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
+
+
+def check_inside(model, roots: tuple[Path, ...]) -> None:
+    """ConfigError unless the model's base path (symbolic links resolved) is inside one of `roots`."""
+    base = Path(os.path.realpath(model.base_path))
+    if not any(base == root or root in base.parents for root in roots):
+        raise ConfigError(f"model {model.name!r}: base path {model.base_path} is outside the allowed model roots "
+                          f"({', '.join(map(str, roots))}); start the server with --model-root to allow another")
 
 
 def _spec(model_spec):
@@ -89,6 +100,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             packed = (tensor_proto.pack_protos(signature.pack_groups, request.inputs)
                       if signature.packed is not None else None)
             if packed is None:
+                check_input_names(signature, request.inputs)  # before converting anything
                 inputs = {key: tensor_proto.tensor_proto_to_array(proto, key)
                           for key, proto in request.inputs.items()}
             else:
@@ -158,9 +170,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core, runner):
+    """GetModelStatus, and HandleReloadConfigRequest only when the server was started with
+    --enable-reload-config (it needs no credentials: any caller could load or unload models), and then only for
+    base paths inside the allowed model roots."""
+
+    def __init__(self, core, runner, *, reload_roots: tuple[Path, ...] | None = None):
         self.core = core
         self.runner = runner
+        self.reload_roots = reload_roots  # None: reloading is disabled
 
     async def GetModelStatus(self, request, context):
         try:
@@ -178,8 +195,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     async def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
+        if self.reload_roots is None:
+            response.status.error_code = errors.CODES[errors.FAILED_PRECONDITION][0]
+            response.status.error_message = (
+                "HandleReloadConfigRequest is disabled on this server: it takes no credentials, so any caller "
+                "could load a model from anywhere or unload the served one. Change --model-config-file (with "
+                "--model-config-poll-seconds), or start the server with --enable-reload-config")
+            return response
         try:
             models = model_settings_from_proto(request.config)
+            for model in models:
+                check_inside(model, self.reload_roots)
         except ConfigError as exc:
             response.status.error_code = errors.CODES[errors.INVALID_ARGUMENT][0]
             response.status.error_message = str(exc)

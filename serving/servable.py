@@ -244,12 +244,7 @@ class Servable:
 
     @staticmethod
     def _check_inputs(signature: Signature, inputs: dict) -> None:
-        expected, sent = set(signature.inputs), set(inputs)
-        if expected != sent:
-            raise invalid(
-                f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
-                f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        check_input_names(signature, inputs)
         batch = None
         for name in sorted(inputs):
             array, spec = inputs[name], signature.inputs[name]
@@ -269,6 +264,17 @@ class Servable:
                     raise invalid(f"Input tensors must have equal 0th-dimension size: {batch[0]} has {batch[1]}, "
                                   f"{name} has {array.shape[0]}")
                 batch = batch or (name, array.shape[0])
+
+
+def check_input_names(signature: Signature, names) -> None:
+    """The request's input names are the signature's (TF Serving's message); called before any tensor is read, so
+    an unknown key is never converted."""
+    expected, sent = set(signature.inputs), set(names)
+    if expected != sent:
+        raise invalid(
+            f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sorted(sent))}}})"
+            f" != len({{{','.join(sorted(expected))}}}). Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+            f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
 
 
 def _dtype_enum(array: np.ndarray) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -52,6 +53,10 @@ class ServerOptions(BaseModel):
     tensorflow_inter_op_parallelism: int = Field(0, ge=0)
     # Threads for what leaves the event loop: model calls without batching, status and config reloads.
     request_threads: int = Field(8, ge=1, le=1024)
+    # gRPC HandleReloadConfigRequest takes no credentials: off unless asked for (TF Serving always accepts it),
+    # and then only for base paths inside model_root (default: the folders holding the configured base paths).
+    enable_reload_config: bool = False
+    model_root: Optional[Path] = None
 
     @model_validator(mode="after")
     def _needs_models(self):
@@ -59,6 +64,9 @@ class ServerOptions(BaseModel):
             raise ValueError("give a model base directory or a model config file")
         if self.batching_parameters_file is not None and not self.enable_batching:
             raise ValueError("a batching parameters file needs enable_batching (--enable-batching)")
+        if self.model_root is not None and not self.enable_reload_config:
+            raise ValueError("a model root only confines reloads: it needs enable_reload_config "
+                             "(--enable-reload-config)")
         return self
 
 
@@ -71,7 +79,23 @@ def resolve_model_base(model_base: Path, model_name: str) -> Path:
     return model_base
 
 
+def _check_base_exists(model: ModelSettings) -> ModelSettings:
+    """A base path that is not a directory is a mistake to report (exit 2), not a model to wait for: TF Serving
+    would log "No versions of servable found" forever and answer 404."""
+    local = "://" not in model.base_path
+    if local and not Path(model.base_path).is_dir():
+        raise ConfigError(f"model {model.name!r}: base path {model.base_path} is not a directory. Point it at the "
+                          f"Pusher's folder (<serving-dir>/{F.MODEL_NAME}, e.g. runs/demo/serving_models/"
+                          f"{F.MODEL_NAME} after `make demo`), or create it to wait for a first push")
+    return model
+
+
 def model_settings(options: ServerOptions) -> list[ModelSettings]:
+    """The models to serve, each with a base path that exists (ConfigError otherwise)."""
+    return [_check_base_exists(m) for m in _configured_models(options)]
+
+
+def _configured_models(options: ServerOptions) -> list[ModelSettings]:
     if options.model_config_file is None:
         base = resolve_model_base(options.model_base, options.model_name)
         return [ModelSettings(options.model_name, str(base))]
@@ -85,6 +109,16 @@ def model_settings(options: ServerOptions) -> list[ModelSettings]:
         models = [ModelSettings(m.name, str(base), m.policy, m.labels) if m.name == options.model_name else m
                   for m in models]
     return models
+
+
+def reload_roots(options: ServerOptions) -> tuple[Path, ...] | None:
+    """Where HandleReloadConfigRequest may point base paths (symbolic links resolved), or None when disabled."""
+    if not options.enable_reload_config:
+        return None
+    if options.model_root is not None:
+        return (Path(os.path.realpath(options.model_root)),)
+    parents = {Path(os.path.realpath(m.base_path)).parent for m in model_settings(options) if "://" not in m.base_path}
+    return tuple(sorted(parents))
 
 
 def make_scheduler(options: ServerOptions, metrics: ServingMetrics):
@@ -189,7 +223,8 @@ class ModelServer:
                                                ("grpc.so_reuseport", 0)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, self.metrics, runner), grpc_server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core, runner), grpc_server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.core, runner, reload_roots=reload_roots(options)), grpc_server)
         try:
             self.grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
         except RuntimeError as exc:

@@ -24,15 +24,36 @@ def tensor_proto_to_array(proto, name: str) -> np.ndarray:
     if len(dims) > MAX_RANK or _size(dims) > MAX_TENSOR_ELEMENTS:
         raise invalid(f"Input {name}: shape {_shape_string(dims)} is larger than this server accepts "
                       f"({MAX_TENSOR_ELEMENTS} elements)")
+    if dims and dims[0] > MAX_BATCH_SIZE:  # before anything is allocated
+        raise invalid(f"Input {name}: shape {_shape_string(dims)} declares {dims[0]} rows, more than this server's "
+                      f"maximum of {MAX_BATCH_SIZE} rows per request; split the request")
     if proto.dtype not in _NUMPY:
         raise invalid(f"Input {name}: unsupported dtype {dtype_string(proto.dtype)}")
     fast = _fast_array(proto, dims)
     if fast is not None:
         return fast
+    size, given = _size(dims), _values_given(proto)
+    if given < size and size > MAX_BATCH_SIZE:  # a broadcast (or no values) would allocate what nobody sent
+        raise invalid(f"Input {name}: shape {_shape_string(dims)} declares {size} elements but the tensor holds "
+                      f"{given} value(s); send every value (at most {MAX_BATCH_SIZE} elements may be broadcast "
+                      "from fewer)")
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # malformed content (wrong byte count, ...)
         raise invalid(f"Input {name}: cannot read the TensorProto: {_first_line(str(exc))}")
+
+
+def _values_given(proto) -> int:
+    """How many values a TensorProto holds (tensor_content bytes count by the dtype's size, strings as given)."""
+    if proto.tensor_content:
+        itemsize = np.dtype(_NUMPY[proto.dtype]).itemsize if _NUMPY[proto.dtype] is not object else 1
+        return len(proto.tensor_content) // max(itemsize, 1)
+    field = _VALUE_FIELDS.get(proto.dtype)
+    if field is not None:
+        return len(getattr(proto, field))
+    return max((len(getattr(proto, f)) for f in ("half_val", "float_val", "double_val", "int_val", "int64_val",
+                                                  "string_val", "bool_val", "scomplex_val", "dcomplex_val",
+                                                  "uint32_val", "uint64_val")), default=0)
 
 
 # The repeated field holding each dtype's values when a TensorProto does not use tensor_content.

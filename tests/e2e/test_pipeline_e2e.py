@@ -1,9 +1,11 @@
 """The real pipeline (LocalDagRunner, Beam DirectRunner) on small data: artifacts, push, gates."""
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings, strategies as st
 import tensorflow_model_analysis as tfma
 
 from fraud import features as F
@@ -56,6 +58,47 @@ def test_pushed_model_signatures_answer(small_run):
     row.update({F.AMOUNT: [150.25], F.USER_AGE: [float("nan")], F.CITY: ["Lima"]})
     score = raw(**{k: tf.constant(v, dtype=inputs[k].dtype) for k, v in row.items()})[F.SCORE_OUTPUT].numpy()
     assert score.shape == (1,) and 0.0 <= score[0] <= 1.0
+
+
+_FLOAT_INPUTS = [k for k in F.MODEL_INPUTS if F.input_kind(k) == "float"]
+_ANY_FLOAT = st.one_of(st.floats(width=32), st.sampled_from([-5.0, -1.0, 1e38, -1e38, float("inf"),
+                                                             float("-inf"), float("nan"), 0.0]))
+
+
+@pytest.fixture(scope="module")
+def serving_signature(small_run):
+    model = tf.saved_model.load(str(small_run.versions()[-1]))
+    return model, model.signatures[F.SERVING_SIGNATURE]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.fixed_dictionaries({k: st.lists(_ANY_FLOAT, min_size=4, max_size=4) for k in _FLOAT_INPUTS}))
+def test_any_numbers_a_client_sends_give_a_probability(serving_signature, values):
+    """NaN, +-Infinity, negative and absurd amounts, ages and behavioural values: every score is finite and in
+    [0, 1] (imputed as documented), never NaN, which would never raise an alert."""
+    _, raw = serving_signature
+    specs = raw.structured_input_signature[1]
+    row = {k: {"int": 1780355707, "string": "Lima"}[F.input_kind(k)] for k in F.MODEL_INPUTS
+           if F.input_kind(k) != "float"}
+    batch = {k: tf.constant([v] * 4, dtype=specs[k].dtype) for k, v in row.items()}
+    batch.update({k: tf.constant(v, dtype=specs[k].dtype) for k, v in values.items()})
+    score = raw(**batch)[F.SCORE_OUTPUT].numpy()
+    assert score.shape == (4,) and np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all(), (score, values)
+
+
+def test_infinity_is_imputed_like_a_missing_value_and_a_negative_amount_counts_as_zero(serving_signature):
+    _, raw = serving_signature
+    specs = raw.structured_input_signature[1]
+    base = {k: {"float": 0.0, "int": 1780355707, "string": "Lima"}[F.input_kind(k)] for k in specs}
+    base.update({F.AMOUNT: 150.0, F.USER_AGE: 40.0})
+    changes = [{F.AMOUNT: float("nan")}, {F.AMOUNT: float("inf")}, {F.AMOUNT: -float("inf")},
+               {F.AMOUNT: 0.0}, {F.AMOUNT: -5.0}, {F.USER_AGE: float("nan")}, {F.USER_AGE: float("inf")}]
+    rows = [{**base, **change} for change in changes]
+    batch = {k: tf.constant([r[k] for r in rows], dtype=specs[k].dtype) for k in specs}
+    nan_amount, inf_amount, minus_inf, zero, negative, nan_age, inf_age = raw(**batch)[F.SCORE_OUTPUT].numpy()
+    assert inf_amount == pytest.approx(nan_amount) and minus_inf == pytest.approx(nan_amount)
+    assert negative == pytest.approx(zero)
+    assert inf_age == pytest.approx(nan_age)
 
 
 def test_score_cli_matches_the_model(small_run, tmp_path):

@@ -216,6 +216,42 @@ def test_oversized_batch(target, row):
     assert_still_serving(target, row)
 
 
+def test_a_model_base_that_does_not_exist_is_an_error_not_a_server_answering_404(tmp_path):
+    from tests.helpers import run_fraudctl
+
+    missing = tmp_path / "does" / "not" / "exist"
+    proc = run_fraudctl("serve", "--model-base", missing, "--rest-port", "0", "--grpc-port", "0", timeout=180)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"base path {missing} is not a directory" in proc.stderr and "Pusher" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_declared_tensors_and_unknown_keys_are_refused_before_anything_is_converted(target, row):
+    """A TensorProto may declare a shape and hold no values (TensorFlow would fill it): 10,000,000 declared
+    strings are refused from the declaration, and an unknown input key is named before its tensor is read."""
+    if target.local is None:
+        pytest.skip("this server's limits")
+    client = GrpcClient(target.grpc_target, timeout=TIMEOUT)
+    key = next(k for k in sorted(row) if kind_of(k) == "string")
+    cases = [([10_000_000], "declares 10000000 rows"),
+             ([1, 10_000_000], "declares 10000000 elements but the tensor holds 0 value(s)")]
+    for dims, expected in cases:
+        request = client.predict_request([row])
+        request.inputs[key].CopyFrom(_tensor(types_pb2.DT_STRING, dims))
+        with pytest.raises(grpc.RpcError) as info:
+            client.prediction.Predict(request, timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and expected in info.value.details(), \
+            info.value.details()
+    request = client.predict_request([row])
+    request.inputs["zz_unknown"].CopyFrom(_tensor(types_pb2.DT_INVALID, [1]))  # unreadable, and not an input
+    with pytest.raises(grpc.RpcError) as info:
+        client.prediction.Predict(request, timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Sent extra: {zz_unknown}" in info.value.details(), info.value.details()
+    client.close()
+    assert_still_serving(target, row)
+
+
 # --------------------------------------------------------------------------------------------------
 # Fuzzing
 # --------------------------------------------------------------------------------------------------
@@ -304,7 +340,8 @@ def generate_request(rng: random.Random, row: dict) -> tuple[str, str, bytes, bo
                 if kind == "string":
                     instance[key] = rng.choice(["", "Lima", "ñandú", "x" * 3000, "\u0000", "😀", "R999"])
                 elif kind == "float":
-                    instance[key] = rng.choice([0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-30, 3e38])
+                    instance[key] = rng.choice([0.0, -1.0, -5.0, float("nan"), float("inf"), -float("inf"), 1e-30,
+                                                3e38])
                 else:
                     instance[key] = rng.choice([0, -1, 2 ** 62, -2 ** 63, 1780709400])
         if rng.random() < 0.3:  # the same as columns
@@ -338,6 +375,15 @@ def test_fuzzing_rest(target, row):
                 problem = f"no error message: {response.status_code} {response.text[:200]}"
         elif must_fail:
             problem = f"accepted a bad request: {method} {suffix} {body[:300]!r}"
+        elif suffix == ":predict":  # NaN, +-Infinity, 3e38, -1 among the values: still a probability
+            document = response.json()
+            if "predictions" in document:  # row format
+                scores = [p[F.SCORE_OUTPUT] if isinstance(p, dict) else p for p in document["predictions"]]
+            else:  # columnar format
+                outputs = document["outputs"]
+                scores = outputs[F.SCORE_OUTPUT] if isinstance(outputs, dict) else outputs
+            if not all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in scores):
+                problem = f"a 200 without a probability: {scores} for {body[:300]!r}"
         with lock:
             counts["2xx" if response.status_code < 300 else "4xx"] += 1
             if problem:

@@ -150,3 +150,53 @@ def test_push_while_serving_then_broken_version(small_run, tmp_path):
         assert server.alive()
     finally:
         server.stop()
+
+
+def _reload(grpc_target: str, models: dict[str, str]):
+    """HandleReloadConfigRequest with {name: base path}; returns the response's status."""
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for name, base_path in models.items():
+        config.model_config_list.config.add(name=name, base_path=str(base_path), model_platform="tensorflow")
+    with grpc.insecure_channel(grpc_target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        return stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config),
+                                              timeout=60).status
+
+
+def test_reload_config_is_off_by_default_and_confined_to_the_model_root_when_on(small_run, tmp_path):
+    """Nobody can make the server load a SavedModel from elsewhere, or unload the served one, over gRPC: refused
+    by default; with --enable-reload-config only base paths inside the model root (links resolved) are taken."""
+    source = newest_version(small_run.model_base)
+    root = tmp_path / "models"
+    base, other = root / F.MODEL_NAME, root / "fraud_detector_b"
+    push_version(source, base, int(source.name))
+    push_version(source, other, int(source.name))
+    outside = tmp_path / "elsewhere" / "evil"
+    push_version(source, outside, 1)
+    (root / "link").symlink_to(outside)  # inside the root by name only
+    row = typed(example_transaction(sorted(read_signature_defs(source)[F.SERVING_SIGNATURE].inputs)))
+
+    server = start_server(base, tmp_path / "off.log")
+    try:
+        status = _reload(server.grpc_target, {"evil": outside})
+        assert status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0], status
+        assert "disabled" in status.error_message and "--enable-reload-config" in status.error_message
+        assert RestClient(server.rest_url, timeout=TIMEOUT).predict([row])  # still serving what it served
+    finally:
+        server.stop()
+
+    server = start_server(base, tmp_path / "on.log", extra_args=["--enable-reload-config"])
+    try:
+        for path in (outside, root / "link"):
+            status = _reload(server.grpc_target, {"evil": path})
+            assert status.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0], (path, status)
+            assert "outside the allowed model roots" in status.error_message, status.error_message
+        assert requests.get(f"{server.rest_url}/v1/models/evil", timeout=TIMEOUT).status_code == 404
+        status = _reload(server.grpc_target, {F.MODEL_NAME: base, "fraud_detector_b": other})
+        assert status.error_code == 0, status
+        assert RestClient(server.rest_url, timeout=TIMEOUT, model_name="fraud_detector_b").predict([row])
+    finally:
+        server.stop()
