@@ -62,3 +62,52 @@ def write_bytes(target: str | Path, data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
+
+
+STAGING_SUFFIX = ".tmp"  # a folder being published: `.<name>.<random>.tmp`, never a numeric version name
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_tree(source: str | Path, target: str | Path, *, copy_file=shutil.copy2) -> Path:
+    """Copy the folder `source` to `target` so that `target` appears complete or not at all: the copy goes to a
+    hidden staging folder next to it (a name no model server takes for a version), every file and folder is
+    fsynced, then one rename puts it in place and the parent is fsynced. Any failure (a full disk, a crash)
+    leaves no `target`; an exception also removes the staging folder. `target` must not exist.
+    `copy_file(src, dst)` is the per-file copy (tests inject failures through it)."""
+    source, target = Path(source), Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists")
+    with atomic_path(target, directory=True) as staging:
+        for folder, dirs, files in os.walk(source):
+            relative = Path(folder).relative_to(source)
+            (staging / relative).mkdir(exist_ok=True)
+            for name in sorted(files):
+                copy_file(Path(folder) / name, staging / relative / name)
+                _fsync_path(staging / relative / name)
+        for folder, _, _ in os.walk(staging, topdown=False):
+            _fsync_path(Path(folder), directory=True)
+    _fsync_path(target.parent, directory=True)
+    return target
+
+
+def remove_stale_staging(parent: str | Path, *, older_than_s: float) -> list[Path]:
+    """Remove staging folders of publishes that died (a killed process cannot clean up) older than the age."""
+    import time
+
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    for path in parent.iterdir():
+        if path.name.startswith(".") and path.name.endswith(STAGING_SUFFIX) and path.is_dir():
+            if time.time() - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed

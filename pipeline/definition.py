@@ -12,6 +12,7 @@ from tfx.proto import transform_pb2
 
 from components.behaviour import BehaviouralFeatures
 from components.ingestion import FraudExampleGen
+from components.pusher import Pusher
 from components.reference_gate import ReferenceGate
 from components.threshold import OperatingThresholdSelector
 from components.validation import DataValidationGate
@@ -102,7 +103,7 @@ def create_pipeline(
         examples=examples, model=threshold_selector.outputs["model"], evaluation=evaluator.outputs["evaluation"],
         evaluator_blessing=evaluator.outputs["blessing"], tolerance=reference_tolerance, feature_set=feature_set,
         seed=seed).with_id(F.NODE_REFERENCE_GATE)
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(  # TFX's, with an atomic push (components/pusher.py)
         model=threshold_selector.outputs["model"],
         model_blessing=reference_gate.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
         push_destination=tfx.proto.PushDestination(

@@ -7,14 +7,19 @@ keeps serving; once the folder is rewritten with a good model it is retried and 
 """
 from __future__ import annotations
 
+import errno
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 import requests
 
+from fraud import atomic
 from fraud import features as F
 from serving.client_grpc import GrpcClient
 from serving.client_rest import RestClient, RestClientError
@@ -142,14 +147,56 @@ def test_push_while_serving_then_broken_version(small_run, tmp_path):
             push_version(source, base, broken)
             wait_for(lambda: loops.latest_version() == broken, 60, "the repaired version to answer")
             time.sleep(0.5)
+
+            # 4. The Pusher's atomic publish, killed at every file or out of disk space: the server never sees
+            # a version to load, the clients see nothing; the next complete publish is served.
+            killed = broken + 1
+            for k in range(sum(1 for p in source.rglob("*") if p.is_file())):
+                child = subprocess.run([sys.executable, "-c", _KILLED_PUSH, source, base / str(killed), str(k)],
+                                       cwd=REPO, timeout=60)
+                assert child.returncode == 9 and not (base / str(killed)).exists()
+                with pytest.raises(OSError):
+                    atomic.publish_tree(source, base / str(killed), copy_file=_full_disk_at(k))
+            time.sleep(1.0)  # several polls
+            assert killed not in statuses(server.rest_url) and loops.latest_version() == broken
+            atomic.remove_stale_staging(base, older_than_s=0)
+            atomic.publish_tree(source, base / str(killed))
+            wait_for(lambda: loops.latest_version() == killed, 60, "the published version to answer")
         assert loops.failures == [], loops.failures[:5]
         assert loops.ok > 50
         log = server.log()
         assert f"Loading servable {{name: {F.MODEL_NAME} version: {broken}}} failed" in log
         assert "still serving version(s)" in log
+        assert f"version: {killed}}} failed" not in log  # no half-published version was ever tried
         assert server.alive()
     finally:
         server.stop()
+
+
+# A process publishing a version that is killed (no clean-up can run) when it reaches file number argv[3].
+_KILLED_PUSH = """
+import os, shutil, sys
+from fraud import atomic
+calls = []
+def copy(src, dst):
+    calls.append(src)
+    if len(calls) > int(sys.argv[3]):
+        os._exit(9)
+    shutil.copy2(src, dst)
+atomic.publish_tree(sys.argv[1], sys.argv[2], copy_file=copy)
+"""
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _full_disk_at(k: int):
+    calls = []
+
+    def copy(src, dst):
+        calls.append(src)
+        if len(calls) > k:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        shutil.copy2(src, dst)
+    return copy
 
 
 def _reload(grpc_target: str, models: dict[str, str]):

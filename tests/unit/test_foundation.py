@@ -247,3 +247,63 @@ def test_column_encoding_in_threaded_slices_keeps_every_row_in_order(monkeypatch
     parse = tf.train.Example.FromString  # proto equality: the encoder's order of map entries may differ
     assert len(sliced) == 11 and [parse(r) for r in sliced] == [parse(r) for r in whole]
     assert [examples.value(tf.train.Example.FromString(r), F.TRANSACTION_ID) for r in sliced] == ids
+
+
+def _fake_model(path):
+    for name, data in (("saved_model.pb", b"pb" * 100), ("fingerprint.pb", b"f"), ("variables/variables.index", b"i"),
+                       ("variables/variables.data-00000-of-00001", b"d" * 1000), ("assets.extra/warmup", b"w")):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return path
+
+
+def _files(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def test_a_publish_that_fails_or_dies_at_any_file_leaves_no_version_and_readers_keep_the_previous(tmp_path):
+    """fraud.atomic.publish_tree, the Pusher's copy: a full disk (ENOSPC) or a killed process at any file
+    leaves no numeric folder, so the scorer and the model servers keep the previous version."""
+    import errno
+    import multiprocessing
+    import shutil
+
+    from fraud.scoring import resolve_version_dir
+
+    source = _fake_model(tmp_path / "model")
+    base = tmp_path / "serving" / "fraud_detector"
+    atomic.publish_tree(source, base / "100")
+    count = len(_files(source))
+    for k in range(count):
+        calls = []
+
+        def full_disk(src, dst, k=k, calls=calls):
+            calls.append(src)
+            if len(calls) > k:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            shutil.copy2(src, dst)
+
+        with pytest.raises(OSError, match="No space left"):
+            atomic.publish_tree(source, base / "200", copy_file=full_disk)
+        assert sorted(p.name for p in base.iterdir()) == ["100"], f"failure at file {k} left something behind"
+        assert resolve_version_dir(base) == base / "100"
+
+        def dies(src, dst, k=k, calls=[]):
+            calls.append(src)
+            if len(calls) > k:
+                os._exit(9)  # a kill: no exception handler, no clean-up
+            shutil.copy2(src, dst)
+
+        child = multiprocessing.get_context("fork").Process(
+            target=atomic.publish_tree, args=(source, base / "200"), kwargs={"copy_file": dies})
+        child.start()
+        child.join(30)
+        assert child.exitcode == 9
+        names = [p.name for p in base.iterdir()]
+        assert "200" not in names and resolve_version_dir(base) == base / "100", names
+        assert all(n == "100" or (n.startswith(".") and n.endswith(atomic.STAGING_SUFFIX)) for n in names), names
+        assert atomic.remove_stale_staging(base, older_than_s=0)  # the next push removes what the kill left
+    atomic.publish_tree(source, base / "200")
+    assert resolve_version_dir(base) == base / "200" and _files(base / "200") == _files(source)
+    with pytest.raises(FileExistsError):
+        atomic.publish_tree(source, base / "200")
