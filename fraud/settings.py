@@ -104,6 +104,7 @@ class PipelineSettings(BaseModel):
             # A relative SQLite path would change meaning under Airflow's working directory.
             value = "sqlite:///" + os.path.abspath(os.path.expanduser(value[len("sqlite:///"):]))
         if is_url(value):
+            refuse_password(value)
             return value
         path = os.path.abspath(os.path.expanduser(value))
         if not os.path.isdir(path):
@@ -153,6 +154,22 @@ class PipelineSettings(BaseModel):
             schema_file=str(self.schema_file),
             seed=self.seed,
         )
+
+
+def refuse_password(url: str) -> None:
+    """A data source URL must not carry its password: TFX stores component parameters in ML Metadata and writes
+    them to run logs, and Airflow logs and serializes DAG parameters. libpq (psycopg2) reads it from the
+    environment or a file instead."""
+    from fraud.sources import url_password
+
+    if url_password(url):
+        from fraud.sql_source import redact
+
+        raise ValueError(
+            f"the database URL {redact(url)} carries a password, which would be stored in ML Metadata and in the run "
+            "and Airflow logs. Remove it from the URL and give it to PostgreSQL's client library instead: the "
+            "PGPASSWORD environment variable, or a ~/.pgpass file (mode 600) with the line "
+            "host:port:database:user:password")
 
 
 def required_config(custom_config, key: str):

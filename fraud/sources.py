@@ -17,6 +17,18 @@ def is_url(source: str) -> bool:
     return "://" in str(source)
 
 
+def url_password(source: str) -> str | None:
+    """The password a database URL carries (None without one), read with the standard library only."""
+    from urllib.parse import urlsplit
+
+    if not is_url(source):
+        return None
+    try:
+        return urlsplit(str(source)).password or None
+    except ValueError:  # unparsable: the reader will say so
+        return None
+
+
 def read_source(source: str) -> "pd.DataFrame":
     """The raw transactions table (strings, the contract's column names) of a CSV directory or a database URL."""
     if is_url(source):

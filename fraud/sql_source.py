@@ -159,7 +159,7 @@ def _engine(url: str, *, must_exist: bool) -> tuple[sa.engine.Engine, str]:
         parsed = None
     if parsed is None:
         raise DataSourceError(f"{safe!r} is not a database URL; expected e.g. sqlite:////abs/path/transactions.db "
-                              "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+                              "or postgresql://USER@HOST:PORT/DATABASE (the password in PGPASSWORD or ~/.pgpass)")
     backend = parsed.get_backend_name()
     connect_args = {}
     if backend == "sqlite":

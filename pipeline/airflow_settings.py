@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fraud.errors import SettingsError
-from fraud.settings import (ENV_PREFIX, PATH_FIELDS, PipelineSettings, Section, is_url, load_sections,
+from fraud.settings import (ENV_PREFIX, PATH_FIELDS, PipelineSettings, Section, is_url, refuse_password, load_sections,
                             require_absolute, validate)
 
 __all__ = ["AIRFLOW_BEAM_ARGS", "AirflowSettings", "DagOptions", "DagPipelineSettings", "PARAM_SCHEMA", "RUN_PARAMS",
@@ -73,7 +73,10 @@ class DagPipelineSettings(PipelineSettings):
     @classmethod
     def _data_source(cls, value) -> str:  # same name: replaces the parent's check; each task runs it (run_settings)
         value = str(value)
-        return value if is_url(value) else os.path.normpath(value)
+        if is_url(value):
+            refuse_password(value)  # it would be a DAG param default, serialized and shown by Airflow
+            return value
+        return os.path.normpath(value)
 
 
 class DagOptions(BaseModel):

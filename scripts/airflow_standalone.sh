@@ -78,13 +78,15 @@ fi
 
 # Other shells (airflow dags trigger, airflow tasks ...) need the same environment: `source` this file.
 ENV_FILE="$AIRFLOW_HOME/env.sh"
+# Private before anything is written to it (it may hold AIRFLOW__DATABASE__SQL_ALCHEMY_CONN's password).
+( umask 077; : > "$ENV_FILE" )
+chmod 600 "$ENV_FILE"
 {
   echo "# Written by scripts/airflow_standalone.sh: source it to use the airflow CLI on this installation."
   echo "export PATH=\"$BIN:\$PATH\""
   env | grep -E '^(AIRFLOW_HOME|AIRFLOW__[A-Z_]+|FRAUD_(SETTINGS_FILE|DATA_DIR|PIPELINE_ROOT|SERVING_DIR|DAG_[A-Z_]+|[A-Z_]+))=' \
     | grep -v '^FRAUD_AIRFLOW_' | sort | sed -E "s/^([^=]+)=(.*)$/export \1='\2'/"
 } > "$ENV_FILE"
-chmod 600 "$ENV_FILE"  # may hold the PostgreSQL password
 
 # --- Database and admin user -------------------------------------------------------------------------------
 echo "Preparing the Airflow metadata database: $DB_DESC"

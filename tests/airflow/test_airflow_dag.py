@@ -146,13 +146,15 @@ def test_settings_from_env_and_file(tmp_path):
     ({"FRAUD_EVAL_DAYS": "0"}, "FRAUD_EVAL_DAYS: Input should be greater than or equal to 1"),
     ({"FRAUD_DAG_RETRYS": "3"}, "FRAUD_DAG_RETRYS is not a DAG setting"),
     ({"FRAUD_DATA_DIR": "data/transactions"}, "must be an absolute path"),
+    ({"FRAUD_DATA_DIR": "postgresql://fraud:s3cret@db:5432/x"}, "postgresql://fraud:***@db:5432/x carries a password"),
 ])
 def test_settings_errors_name_the_variable(tmp_path, env, message):
     from pipeline.airflow_settings import SettingsError, load_settings
 
     full = _env(tmp_path) if env else {}  # the first case: nothing set at all
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("*", r"\*")) as info:
         load_settings({**full, **env})
+    assert "s3cret" not in str(info.value)
 
 
 def test_settings_file_errors(tmp_path):
@@ -181,6 +183,9 @@ def test_run_parameters_are_validated_like_the_cli(tmp_path):
         run_settings(settings, {"train_steps": 0})
     with pytest.raises(SettingsError, match="does not exist"):
         run_settings(settings, {"data_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(SettingsError, match="carries a password.*PGPASSWORD") as info:
+        run_settings(settings, {"data_dir": "postgresql://fraud:s3cret@db/x"})  # nor from a run's conf
+    assert "s3cret" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------------------

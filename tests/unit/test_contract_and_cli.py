@@ -50,6 +50,19 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+def test_a_database_url_with_a_password_is_refused_before_anything_stores_it(tmp_path):
+    """TFX would keep the URL in ML Metadata and the run log: the password goes to libpq's PGPASSWORD or
+    ~/.pgpass instead, and nothing the command writes holds it."""
+    root = tmp_path / "root"
+    proc = run_fraudctl("pipeline", "run", "--data", "postgresql://fraud:s3cret@127.0.0.1:9/fraud", "--root", root,
+                        "--serving-dir", tmp_path / "serving")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "carries a password" in proc.stderr and "PGPASSWORD" in proc.stderr and "~/.pgpass" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(b"s3cret" in p.read_bytes() for p in written), written
+
+
 def test_invalid_setting_is_named(tmp_path):
     proc = run_fraudctl("pipeline", "run", "--data", tmp_path, "--root", tmp_path / "root",
                         "--serving-dir", tmp_path / "serving", "--eval-days", "0")
