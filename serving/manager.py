@@ -289,6 +289,10 @@ class ServerCore:
     def model_names(self) -> list[str]:
         return sorted(self._managers)
 
+    def knows(self, model_name: str) -> bool:
+        """Whether the model is configured on this server (its name is a bounded metric label value)."""
+        return model_name in self._managers
+
     def wait_until_available(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

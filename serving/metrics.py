@@ -55,6 +55,9 @@ BATCH_THREAD_POOL = "batch_threads"  # the value of thread_pool_name: one shared
 ENTRYPOINT_REST = "REST"
 ENTRYPOINT_GRPC = "GRPC"
 RUNTIME_NAME = "TF2"  # TF Serving says "TF1" (session run); ours runs the SavedModel's tf.functions
+# The model_name label of requests naming a model this server does not serve: one shared value, so that callers
+# cannot create a series per name they make up (Prometheus keeps every series it has seen).
+UNKNOWN_MODEL = "<unknown>"
 LOAD_SUCCESS = "success"  # :tensorflow:cc:saved_model:load_attempt_count{status}
 LOAD_FAIL = "fail"
 
@@ -244,8 +247,13 @@ class ServingMetrics:
             lines.extend(metric.exposition())
         return "\n".join(lines) + "\n"
 
+    # Set by the server: name -> served? (None: every name is its own label value, as TF Serving does).
+    model_known = None
+
     def record_request(self, *, model_name: str, api: str, entrypoint: str, status: str, latency_us: float,
                        model_version: int | None) -> None:
+        if self.model_known is not None and not self.model_known(model_name):
+            model_name = UNKNOWN_MODEL
         self.request_count.inc(model_name=model_name, status=status, model_version=model_version)
         self.request_latency.observe(latency_us, model_name=model_name, API=api, entrypoint=entrypoint,
                                      model_version=model_version)

@@ -189,6 +189,7 @@ class ModelServer:
         if options.enable_batching:
             self.scheduler = make_scheduler(options, self.metrics)
         self.core = ServerCore(models, self.metrics, enable_warmup=options.enable_warmup, scheduler=self.scheduler)
+        self.metrics.model_known = self.core.knows  # made-up model names share one label value
         self.core.poll()
 
         self._pool = futures.ThreadPoolExecutor(max_workers=options.request_threads, thread_name_prefix="request")

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 import yaml
@@ -323,6 +324,28 @@ def test_metrics_exposition(local):
     assert available == {v: 1.0 for v in deployment.versions}
     latest = [s[2] for s in samples if s[0] == "serving_model_latest_version"]
     assert latest == [float(max(deployment.versions))]
+
+
+@pytest.mark.slow
+def test_made_up_model_names_share_one_metric_label(local):
+    """Every request names a model; names nobody serves must not each become a Prometheus series."""
+    from serving.client_grpc import GrpcClient
+    from serving.metrics import UNKNOWN_MODEL
+
+    names = [f"made_up_{i}" for i in range(40)]
+    client = GrpcClient(local.grpc_target, timeout=TIMEOUT)
+    for name in names:
+        assert requests.post(f"{local.rest_url}/v1/models/{name}:predict", json={"instances": [{}]},
+                             timeout=TIMEOUT).status_code == 404
+        request = client.predict_request([{}])
+        request.model_spec.name = name
+        with pytest.raises(grpc.RpcError):
+            client.prediction.Predict(request, timeout=TIMEOUT)
+    client.close()
+    text = requests.get(local.rest_url + local.local.metrics_path, timeout=TIMEOUT).text
+    assert not any(name in text for name in names)
+    unknown = [s for s in _samples(text) if s[0] == REQUEST_COUNT and s[1]["model_name"] == UNKNOWN_MODEL]
+    assert sum(s[2] for s in unknown) >= 2 * len(names), unknown
 
 
 @pytest.mark.slow
