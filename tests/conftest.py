@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci_skips import pytest_runtest_logreport, pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 from tests.helpers import PipelineRun, generate, run_pipeline
 
 _KINDS = ("unit", "e2e", "serving", "airflow")

@@ -1,7 +1,6 @@
 """Helpers shared by the test suites (imported by tests; the fixtures live in conftest.py)."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ci_skips import under_ci
 
 from fraud import features as F
 
@@ -20,13 +21,13 @@ SMALL_TRAIN_STEPS = 150
 
 
 def require_system_tool(path_or_name: str, package: str) -> str:
-    """A Debian tool some tests need: skip with the reason elsewhere, fail under CI (CI=true)."""
+    """A Debian tool some tests need: skip with the reason elsewhere, fail under CI (tests.ci_skips.under_ci)."""
     found = shutil.which(path_or_name)
     if found:
         return found
     message = (f"{path_or_name} not found: install Debian's {package} (make test does it as root; "
                f"see scripts/system_deps.sh)")
-    if os.environ.get("CI", "").lower() == "true":
+    if under_ci():
         pytest.fail(message)
     pytest.skip(message)
 
