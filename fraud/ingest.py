@@ -19,6 +19,8 @@ import calendar
 import datetime as dt
 import math
 import re
+import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,19 +83,47 @@ def _header(path: Path) -> list[str]:
     if not first.strip():
         raise DataContractError(f"{str(path)!r} is empty: a CSV file needs at least its header")
     try:
-        return next(csv.reader([first.decode("utf-8-sig")]))
+        names = next(csv.reader([first.decode("utf-8-sig")]))
     except UnicodeDecodeError:
         raise DataContractError(f"cannot read {str(path)!r} as CSV: its header is not UTF-8 (save the file "
                                 "as UTF-8)") from None
+    stripped_names = [n.strip() for n in names]
+    repeated = sorted({n for n in stripped_names if stripped_names.count(n) > 1})
+    if repeated:
+        raise DataContractError(f"{str(path)!r}: the header names column(s) {', '.join(map(repr, repeated))} more "
+                                "than once; each column must appear once (which one holds the data?)")
+    return names
 
 
 def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     """Read every *.csv in a directory as strings (types are checked by standardise())."""
-    frames = [read_csv(path) for path in list_csv_files(data_dir)]
+    paths = list_csv_files(data_dir)
+    frames = [read_csv(path) for path in paths]
     columns = {tuple(f.columns) for f in frames}
     if len({frozenset(c) for c in columns}) > 1:
         raise DataContractError(f"the CSV files in {str(data_dir)!r} have different columns: {sorted(columns)}")
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame.attrs[_FILES_ATTR] = [(str(p), len(f)) for p, f in zip(paths, frames)]  # for errors: file and line
+    return frame
+
+
+_FILES_ATTR = "fraud_source_files"
+
+
+def row_location(raw: pd.DataFrame, label) -> str:
+    """Where a row of read_csv_dir's frame came from, as " (FILE, line N)", or "" for other sources."""
+    files = raw.attrs.get(_FILES_ATTR)
+    try:
+        position = raw.index.get_loc(label)
+    except KeyError:
+        return ""
+    if not files or not isinstance(position, int):
+        return ""
+    for path, rows in files:
+        if position < rows:
+            return f" ({path}, line {position + 2})"  # line 1 is the header
+        position -= rows
+    return ""
 
 
 def stripped(values: pd.Series) -> pd.Series:
@@ -257,16 +287,18 @@ def _parse_timestamps_general(values: pd.Series) -> pd.Series:
 
     local = values.str.match(_LOCAL_RE)
     if local.any():
-        naive = pd.to_datetime(values[local], format="%d/%m/%Y %H:%M:%S", errors="coerce")
+        # Day first, and only day first: 01/13/2026 is no date (month 13), not January 13th read silently.
+        text = values[local].str.replace("T", " ", regex=False)
+        naive = pd.to_datetime(text, format="%d/%m/%Y %H:%M:%S", errors="coerce")
         retry = naive.isna()
         if retry.any():
-            naive[retry] = pd.to_datetime(values[local][retry], dayfirst=True, errors="coerce")
+            naive[retry] = pd.to_datetime(text[retry], format="%d/%m/%Y %H:%M", errors="coerce")
         ok = naive.notna()
         seconds = timeutil.from_lima(naive[ok].astype("int64") // 10**9)  # Lima local -> UTC
         out[seconds.index] = seconds
         parsed[seconds.index] = True
 
-    rest = ~parsed & (values != "")
+    rest = ~parsed & ~local & (values != "")
     if rest.any():
         # ISO 8601: with Z or an offset it is absolute; without a zone it is Lima local time, like the
         # DD/MM/YYYY form that restaurant terminals write.
@@ -279,6 +311,13 @@ def _parse_timestamps_general(values: pd.Series) -> pd.Series:
         parsed[seconds.index] = True
 
     bad = ~parsed
+    ambiguous = bad & local
+    if ambiguous.any():
+        examples = values[ambiguous].head(3).tolist()
+        raise DataContractError(
+            f"column {F.TIMESTAMP!r}: {int(ambiguous.sum())} value(s) look like DD/MM/YYYY but are no such date, "
+            f"e.g. {examples}: is the file month-first (MM/DD/YYYY)? Convert it to ISO 8601 (YYYY-MM-DD HH:MM:SS), "
+            "which cannot be misread")
     if bad.any():
         examples = values[bad].head(3).tolist()
         raise DataContractError(
@@ -295,7 +334,15 @@ def normalise_device_id(values: pd.Series) -> pd.Series:
         if pc.all(pc.string_is_ascii(array)).as_py() is not False:  # ASCII: Arrow's lower-casing is Python's
             lowered = pc.replace_substring_regex(pc.ascii_lower(array), _SEPARATORS_RE.pattern, "")
             return pd.Series(lowered.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
-    return values.astype(str).str.lower().str.replace(_SEPARATORS_RE, "", regex=True)
+    return values.astype(str).map(device_key)
+
+
+def device_key(value: str) -> str:
+    """A device id as one key whatever its spelling: Unicode-normalised (NFKC, so NFC and NFD spellings, or
+    full-width letters, are one id), case-folded, letters and digits of any script kept, separators dropped.
+    For ASCII ids this is the fast path's rule: lower case, only [0-9a-z] kept."""
+    text = unicodedata.normalize("NFKC", value).casefold()
+    return "".join(ch for ch in text if ch.isalnum())
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -329,7 +376,10 @@ class Standardised:
     imputed_columns: tuple[str, ...]  # optional columns absent from the input
 
 
-def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
+MAX_FUTURE_S = 86400  # a timestamp later than now + this is an error, not the newest transaction
+
+
+def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = None) -> Standardised:
     """Check the contract and return the standard frame, sorted by event time.
 
     `require_label`: every row must carry a 0/1 label (training). Without it, a label column that is present
@@ -355,6 +405,15 @@ def standardise(raw: pd.DataFrame, *, require_label: bool) -> Standardised:
             f"e.g. {out[F.TRANSACTION_ID][duplicated].head(3).tolist()}")
 
     out[F.EVENT_TIME] = parse_timestamps(raw[F.TIMESTAMP])
+    latest = (time.time() if now is None else now) + MAX_FUTURE_S
+    future = out[F.EVENT_TIME] > latest
+    if future.any():
+        first = future.idxmax()
+        raise DataContractError(
+            f"column {F.TIMESTAMP!r}: {int(future.sum())} row(s) are dated in the future, e.g. transaction "
+            f"{out[F.TRANSACTION_ID][first]!r} at {str(raw[F.TIMESTAMP][first]).strip()!r}{row_location(raw, first)}. "
+            "The time split is anchored on the latest timestamp, so one such row moves every split: fix or drop them "
+            "(a clock or time-zone error?)")
     out[F.AMOUNT] = _numeric(raw, F.AMOUNT)
     negative = out[F.AMOUNT] < 0
     if negative.any():
@@ -408,12 +467,15 @@ def parse_timestamp(value) -> int:
     if _EPOCH_RE.match(text):
         return int(float(text))
     if _LOCAL_RE.match(text):
-        try:
-            naive = pd.Timestamp(dt.datetime.strptime(text.replace("T", " "), "%d/%m/%Y %H:%M:%S"))
-        except ValueError:
-            naive = pd.to_datetime(text, dayfirst=True, errors="coerce")
-        if naive is not pd.NaT:
-            return int(timeutil.from_lima(naive.value // 10**9))
+        for form in ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M"):
+            try:
+                naive = dt.datetime.strptime(text.replace("T", " "), form)
+            except ValueError:
+                continue
+            return int(timeutil.from_lima(calendar.timegm(naive.timetuple())))
+        raise DataContractError(
+            f"column {F.TIMESTAMP!r}: {text!r} looks like DD/MM/YYYY but is no such date: is it month-first "
+            "(MM/DD/YYYY)? Send ISO 8601 (YYYY-MM-DD HH:MM:SS), which cannot be misread")
     if text:
         try:  # the common ISO 8601 forms, without pandas' per-call cost; anything else goes through pandas
             parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -466,7 +528,8 @@ def standardise_record(record: dict, *, require_label: bool = False) -> dict:
         out[column] = _number(record, column) if column in record else math.nan
     for column in F.OPTIONAL_STRING_COLUMNS:
         out[column] = _text(record, column)
-    out[F.DEVICE_ID] = _SEPARATORS_RE.sub("", out[F.DEVICE_ID].lower())
+    out[F.DEVICE_ID] = (_SEPARATORS_RE.sub("", out[F.DEVICE_ID].lower()) if out[F.DEVICE_ID].isascii()
+                        else device_key(out[F.DEVICE_ID]))
     out[F.FRAUD_SCENARIO] = str(record.get(F.FRAUD_SCENARIO, F.MISSING))
     if require_label or F.LABEL in record:
         label = _number(record, F.LABEL)

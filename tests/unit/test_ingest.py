@@ -237,7 +237,69 @@ def test_fast_numbers_agree_with_pandas():
 
 def test_device_ids_normalise_alike_on_both_paths():
     ascii_ids = pd.Series(["DEV-3F9A21C0", "dev_3f9a21c0", " Dev.3f9a ", "", "x:Y:z"], dtype=object)
-    other = pd.Series(["DÉV-3F9A", "\u212a-1", "İd"], dtype=object)  # not ASCII: Python's lower-casing
+    other = pd.Series(["DÉV-3F9A", "\u212a-1", "İd"], dtype=object)  # not ASCII: the Unicode rule
     for values in (ascii_ids, other, pd.concat([ascii_ids, other], ignore_index=True)):
-        assert ingest.normalise_device_id(values).tolist() == [
-            ingest._SEPARATORS_RE.sub("", str(v).lower()) for v in values]
+        assert ingest.normalise_device_id(values).tolist() == [ingest.device_key(v) for v in values]
+    # ASCII ids keep the fast path's rule: lower case, [0-9a-z] only.
+    assert [ingest.device_key(v) for v in ascii_ids] == [ingest._SEPARATORS_RE.sub("", v.lower()) for v in ascii_ids]
+
+
+def test_non_ascii_device_ids_stay_ids_and_every_unicode_spelling_is_one_id():
+    """ÄÖÜ or 設備 are ids, not "" (which is no device at all); NFC and NFD spellings, full-width letters and
+    case are one id, offline (a frame) and online (one record) alike."""
+    import unicodedata
+
+    spellings = ["Äpfel-7", unicodedata.normalize("NFD", "Äpfel-7"), "äPFEL 7", "Ａｐｆｅｌ７".replace("Ａ", "Ä")]
+    others = ["ÄÖÜ", "設備-12", "設備12"]
+    keys = ingest.normalise_device_id(pd.Series(spellings + others, dtype=object)).tolist()
+    assert len(set(keys[:4])) == 1 and keys[0] == "äpfel7", keys
+    assert keys[4] == "äöü" and keys[5] == keys[6] == "設備12"
+    for raw, key in zip(spellings + others, keys):
+        record = {F.TRANSACTION_ID: "t", F.TIMESTAMP: "2026-06-01T10:00:00Z", F.AMOUNT: "10", F.USER_ID: "u",
+                  F.DEVICE_ID: raw}
+        assert ingest.standardise_record(record)[F.DEVICE_ID] == key
+
+
+def _export(tmp_path, text: bytes, name: str = "2026-06.csv"):
+    folder = tmp_path / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(text)
+    return folder
+
+
+_HEAD = b"transaction_id,timestamp,amount,user_id,is_fraudulent\n"
+
+
+def _rejected(call) -> str:
+    from fraud.errors import EXIT_DATA_REJECTED, exit_code_for
+
+    with pytest.raises(ingest.DataContractError) as info:
+        call()
+    assert exit_code_for(info.value) == EXIT_DATA_REJECTED  # exit 4 from every runner
+    return str(info.value)
+
+
+def test_bad_exports_are_rejected_naming_file_column_and_row(tmp_path):
+    # Not UTF-8 (Latin-1 bytes in a row): the file is named.
+    latin = _export(tmp_path / "a", _HEAD + b"t1,2026-06-01T10:00:00Z,10,Jos\xe9,0\n")
+    message = _rejected(lambda: ingest.read_csv_dir(latin))
+    assert "2026-06.csv" in message and "UTF-8" in message
+    # The same column twice: no silent `amount.1`.
+    twice = _export(tmp_path / "b", b"transaction_id,timestamp,amount,user_id,amount,is_fraudulent\n"
+                                    b"t1,2026-06-01T10:00:00Z,10,u1,12,0\n")
+    message = _rejected(lambda: ingest.read_csv_dir(twice))
+    assert "2026-06.csv" in message and "'amount' more than once" in message
+    # A row dated in the future would anchor the time split in 2099.
+    future = _export(tmp_path / "c", _HEAD + b"t1,2026-06-01T10:00:00Z,10,u1,0\nt2,2099-01-01T00:00:00Z,10,u2,0\n")
+    raw = ingest.read_csv_dir(future)
+    message = _rejected(lambda: ingest.standardise(raw, require_label=True))
+    assert "'timestamp'" in message and "1 row(s) are dated in the future" in message
+    assert "transaction 't2' at '2099-01-01T00:00:00Z'" in message and "2026-06.csv, line 3" in message
+    assert len(ingest.standardise(raw.iloc[:1], require_label=True).frame) == 1  # the good row alone is fine
+    # Month-first dates: 01/13/2026 is not January 13th read silently.
+    us = _export(tmp_path / "d", _HEAD + b"t1,12/01/2026 10:00:00,10,u1,0\nt2,01/13/2026 20:15:00,10,u2,0\n")
+    message = _rejected(lambda: ingest.standardise(ingest.read_csv_dir(us), require_label=True))
+    assert "'timestamp'" in message and "01/13/2026 20:15:00" in message and "month-first" in message
+    with pytest.raises(ingest.DataContractError, match="month-first"):
+        ingest.parse_timestamp("01/13/2026 20:15:00")
+    assert ingest.parse_timestamp("13/01/2026 20:15") == ingest.parse_timestamp("13/01/2026 20:15:00")
