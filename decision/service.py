@@ -43,6 +43,11 @@ class DecisionOptions:
     canary_label: str | None = None  # also score with this version label in the shadow (never decides)
     labels_db: str | None = None  # the pipeline's database source (SQLAlchemy URL): labels are appended to it
     alert_webhook: str | None = None  # every alert is also POSTed here (JSON), after the decision is answered
+    # TLS to a model server started with --ssl-config-file: the CA that signed it, and this service's own
+    # certificate and key when the server verifies clients (PEM files).
+    serving_ca: Path | None = None
+    serving_cert: Path | None = None
+    serving_key: Path | None = None
 
 
 class BadTransaction(DataContractError):
@@ -103,7 +108,8 @@ def model_request(row: dict, features: dict, input_names, model_name: str, label
 class ModelClient:
     """TF Serving's PredictionService over one reused gRPC channel, a deadline on every call."""
 
-    def __init__(self, target: str, model_name: str, deadline_s: float):
+    def __init__(self, target: str, model_name: str, deadline_s: float, *, ssl_ca: bytes | None = None,
+                 ssl_cert: bytes | None = None, ssl_key: bytes | None = None):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -111,7 +117,11 @@ class ModelClient:
         self.model_name = model_name
         self.deadline_s = deadline_s
         self._grpc = grpc
-        self._channel = grpc.aio.insecure_channel(self.target)
+        if ssl_ca is not None:
+            self._channel = grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(
+                root_certificates=ssl_ca, private_key=ssl_key, certificate_chain=ssl_cert))
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self.input_names: tuple[str, ...] | None = None
 
@@ -231,8 +241,14 @@ class DecisionService:
     def __init__(self, options: DecisionOptions, *, store=None, model=None):
         self.options = options
         self.store = store if store is not None else open_store(options.state)
-        self.model = model if model is not None else ModelClient(options.serving, options.model_name,
-                                                                 options.deadline_ms / 1000)
+        if model is None:
+            def pem(path):
+                return Path(path).read_bytes() if path else None
+
+            model = ModelClient(options.serving, options.model_name, options.deadline_ms / 1000,
+                                ssl_ca=pem(options.serving_ca), ssl_cert=pem(options.serving_cert),
+                                ssl_key=pem(options.serving_key))
+        self.model = model
         self.rules = D.load_rules(options.rules_file)
         self._thresholds: dict[int, D.Thresholds] = {}
         self._locks = _EntityLocks()

@@ -37,8 +37,14 @@ def decide():
 @click.option("--labels-db", help="The pipeline's database source (SQLAlchemy URL, e.g. sqlite:////abs/tx.db): "
                                   "labels posted to /v1/labels are appended to its labels table for the next run.")
 @click.option("--alert-webhook", help="POST every alert (review / decline) as JSON to this URL as well.")
+@click.option("--serving-ca", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TLS to the model server (fraudctl serve --ssl-config-file): PEM of the CA that signed it.")
+@click.option("--serving-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="With --serving-ca, for a server that verifies clients: this service's PEM certificate.")
+@click.option("--serving-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="With --serving-cert: its PEM private key.")
 def serve(serving, state, host, port, model_dir, review_threshold, decline_threshold, rules_file, deadline_ms,
-          canary_label, labels_db, alert_webhook):
+          canary_label, labels_db, alert_webhook, serving_ca, serving_cert, serving_key):
     """Serve POST /v1/decisions, POST /v1/labels, GET /v1/alerts, /healthz and /metrics."""
     from decision.main import serve as run
     from decision.service import DecisionOptions
@@ -46,7 +52,8 @@ def serve(serving, state, host, port, model_dir, review_threshold, decline_thres
     options = DecisionOptions(serving=serving, state=state, model_dir=model_dir, review_threshold=review_threshold,
                               decline_threshold=decline_threshold, rules_file=rules_file, deadline_ms=deadline_ms,
                               canary_label=canary_label, labels_db=labels_db,
-                              alert_webhook=alert_webhook)
+                              alert_webhook=alert_webhook, serving_ca=serving_ca, serving_cert=serving_cert,
+                              serving_key=serving_key)
     sys.exit(run(options, host, port, echo=click.echo))
 
 

@@ -57,9 +57,12 @@ def _default(field: str):
 @click.option("--model-root", type=click.Path(path_type=Path, file_okay=False),
               help="With --enable-reload-config: the only folder reloaded base paths may be in (default: the "
                    "folders holding the configured base paths).")
+@click.option("--ssl-config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="TF Serving SSLConfig (text proto: server_key, server_cert, custom_ca, client_verify): TLS on "
+                   "the gRPC port, mutual with client_verify. REST stays plain, as in TF Serving.")
 def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
           poll_seconds, host, no_warmup, enable_batching, batching_parameters_file, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism, enable_reload_config, model_root):
+          tensorflow_inter_op_parallelism, enable_reload_config, model_root, ssl_config_file):
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
@@ -70,7 +73,7 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
         enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
         tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism, enable_reload_config=enable_reload_config,
-        model_root=model_root))
+        model_root=model_root, ssl_config_file=ssl_config_file))
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))

@@ -10,6 +10,7 @@ message. The model name, signature names, input keys and the score output come f
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 import grpc
@@ -55,14 +56,21 @@ def to_example(transaction: dict):
 
 class GrpcClient:
     def __init__(self, target: str, *, model_name: str = F.MODEL_NAME, version: int | None = None,
-                 label: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, channel=None):
+                 label: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, channel=None,
+                 ssl_ca: bytes | None = None, ssl_cert: bytes | None = None, ssl_key: bytes | None = None):
+        """`ssl_ca` (PEM): connect with TLS, trusting that CA (a server started with --ssl-config-file);
+        `ssl_cert`/`ssl_key`: this client's certificate, for a server that verifies clients."""
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
-        self.channel = channel or grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if channel is None and ssl_ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ssl_ca, private_key=ssl_key,
+                                                       certificate_chain=ssl_cert)
+            channel = grpc.secure_channel(target, credentials, options=options)
+        self.channel = channel or grpc.insecure_channel(target, options=options)
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.model_name, self.version, self.label, self.timeout = model_name, version, label, timeout
@@ -132,8 +140,16 @@ def main(argv=None) -> int:
     parser.add_argument("--version", type=int)
     parser.add_argument("--label")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    parser.add_argument("--ssl-ca", type=Path, help="PEM file of the CA that signed the server's certificate (TLS)")
+    parser.add_argument("--ssl-cert", type=Path, help="this client's PEM certificate (server with client_verify)")
+    parser.add_argument("--ssl-key", type=Path, help="this client's PEM private key")
     args = parser.parse_args(argv)
-    client = GrpcClient(args.target, version=args.version, label=args.label, timeout=args.timeout)
+
+    def read(path):
+        return path.read_bytes() if path else None
+
+    client = GrpcClient(args.target, version=args.version, label=args.label, timeout=args.timeout,
+                        ssl_ca=read(args.ssl_ca), ssl_cert=read(args.ssl_cert), ssl_key=read(args.ssl_key))
     try:
         from tensorflow_serving.apis import get_model_status_pb2
 

@@ -63,6 +63,13 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         _field("pad_variable_length_inputs", 7, _F.TYPE_BOOL),
     ])
     pool.Add(batching)
+
+    ssl = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto", package="tensorflow.serving", syntax="proto3")
+    ssl.message_type.add(name="SSLConfig", field=[
+        _field("server_key", 1, _F.TYPE_STRING), _field("server_cert", 2, _F.TYPE_STRING),
+        _field("custom_ca", 3, _F.TYPE_STRING), _field("client_verify", 4, _F.TYPE_BOOL)])
+    pool.Add(ssl)
     return pool
 
 
@@ -70,6 +77,7 @@ _POOL = _build_pool()
 _FACTORY = message_factory.MessageFactory(_POOL)
 MonitoringConfig = _FACTORY.GetPrototype(_POOL.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 BatchingParameters = _FACTORY.GetPrototype(_POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+SSLConfig = _FACTORY.GetPrototype(_POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
 
 
 def _parse_text(path: str | Path, message):
@@ -183,3 +191,14 @@ def model_settings_from_proto(config) -> list[ModelSettings]:
             policy = VersionPolicy()
         models.append(ModelSettings(entry.name, entry.base_path, policy, dict(entry.version_labels)))
     return models
+
+
+def parse_ssl_config(path: str | Path):
+    """TF Serving's --ssl_config_file: PEM text of the server's key and certificate, optionally a CA whose
+    client certificates are required (client_verify). It secures the gRPC port, as TF Serving does."""
+    config = _parse_text(path, SSLConfig())
+    if not config.server_key.strip() or not config.server_cert.strip():
+        raise ConfigError(f"{path}: server_key and server_cert (PEM text) are both required")
+    if config.client_verify and not config.custom_ca.strip():
+        raise ConfigError(f"{path}: client_verify needs custom_ca, the CA that signs the clients' certificates")
+    return config

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fraud import features as F
 from serving.config import (ConfigError, ModelSettings, model_settings_from_proto, parse_model_server_config,
-                            parse_monitoring_config, prometheus_path)
+                            parse_monitoring_config, parse_ssl_config, prometheus_path)
 from serving.metrics import ServingMetrics
 
 log = logging.getLogger("serving")
@@ -57,6 +57,7 @@ class ServerOptions(BaseModel):
     # and then only for base paths inside model_root (default: the folders holding the configured base paths).
     enable_reload_config: bool = False
     model_root: Optional[Path] = None
+    ssl_config_file: Optional[Path] = None  # --ssl_config_file: TLS (optionally mutual) on the gRPC port
 
     @model_validator(mode="after")
     def _needs_models(self):
@@ -185,6 +186,8 @@ class ModelServer:
         for m in models:
             log.info("Model %s: base path %s, version policy %s, labels %s", m.name, m.base_path,
                      m.policy.describe(), m.labels or "{}")
+        if options.ssl_config_file is not None:
+            parse_ssl_config(options.ssl_config_file)  # a bad file: exit 2 before anything loads
         configure_tensorflow_threads(options)
         if options.enable_batching:
             self.scheduler = make_scheduler(options, self.metrics)
@@ -200,7 +203,8 @@ class ModelServer:
         except BaseException:
             self.stop(0)
             raise
-        log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
+        log.info("Running gRPC ModelServer at %s:%d ...%s", options.host, self.grpc_port,
+                 " (TLS)" if options.ssl_config_file else "")
         log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self.rest_port)
         if self.prometheus_path:
             log.info("Prometheus metrics at http://%s:%d%s", options.host, self.rest_port, self.prometheus_path)
@@ -226,8 +230,16 @@ class ModelServer:
             PredictionService(self.core, self.metrics, runner), grpc_server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.core, runner, reload_roots=reload_roots(options)), grpc_server)
+        address = f"{options.host}:{options.grpc_port}"
         try:
-            self.grpc_port = grpc_server.add_insecure_port(f"{options.host}:{options.grpc_port}")
+            if options.ssl_config_file is not None:
+                ssl = parse_ssl_config(options.ssl_config_file)
+                credentials = grpc.ssl_server_credentials(
+                    [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                    root_certificates=ssl.custom_ca.encode() or None, require_client_auth=ssl.client_verify)
+                self.grpc_port = grpc_server.add_secure_port(address, credentials)
+            else:
+                self.grpc_port = grpc_server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}: {exc}") from exc
         if not self.grpc_port:

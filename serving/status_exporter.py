@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="TF Serving model status as Prometheus gauges")
     parser.add_argument("--rest-url", required=True, help="TF Serving REST base URL, e.g. http://tf-serving:8501")
     parser.add_argument("--model", action="append", required=True, help="model name (repeatable)")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1", help="interface (0.0.0.0 for every one, e.g. in a container)")
     parser.add_argument("--port", type=int, default=9102)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between status calls")
     parser.add_argument("--timeout", type=float, default=2.0, help="timeout of each status call")
