@@ -60,9 +60,15 @@ def _default(field: str):
 @click.option("--ssl-config-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="TF Serving SSLConfig (text proto: server_key, server_cert, custom_ca, client_verify): TLS on "
                    "the gRPC port, mutual with client_verify. REST stays plain, as in TF Serving.")
+@click.option("--rest-max-connections", default=_default("rest_max_connections"), show_default=True,
+              type=click.IntRange(1), help="Open REST connections at most; more are answered 503 and closed.")
+@click.option("--rest-idle-timeout-seconds", default=_default("rest_idle_timeout_seconds"), show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Close a REST connection that sends no complete request for this long.")
 def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll_seconds, monitoring_config_file,
           poll_seconds, host, no_warmup, enable_batching, batching_parameters_file, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism, enable_reload_config, model_root, ssl_config_file):
+          tensorflow_inter_op_parallelism, enable_reload_config, model_root, ssl_config_file, rest_max_connections,
+          rest_idle_timeout_seconds):
     """Serve the model over TF Serving's REST and gRPC APIs, loading new versions as they are pushed."""
     if model_base is None and model_config_file is None:
         raise click.UsageError("give --model-base or --model-config-file")
@@ -73,7 +79,8 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
         enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
         tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism, enable_reload_config=enable_reload_config,
-        model_root=model_root, ssl_config_file=ssl_config_file))
+        model_root=model_root, ssl_config_file=ssl_config_file, rest_max_connections=rest_max_connections,
+        rest_idle_timeout_seconds=rest_idle_timeout_seconds))
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))

@@ -58,6 +58,10 @@ class ServerOptions(BaseModel):
     enable_reload_config: bool = False
     model_root: Optional[Path] = None
     ssl_config_file: Optional[Path] = None  # --ssl_config_file: TLS (optionally mutual) on the gRPC port
+    # REST connections: at most this many open at once (more: 503 and closed), and one that sends no complete
+    # request for this long is closed (a silent or slow-sending client cannot hold it; aiohttp's default is 1 h).
+    rest_max_connections: int = Field(1024, ge=1)
+    rest_idle_timeout_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _needs_models(self):
@@ -159,6 +163,20 @@ def configure_tensorflow_threads(options: ServerOptions) -> None:
                             exc, getattr(tf.config.threading, f"get_{kind}_op_parallelism_threads")())
 
 
+class _TooManyConnections(asyncio.Protocol):
+    """Answers a connection beyond --rest-max-connections with a 503 and its reason, then closes it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def connection_made(self, transport) -> None:
+        body = (f'{{"error": "too many connections: this server keeps at most {self.limit} open; retry, or reuse '
+                'a connection"}').encode()
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        transport.close()
+
+
 class ModelServer:
     def __init__(self, options: ServerOptions):
         self.options = options
@@ -248,16 +266,29 @@ class ModelServer:
         self._closers.append(lambda grace: grpc_server.stop(grace))
 
         app = RestApi(self.core, self.metrics, runner, self.prometheus_path).application()
-        http = web.AppRunner(app, access_log=None, handle_signals=False)
+        http = web.AppRunner(app, access_log=None, handle_signals=False,
+                             keepalive_timeout=options.rest_idle_timeout_seconds)
         await http.setup()
         self._closers.append(lambda grace: http.cleanup())
-        site = web.TCPSite(http, options.host, options.rest_port, reuse_address=True)
+        connections = http.server
+
+        def protocol():  # one per accepted connection
+            if len(connections.connections) >= options.rest_max_connections:
+                return _TooManyConnections(options.rest_max_connections)
+            return connections()
+
         try:
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                protocol, options.host, options.rest_port, reuse_address=True)
         except OSError as exc:
             raise OSError(f"cannot listen for HTTP on {options.host}:{options.rest_port}: "
                           f"{exc.strerror or exc}") from None
-        self.rest_port = http.addresses[0][1]
+
+        async def close_listener(grace):
+            listener.close()
+            await listener.wait_closed()
+        self._closers.append(close_listener)
+        self.rest_port = listener.sockets[0].getsockname()[1]
 
     async def _close(self, grace: float) -> None:
         for close in reversed(self._closers):

@@ -450,3 +450,33 @@ def test_fuzzing_grpc(target, row):
     client.close()
     assert not problems, "\n".join(problems[:10])
     assert_still_serving(target, row)
+
+
+@pytest.mark.slow
+def test_rest_connections_are_bounded_and_silent_ones_closed(small_run, tmp_path, row):
+    """Idle or slow-sending clients cannot hold the REST port: past --rest-max-connections a connection gets a
+    503 with the reason; one that sends no complete request within --rest-idle-timeout-seconds is closed."""
+    import socket
+    import time
+
+    from serving.process import start_server
+
+    server = start_server(small_run.model_base, tmp_path / "server.log",
+                          extra_args=["--rest-max-connections", "3", "--rest-idle-timeout-seconds", "2"])
+    try:
+        silent = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) for _ in range(3)]
+        silent[0].sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as extra:
+            answer = extra.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer, answer
+        began = time.monotonic()
+        for sock in silent:
+            assert sock.recv(4096) == b""  # closed by the server: the idle timeout
+            sock.close()
+        assert time.monotonic() - began < 8
+        url = f"{server.rest_url}/v1/models/{F.MODEL_NAME}:predict"
+        response = requests.post(url, json={"instances": [row]}, timeout=TIMEOUT)
+        assert response.status_code == 200  # the slots are free again
+    finally:
+        server.stop()
