@@ -120,6 +120,28 @@ def _env(tmp_path, **extra):
             "FRAUD_SERVING_DIR": str(tmp_path / "serving"), **extra}
 
 
+def test_the_env_file_is_private_before_anything_is_written_to_it(tmp_path):
+    """scripts/airflow_standalone.sh writes the Airflow environment (it may hold the metadata database's
+    password) to $AIRFLOW_HOME/env.sh: its block, run on its own, creates the file mode 600 before writing."""
+    import re
+    import stat
+    import subprocess
+
+    script = (REPO / "scripts" / "airflow_standalone.sh").read_text()
+    block = re.search(r'\nENV_FILE="\$AIRFLOW_HOME/env.sh"\n(.*?\} > "\$ENV_FILE"\n)', script, re.S).group(1)
+    first_write = block.index('} > "$ENV_FILE"')  # the content; the line before creates it empty
+    assert block.index("umask 077") < first_write and block.index('chmod 600 "$ENV_FILE"') < first_write
+    home = tmp_path / "airflow_home"
+    home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "AIRFLOW_HOME": str(home), "BIN": "/nowhere",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:s3cret@db/airflow"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", 'ENV_FILE="$AIRFLOW_HOME/env.sh"\n' + block], env=env,
+                   check=True, timeout=30)
+    written = home / "env.sh"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert "export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN='postgresql://airflow:s3cret@db/airflow'" in written.read_text()
+
+
 def test_settings_from_env_and_file(tmp_path):
     from pipeline.airflow_settings import load_settings
 
