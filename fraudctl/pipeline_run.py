@@ -61,7 +61,8 @@ def pipeline():
               help="YAML/JSON file with a `pipeline` section of these settings (the options win over it).")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow/Beam/TFX logs on the terminal.")
 def pipeline_run(settings_file, verbose, **options):
-    """Run ingestion -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
+    """Run ingestion -> behavioural features -> validation -> Transform -> Trainer -> operating threshold ->
+    Evaluator -> reference gate -> Pusher.
 
     Exit status: 0 pushed, 3 not blessed (nothing pushed), 4 data rejected, 1 other failure, 2 bad usage.
     """

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from fraud import errors, sources
+from fraud import features as F
 from fraud.settings import PipelineSettings
 from pipeline.console import Progress, stderr_to
 
@@ -52,8 +53,9 @@ def run_pipeline(settings: PipelineSettings, echo=print, verbose: bool = False) 
         summary = summarize(str(settings.metadata_path), settings.pipeline_name)
         report_path, report_error = _write_report(settings)
     echo(format_summary(summary))
-    echo(f"Blessing needs: PR-AUC >= {settings.pr_auc_floor:g} on the eval split, and PR-AUC/ROC-AUC no more "
-         f"than {settings.regression_tolerance:g} below the last blessed model"
+    echo(f"Blessing needs: PR-AUC >= {settings.pr_auc_floor:g} on the eval split, and PR-AUC, ROC-AUC, recall at "
+         f"1% FPR and card precision at {F.DEFAULT_CARD_PRECISION_K} no more than "
+         f"{settings.regression_tolerance:g} below the last blessed model"
          + ("" if summary.baseline else " (no blessed model yet: regression check skipped)")
          + f"; and PR-AUC no more than {settings.reference_tolerance:g} below the best reference model")
     echo(f"Evaluation report: {report_path}" if report_path else

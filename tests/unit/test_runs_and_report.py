@@ -211,3 +211,20 @@ def test_report_paths_and_errors(tmp_path):
     _fabricate_run(tmp_path / F.METADATA_FILE, "run-1")
     with pytest.raises(ReportError, match="no run 'other'.*runs: run-1"):
         report_main(tmp_path, run_id="other", echo=lambda _: None)
+
+
+def test_the_score_distribution_counts_every_score_of_each_class():
+    """Scores come as float32; most legitimate ones are far below 1e-4. Each class's shares must add up to 1,
+    with the small scores in the first bin (the caption says so)."""
+    import numpy as np
+
+    from fraud.report.plots import SCORE_BINS, score_shares
+
+    scores = np.array([2.3e-6, 1e-4, 9e-5, 5e-4, 0.02, 0.5, 1.0, 1.0000001], dtype=np.float32)
+    shares = score_shares(scores)
+    assert shares.sum() == pytest.approx(1.0)
+    assert shares[0] == pytest.approx(3 / 8)  # 2.3e-6, 9e-5 and the float32 1e-4 (9.99999974e-05)
+    assert shares[-1] == pytest.approx(2 / 8)
+    # What the plot did before: clipped in float32, then binned against float64 edges.
+    old_counts, _ = np.histogram(np.clip(scores, 1e-4, 1), bins=SCORE_BINS)
+    assert old_counts.sum() < len(scores)
