@@ -2,7 +2,7 @@
 # Debian packages some tests use (prometheus, postgresql, chromium, redis-server, alertmanager). Installed when we are root and
 # they are missing; otherwise the tests that need them skip with a reason (or fail under CI=true).
 set -uo pipefail
-PACKAGES=(prometheus prometheus-alertmanager postgresql chromium chromium-driver redis-server)
+PACKAGES=(prometheus prometheus-alertmanager postgresql chromium chromium-driver redis-server curl)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

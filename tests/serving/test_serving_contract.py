@@ -376,3 +376,41 @@ def test_trainer_writes_synthetic_warmup_and_server_replays_it(small_run, local)
     for version in local.versions:
         assert f"Successfully loaded servable version {{name: {F.MODEL_NAME} version: {version}}}" in text
     assert text.count("Finished reading warmup data") >= len(local.versions)
+
+
+# --------------------------------------------------------------------------------------------------
+# The README's request and serving commands, as written (only the ports are this test server's)
+# --------------------------------------------------------------------------------------------------
+def _readme_block(after: str, fence: str) -> str:
+    from tests.helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"```{fence}\n", text.index(after)) + len(fence) + 4
+    return text[start:text.index("```", start)]
+
+
+def test_the_readmes_rest_request_is_answered(target):
+    body = json.loads(_readme_block("A REST client of TF Serving sends every raw input", "json"))
+    response = requests.post(target.model_url + ":predict", json=body, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text[:1000]
+    (score,) = response.json()["predictions"]
+    score = score[F.SCORE_OUTPUT] if isinstance(score, dict) else score
+    assert 0.0 <= score <= 1.0
+
+
+def test_the_readmes_serving_commands_run_as_written(local, target):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, require_system_tool
+
+    require_system_tool("curl", "curl")
+    rest = target.rest_url.removeprefix("http://")
+    lines = [line for line in _readme_block("`serving/README.md` covers requests", "bash").splitlines() if line]
+    assert len(lines) == 3
+    for line in lines:
+        command = (line.replace("localhost:8501", rest).replace("localhost:8500", target.grpc_target)
+                   .replace(".venv/bin/python", sys.executable))
+        proc = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (line, proc.stdout[-1000:], proc.stderr[-1000:])
+        assert "AVAILABLE" in proc.stdout, (line, proc.stdout[-1000:])
