@@ -138,9 +138,9 @@ def preprocessing_fn(inputs, custom_config=None):
             vocab_filename=F.vocabulary_name(key))
 
     if feature_set == F.FEATURE_SET_BEHAVIOURAL:
-        # Counts, sums, ratios, speeds: heavy-tailed and >= 0, so log1p then z-score. An unknown value
-        # (NaN or +-Infinity from a client) counts as 0, the cold-start value. The features are z-scored as the columns of one
-        # matrix: one mean and one variance analyzer for all of them instead of two per feature. Each analyzer
+        # Counts, sums, ratios, speeds: heavy-tailed and >= 0, so log1p then z-score. An unknown value (NaN or
+        # +-Infinity from a client) counts as 0, the cold-start value. The features are z-scored as the columns of
+        # one matrix: one mean and one variance analyzer for all of them instead of two per feature. Each analyzer
         # is traced, built into Beam stages and saved on its own, which made up most of Transform's fixed cost.
         columns = [tf.math.log1p(tf.maximum(tf.where(_missing(x), 0.0, x), 0.0))
                    for x in (tf.cast(_as_2d(inputs[key]), tf.float32) for key in F.BEHAVIOUR_FEATURES)]

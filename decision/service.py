@@ -327,8 +327,8 @@ class DecisionService:
                 return snap.existing
             snapshots = {kind: value for kind, value in snap.values.items() if value is not None}
             late = online.is_late(snapshots, event)
-            record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time, "late": late,
-                      "features": online.features(snapshots, event)}
+            record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time,
+                      "late": late, "features": online.features(snapshots, event)}
             updates = {} if late else {kind: online.append(kind, snap.values.get(kind) or online.empty(kind), event)
                                        for kind in entities}
         except BaseException:

@@ -85,7 +85,7 @@ def publish_tree(source: str | Path, target: str | Path, *, copy_file=shutil.cop
     if target.exists():
         raise FileExistsError(f"{target} already exists")
     with atomic_path(target, directory=True) as staging:
-        for folder, dirs, files in os.walk(source):
+        for folder, _, files in os.walk(source):
             relative = Path(folder).relative_to(source)
             (staging / relative).mkdir(exist_ok=True)
             for name in sorted(files):

@@ -95,6 +95,9 @@ def _header(path: Path) -> list[str]:
     return names
 
 
+_FILES_ATTR = "fraud_source_files"  # read_csv_dir's frame.attrs: [(file, rows)], for row_location
+
+
 def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     """Read every *.csv in a directory as strings (types are checked by standardise())."""
     paths = list_csv_files(data_dir)
@@ -105,9 +108,6 @@ def read_csv_dir(data_dir: str | Path) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame.attrs[_FILES_ATTR] = [(str(p), len(f)) for p, f in zip(paths, frames)]  # for errors: file and line
     return frame
-
-
-_FILES_ATTR = "fraud_source_files"
 
 
 def row_location(raw: pd.DataFrame, label) -> str:
@@ -340,7 +340,9 @@ def normalise_device_id(values: pd.Series) -> pd.Series:
 def device_key(value: str) -> str:
     """A device id as one key whatever its spelling: Unicode-normalised (NFKC, so NFC and NFD spellings, or
     full-width letters, are one id), case-folded, letters and digits of any script kept, separators dropped.
-    For ASCII ids this is the fast path's rule: lower case, only [0-9a-z] kept."""
+    For ASCII ids that is: lower case, only [0-9a-z] kept (normalise_device_id's Arrow path does it per column)."""
+    if value.isascii():
+        return _SEPARATORS_RE.sub("", value.lower())
     text = unicodedata.normalize("NFKC", value).casefold()
     return "".join(ch for ch in text if ch.isalnum())
 
@@ -409,11 +411,12 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
     future = out[F.EVENT_TIME] > latest
     if future.any():
         first = future.idxmax()
+        when = str(raw[F.TIMESTAMP][first]).strip()
         raise DataContractError(
             f"column {F.TIMESTAMP!r}: {int(future.sum())} row(s) are dated in the future, e.g. transaction "
-            f"{out[F.TRANSACTION_ID][first]!r} at {str(raw[F.TIMESTAMP][first]).strip()!r}{row_location(raw, first)}. "
-            "The time split is anchored on the latest timestamp, so one such row moves every split: fix or drop them "
-            "(a clock or time-zone error?)")
+            f"{out[F.TRANSACTION_ID][first]!r} at {when!r}{row_location(raw, first)}. The time split is anchored "
+            "on the latest timestamp, so one such row moves every split: fix or drop them (a clock or time-zone "
+            "error?)")
     out[F.AMOUNT] = _numeric(raw, F.AMOUNT)
     negative = out[F.AMOUNT] < 0
     if negative.any():
@@ -528,8 +531,7 @@ def standardise_record(record: dict, *, require_label: bool = False) -> dict:
         out[column] = _number(record, column) if column in record else math.nan
     for column in F.OPTIONAL_STRING_COLUMNS:
         out[column] = _text(record, column)
-    out[F.DEVICE_ID] = (_SEPARATORS_RE.sub("", out[F.DEVICE_ID].lower()) if out[F.DEVICE_ID].isascii()
-                        else device_key(out[F.DEVICE_ID]))
+    out[F.DEVICE_ID] = device_key(out[F.DEVICE_ID])
     out[F.FRAUD_SCENARIO] = str(record.get(F.FRAUD_SCENARIO, F.MISSING))
     if require_label or F.LABEL in record:
         label = _number(record, F.LABEL)

@@ -28,8 +28,8 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fraud.errors import SettingsError
-from fraud.settings import (ENV_PREFIX, PATH_FIELDS, PipelineSettings, Section, is_url, refuse_password, load_sections,
-                            require_absolute, validate)
+from fraud.settings import (ENV_PREFIX, PATH_FIELDS, PipelineSettings, Section, is_url, load_sections,
+                            refuse_password, require_absolute, validate)
 
 __all__ = ["AIRFLOW_BEAM_ARGS", "AirflowSettings", "DagOptions", "DagPipelineSettings", "PARAM_SCHEMA", "RUN_PARAMS",
            "SettingsError", "load_settings", "run_settings"]

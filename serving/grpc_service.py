@@ -18,8 +18,7 @@ from serving.config import ConfigError, model_settings_from_proto
 from serving.errors import ServingError
 from serving.metrics import ENTRYPOINT_GRPC, RUNTIME_NAME
 from serving.servable import (CLASSIFY_METHOD, REGRESS_METHOD, check_input_names, classification_result,
-                              regression_result,
-                              signature_def_map)
+                              regression_result, signature_def_map)
 
 log = logging.getLogger("serving")
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef

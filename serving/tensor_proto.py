@@ -48,12 +48,7 @@ def _values_given(proto) -> int:
     if proto.tensor_content:
         itemsize = np.dtype(_NUMPY[proto.dtype]).itemsize if _NUMPY[proto.dtype] is not object else 1
         return len(proto.tensor_content) // max(itemsize, 1)
-    field = _VALUE_FIELDS.get(proto.dtype)
-    if field is not None:
-        return len(getattr(proto, field))
-    return max((len(getattr(proto, f)) for f in ("half_val", "float_val", "double_val", "int_val", "int64_val",
-                                                  "string_val", "bool_val", "scomplex_val", "dcomplex_val",
-                                                  "uint32_val", "uint64_val")), default=0)
+    return max((len(values) for field, values in proto.ListFields() if field.name.endswith("_val")), default=0)
 
 
 # The repeated field holding each dtype's values when a TensorProto does not use tensor_content.

@@ -136,7 +136,8 @@ def plot_score_distribution(data: ReportData) -> str:
     for label, name, color in ((0, "legitimate", "#2f8f46"), (1, "fraudulent", "#c0392b")):
         s = frame.loc[frame["label"] == label, "score"].to_numpy()
         if len(s):
-            ax.stairs(score_shares(s), SCORE_BINS, fill=True, alpha=0.45, color=color, label=f"{name} ({len(s):,})")
+            ax.stairs(score_shares(s), SCORE_BINS, fill=True, alpha=0.45, color=color,
+                      label=f"{name} ({len(s):,})")
     ax.axvline(data.operating.threshold, color="#1f5fa8", lw=1.5, ls="--",
                label=f"operating threshold {data.operating.threshold:.3f}")
     ax.set_xscale("log")
