@@ -26,6 +26,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from fraud import atomic
+from fraud.sources import is_url
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class AtomicPushExecutor(tfx_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base = destination.filesystem.base_directory if destination.WhichOneof("destination") == "filesystem" else ""
-        if not base or "://" in base:
+        if not base or is_url(base):
             log.warning("Push destination %r is not a local folder: using the stock (non-atomic) copy", base)
             return super().Do(input_dict, output_dict, exec_properties)
         self._log_startup(input_dict, output_dict, exec_properties)

@@ -84,11 +84,16 @@ def resolve_model_base(model_base: Path, model_name: str) -> Path:
     return model_base
 
 
+def is_url(path: str) -> bool:
+    """A base path on a remote file system (gs://, s3://): not checked or confined like a local folder. (The same
+    rule as fraud.sources.is_url; serving imports only fraud.features and fraud.errors.)"""
+    return "://" in path
+
+
 def _check_base_exists(model: ModelSettings) -> ModelSettings:
     """A base path that is not a directory is a mistake to report (exit 2), not a model to wait for: TF Serving
     would log "No versions of servable found" forever and answer 404."""
-    local = "://" not in model.base_path
-    if local and not Path(model.base_path).is_dir():
+    if not is_url(model.base_path) and not Path(model.base_path).is_dir():
         raise ConfigError(f"model {model.name!r}: base path {model.base_path} is not a directory. Point it at the "
                           f"Pusher's folder (<serving-dir>/{F.MODEL_NAME}, e.g. runs/demo/serving_models/"
                           f"{F.MODEL_NAME} after `make demo`), or create it to wait for a first push")
@@ -116,14 +121,14 @@ def _configured_models(options: ServerOptions) -> list[ModelSettings]:
     return models
 
 
-def reload_roots(options: ServerOptions) -> tuple[Path, ...] | None:
-    """Where HandleReloadConfigRequest may point base paths (symbolic links resolved), or None when disabled."""
+def reload_roots(options: ServerOptions, models: list[ModelSettings]) -> tuple[Path, ...] | None:
+    """Where HandleReloadConfigRequest may point base paths (symbolic links resolved), or None when disabled:
+    --model-root, or the folders holding the configured (local) base paths."""
     if not options.enable_reload_config:
         return None
     if options.model_root is not None:
         return (Path(os.path.realpath(options.model_root)),)
-    parents = {Path(os.path.realpath(m.base_path)).parent for m in model_settings(options) if "://" not in m.base_path}
-    return tuple(sorted(parents))
+    return tuple(sorted({Path(os.path.realpath(m.base_path)).parent for m in models if not is_url(m.base_path)}))
 
 
 def make_scheduler(options: ServerOptions, metrics: ServingMetrics):
@@ -204,8 +209,9 @@ class ModelServer:
         for m in models:
             log.info("Model %s: base path %s, version policy %s, labels %s", m.name, m.base_path,
                      m.policy.describe(), m.labels or "{}")
-        if options.ssl_config_file is not None:
-            parse_ssl_config(options.ssl_config_file)  # a bad file: exit 2 before anything loads
+        # Read once, before anything loads (a bad file: exit 2); _open uses them.
+        self._ssl = parse_ssl_config(options.ssl_config_file) if options.ssl_config_file is not None else None
+        self._reload_roots = reload_roots(options, models)
         configure_tensorflow_threads(options)
         if options.enable_batching:
             self.scheduler = make_scheduler(options, self.metrics)
@@ -247,11 +253,11 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.core, self.metrics, runner), grpc_server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.core, runner, reload_roots=reload_roots(options)), grpc_server)
+            ModelService(self.core, runner, reload_roots=self._reload_roots), grpc_server)
         address = f"{options.host}:{options.grpc_port}"
         try:
-            if options.ssl_config_file is not None:
-                ssl = parse_ssl_config(options.ssl_config_file)
+            if self._ssl is not None:
+                ssl = self._ssl
                 credentials = grpc.ssl_server_credentials(
                     [(ssl.server_key.encode(), ssl.server_cert.encode())],
                     root_certificates=ssl.custom_ca.encode() or None, require_client_auth=ssl.client_verify)
