@@ -30,12 +30,14 @@ def OperatingThresholdSelector(
     model.set_float_custom_property(F.PROP_BUDGET, op.alerts_per_day_budget)
     model.set_string_custom_property(F.PROP_THRESHOLD_SPLIT, op.split)
     model.set_float_custom_property(F.PROP_DECLINE_THRESHOLD, op.decline_threshold)
-    print(f"operating threshold {op.threshold:.3f}: {op.split_alerts} alerts in {op.split_days} days of the "
-          f"{op.split} split ({op.split_alerts_per_day:.1f}/day, budget {op.alerts_per_day_budget:g}/day)",
+    print(f"operating threshold {T.format_threshold(op.threshold)}: {op.split_alerts} alerts in {op.split_days} "
+          f"days of the {op.split} split ({op.split_alerts_per_day:.1f}/day, budget {op.alerts_per_day_budget:g}/day)"
+          + ("" if op.budget_reached else f"; budget not reached: the split has only {op.split_rows} rows"),
           flush=True)
     if op.decline_precision is None:
         print(f"decline threshold: none reaches precision {decline_precision:g} on the {op.split} split; the "
               f"model alone never declines (review only)", flush=True)
     else:
-        print(f"decline threshold {op.decline_threshold:.3f}: precision {op.decline_precision:.3f} on "
-              f"{op.split_declines} {op.split} rows (target {decline_precision:g})", flush=True)
+        print(f"decline threshold {T.format_threshold(op.decline_threshold)}: precision "
+              f"{op.decline_precision:.3f} on {op.split_declines} {op.split} rows (target {decline_precision:g})",
+              flush=True)

@@ -33,5 +33,7 @@ def DataValidationGate(
         validated_schema.set_int_custom_property(F.PROP_ANOMALY_COUNT, exc.anomaly_count)
         raise
     validated_schema.set_int_custom_property(F.PROP_ANOMALY_COUNT, 0)
+    for line in validation.drift_warnings(statistics.uri, tfdv.load_schema_text(schema_path), splits):
+        print(f"drift warning (watched, does not stop the pipeline): {line}", flush=True)
     io_utils.copy_file(schema_path, os.path.join(validated_schema.uri, F.SCHEMA_FILE))
     print(f"data validation passed on splits {', '.join(splits)}: no anomalies", flush=True)

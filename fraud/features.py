@@ -190,6 +190,9 @@ METRIC_RECALL_AT_1PCT_FPR = "recall_at_1pct_fpr"  # sensitivity at 99% specifici
 METRIC_CARD_PRECISION = "card_precision_at_k"  # fraud.tfma_metrics.CardPrecisionAtK
 METRIC_CALIBRATION_PLOT = "calibration_plot"
 METRIC_CONFUSION_MATRIX_PLOT = "confusion_matrix_plot"
+# TFMA's exact confusion matrices at the thresholds recorded with the models (operating, decline, the
+# baseline's operating threshold): set by the Evaluator at run time (components/evaluator.py).
+METRIC_OPERATING_MATRICES = "operating_confusion_matrices"
 DEFAULT_CARD_PRECISION_K = 100
 # The metrics the run summary shows, in order.
 HEADLINE_METRICS = (METRIC_PR_AUC, METRIC_ROC_AUC, METRIC_RECALL_AT_1PCT_FPR, METRIC_CARD_PRECISION,
@@ -225,6 +228,11 @@ def split_dir(artifact_uri: str, split: str) -> str:
 # Component ids, in execution order (the pipeline, its progress, the summary and the report use them).
 NODE_EXAMPLE_GEN = "FraudExampleGen"
 NODE_BEHAVIOUR = "BehaviouralFeatures"
+# TensorFlow's C++ log level for our commands: 3 hides the CUDA plugin registration errors that every import
+# prints on a machine without a GPU (TF's real errors still reach us as Python exceptions). Set
+# TF_CPP_MIN_LOG_LEVEL=0 in the environment to see TF's C++ logs again.
+TF_QUIET_LOG_LEVEL = "3"
+
 NODE_STATISTICS = "StatisticsGen"
 NODE_SCHEMA = "ImportSchemaGen"
 NODE_EXAMPLE_VALIDATOR = "ExampleValidator"
@@ -328,6 +336,14 @@ RESTAURANT_FRAUD_RATES = tuple(restaurant_fraud_rate(w) for w, _ in RESTAURANT_F
 RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RESTAURANT_WINDOWS) + \
     RESTAURANT_FRAUD_RATES
 BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTAURANT_BEHAVIOUR_FEATURES
+
+# Drift limits (schema/schema.pbtxt, written by scripts/make_schema.py) are set on every model input except the
+# event time (train and eval are disjoint in time by construction). Drift of these raw single-row inputs beyond
+# their limit stops the pipeline; drift of any other input beyond its limit is a warning, shown by the
+# DataValidationGate and the report: behavioural features move between train and eval by construction (the
+# history windows are still filling in the first weeks of train), so they must be watched, not gated.
+DRIFT_BLOCKING_FEATURES = (AMOUNT, CURRENCY, PAYMENT_METHOD, TRANSACTION_TYPE, CITY, DEVICE_TYPE)
+DRIFT_UNMEASURED = (EVENT_TIME,)
 
 # Every z-scored model input is clipped to +-this many standard deviations (transform_module): the training data
 # never reaches it, and a client's absurd value cannot turn the score into NaN.

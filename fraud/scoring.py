@@ -57,6 +57,11 @@ def signature_inputs(signature) -> list[str]:
     return list(signature.structured_input_signature[1])
 
 
+# Nine significant digits: every float32 score is written exactly (scores of legitimate rows sit around 1e-6, and
+# six decimals printed many of them as 0, losing their order).
+SCORE_FORMAT = "%.9g"
+
+
 def score_frame(signature, frame: pd.DataFrame) -> np.ndarray:
     import tensorflow as tf
 
@@ -84,5 +89,5 @@ def score_csv(model_dir: Path, input_csv: Path, output_csv: Path, from_date: dat
     scores = score_frame(load_signature(version_dir), standard)
     result = pd.DataFrame({F.TRANSACTION_ID: standard[F.TRANSACTION_ID], "score": scores})
     with atomic.atomic_path(output_csv) as tmp:  # a failure never leaves a half-written file behind
-        result.to_csv(tmp, index=False, float_format="%.6f")
+        result.to_csv(tmp, index=False, float_format=SCORE_FORMAT)
     return ScoreResult(len(result), version_dir)

@@ -70,9 +70,6 @@ class PipelineSettings(BaseModel):
         0.05, ge=0.0, le=1.0,
         description="Blessing: the candidate's eval PR-AUC may be at most this much below the best reference model "
                     "(logistic regression, boosted trees) trained on the same train split and inputs.")
-    operating_threshold: float = Field(
-        0.3, gt=0.0, lt=1.0, description="Score above which a transaction is flagged (precision/recall reported "
-                                         "there).")
     feature_set: Literal["single_row", "behavioural"] = Field(
         F.FEATURE_SET_BEHAVIOURAL, description="Model inputs: single-row features only, or with behavioural history.")
     label_delay_days: int = Field(
@@ -144,7 +141,6 @@ class PipelineSettings(BaseModel):
             min_valid_roc_auc=self.min_valid_roc_auc,
             regression_tolerance=self.regression_tolerance,
             reference_tolerance=self.reference_tolerance,
-            operating_threshold=self.operating_threshold,
             feature_set=self.feature_set,
             alerts_per_day=self.alerts_per_day,
             threshold_split=self.threshold_split,

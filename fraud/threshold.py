@@ -16,11 +16,16 @@ would not leak labels, but it would make "alerts per day on eval <= budget" true
 days before eval turns the eval week into an honest check of the budget on days the choice never saw (the report
 shows both). The split is a parameter.
 
-Threshold grid: TFMA's ConfusionMatrixPlot reports thresholds k/1000 (num_thresholds=1000), so the threshold is
-rounded UP to that grid (fewer alerts, never more): TFMA's precision and recall at the operating threshold are
-then read from its own output, not re-derived. `flagged()` reproduces TFMA's histogram-based counting exactly.
+Threshold grid: the split's own scores (every distinct score is a candidate, the finest quantile grid there is),
+so the threshold resolves scores of any size: a model whose legitimate scores sit around 1e-6 gets a threshold
+there, not the floor of a fixed grid. For a budget of B alerts over the split, the threshold is the (B+1)-th
+highest score: the lowest threshold with at most B scores above it. When the split has no more rows than the
+budget allows, the budget is not reached: the threshold is 0 and the record says so (`budget_reached`).
 
-Serving rule: alert when fraud_score > threshold.
+One threshold everywhere: the Evaluator (components/evaluator.py) reads this record from the model it evaluates
+and sets TFMA's Precision, Recall and exact confusion matrices to it, so TFMA, the report, `fraudctl score`, the
+model server and the decision service all use the same number. TFMA counts those matrices exactly (explicit
+thresholds, no histogram) with the same rule.
 
 The decline threshold (the decision service's `decline`) is chosen on the same split, with its labels: the lowest
 grid threshold, at or above the operating threshold, whose flagged rows reach a precision target (0.9 by default:
@@ -42,11 +47,6 @@ from fraud import examples as X
 from fraud import features as F
 from fraud import timeutil
 
-# TFMA's discretisation (tensorflow_model_analysis.metrics): ConfusionMatrixPlot thresholds are k / 1000 and
-# every confusion matrix is derived from a 10,000-bucket calibration histogram of the predictions.
-THRESHOLD_GRID = 1000
-TFMA_HISTOGRAM_BUCKETS = 10000
-_TFMA_EPSILON = 1e-7
 _BATCH = 4096
 MIN_DECLINE_ROWS = 5  # a precision measured on fewer flagged rows is noise
 NEVER = 1.0  # nothing scores above 1.0
@@ -65,6 +65,7 @@ class OperatingThreshold:
     decline_precision_target: float | None = None
     decline_precision: float | None = None  # measured on the split at decline_threshold
     split_declines: int = 0
+    budget_reached: bool = True  # False: the split has no more rows than the budget allows (threshold 0)
 
     @property
     def split_alerts_per_day(self) -> float:
@@ -101,63 +102,61 @@ def split_days(event_times) -> int:
     return int(days.max() - days.min() + 1) if len(days) else 0
 
 
-def _histogram_floor(scores) -> np.ndarray:
-    """The lower edge of the TFMA calibration-histogram bucket of each score (TFMA truncates to 1e-4)."""
-    p = np.asarray(scores, dtype=np.float64)
-    bucket = np.clip(np.floor(p * TFMA_HISTOGRAM_BUCKETS + 1), 0, TFMA_HISTOGRAM_BUCKETS + 1)
-    return np.where(bucket <= 0, -np.inf, np.where(bucket >= TFMA_HISTOGRAM_BUCKETS + 1, np.inf,
-                                                   (bucket - 1) / TFMA_HISTOGRAM_BUCKETS))
+def format_threshold(threshold: float) -> str:
+    """A threshold as people read it, with the digits that tell it from its neighbours (0.3, 2.31e-06, 0.99987)."""
+    t = float(threshold)
+    return f"{t:.6f}".rstrip("0") if 0.999 < t < 1 else f"{t:.3g}"  # .3g would print 0.99987 as 1
 
 
 def flagged(scores, threshold: float) -> np.ndarray:
-    """Which scores TFMA counts as positive at `threshold` (its confusion matrices come from a 1e-4 histogram:
-    this equals score > threshold except for scores less than 1e-4 above it)."""
-    cut = threshold + _TFMA_EPSILON if threshold != 0 else threshold
-    return _histogram_floor(scores) >= cut
+    """Which scores raise an alert at `threshold`: score > threshold (TFMA's rule for explicit thresholds)."""
+    return np.asarray(scores) > threshold
 
 
-def grid_thresholds() -> np.ndarray:
-    return np.array([k / THRESHOLD_GRID for k in range(THRESHOLD_GRID + 1)])
+def allowed_alerts(days: int, alerts_per_day: float) -> int:
+    if alerts_per_day <= 0 or days <= 0:
+        raise ValueError(f"alerts_per_day and days must be positive, got {alerts_per_day} and {days}")
+    return math.floor(alerts_per_day * days)
 
 
 def choose_threshold(scores, days: int, alerts_per_day: float) -> tuple[float, int]:
-    """The lowest grid threshold whose alerts on these scores stay within alerts_per_day * days.
+    """The lowest threshold, among the scores themselves, with at most alerts_per_day * days scores above it.
 
-    Returns (threshold, alerts). The lowest such threshold catches the most fraud the budget allows.
+    Returns (threshold, alerts). The lowest such threshold catches the most fraud the budget allows. When the
+    scores are no more than the budget allows, every score above 0 alerts: (0.0, alerts); see budget_reached().
     """
-    if alerts_per_day <= 0 or days <= 0:
-        raise ValueError(f"alerts_per_day and days must be positive, got {alerts_per_day} and {days}")
-    allowed = math.floor(alerts_per_day * days)
-    floors = np.sort(_histogram_floor(scores))
-    for t in grid_thresholds():
-        cut = t + _TFMA_EPSILON if t != 0 else t
-        alerts = len(floors) - int(np.searchsorted(floors, cut, side="left"))
-        if alerts <= allowed:
-            return float(t), alerts
-    return 1.0, 0  # unreachable: nothing is flagged above 1.0
+    allowed = allowed_alerts(days, alerts_per_day)
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]  # highest first
+    if allowed >= len(ordered):
+        return 0.0, int((ordered > 0).sum())
+    threshold = float(ordered[allowed])  # allowed scores are >= it; ties with it do not alert
+    return threshold, int((ordered > threshold).sum())
+
+
+def budget_reached(n_scores: int, days: int, alerts_per_day: float) -> bool:
+    return allowed_alerts(days, alerts_per_day) < n_scores
 
 
 def choose_decline_threshold(scores, labels, *, at_least: float, precision: float) -> tuple[float, float | None, int]:
-    """The lowest grid threshold >= `at_least` whose flagged rows (TFMA's counting) have at least `precision`
-    fraud precision over at least MIN_DECLINE_ROWS rows. Returns (threshold, measured precision, flagged rows);
-    (NEVER, None, 0) if no threshold reaches the target."""
+    """The lowest threshold >= `at_least`, among the scores themselves, whose alerts (score > threshold) have at
+    least `precision` fraud precision over at least MIN_DECLINE_ROWS rows. Returns (threshold, measured precision,
+    flagged rows); (NEVER, None, 0) if no threshold reaches the target."""
     if not 0 < precision <= 1:
         raise ValueError(f"the decline precision target must be in (0, 1], got {precision}")
-    floors = _histogram_floor(scores)
-    order = np.argsort(floors, kind="stable")
-    floors, fraud = floors[order], np.asarray(labels, dtype=np.int64)[order] == 1
-    fraud_above = np.concatenate([np.cumsum(fraud[::-1])[::-1], [0]])  # frauds from position i to the end
-    for t in grid_thresholds():
-        if t < at_least:
-            continue
-        first = int(np.searchsorted(floors, t + _TFMA_EPSILON if t != 0 else t, side="left"))
-        flagged_rows = len(floors) - first
-        if flagged_rows < MIN_DECLINE_ROWS:
-            break
-        measured = float(fraud_above[first]) / flagged_rows
-        if measured >= precision:
-            return float(t), measured, flagged_rows
-    return NEVER, None, 0
+    p = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-p, kind="stable")
+    ordered, fraud = p[order], np.asarray(labels, dtype=np.int64)[order] == 1
+    # Threshold ordered[i] flags exactly the first i rows when ordered[i-1] > ordered[i] (a tie boundary).
+    i = np.arange(len(ordered))
+    boundary = np.concatenate([[True], ordered[:-1] > ordered[1:]]) if len(ordered) else np.zeros(0, bool)
+    frauds_before = np.concatenate([[0], np.cumsum(fraud)[:-1]]) if len(ordered) else np.zeros(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        measured = frauds_before / i
+    ok = boundary & (ordered >= at_least) & (i >= MIN_DECLINE_ROWS) & (measured >= precision)
+    if not ok.any():
+        return NEVER, None, 0
+    best = int(np.flatnonzero(ok)[-1])  # the most rows flagged: the lowest threshold
+    return float(ordered[best]), float(measured[best]), best
 
 
 def threshold_path(model_dir: str) -> str:
@@ -194,7 +193,8 @@ def select_threshold(model_dir: str, examples_uri: str, split: str, alerts_per_d
     return OperatingThreshold(threshold=threshold, alerts_per_day_budget=float(alerts_per_day), split=split,
                               split_days=days, split_rows=len(serialized), split_alerts=alerts,
                               decline_threshold=decline, decline_precision_target=float(decline_precision),
-                              decline_precision=measured, split_declines=declines)
+                              decline_precision=measured, split_declines=declines,
+                              budget_reached=budget_reached(len(scores), days, alerts_per_day))
 
 
 def select_and_record(model_dir: str, examples_uri: str, *, alerts_per_day: float, split: str,

@@ -2,7 +2,8 @@
 eval split against the train split (the schema's drift comparators), each described in one line.
 
 TFX's ExampleValidator records anomalies but never fails; components/validation.py (DataValidationGate) calls
-`check()` and so stops the pipeline before Transform/Trainer when there is any.
+`check()` and so stops the pipeline before Transform/Trainer when there is any. Drift beyond a limit blocks only
+for F.DRIFT_BLOCKING_FEATURES; the other model inputs' drift is printed as a warning (`drift_warnings()`).
 """
 from __future__ import annotations
 
@@ -91,13 +92,32 @@ def find_anomalies(statistics_uri: str, anomalies_uri: str, schema, split_names:
                                                               absent), split)
 
     if F.SPLIT_TRAIN in split_names and F.SPLIT_EVAL in split_names:
-        drift = tfdv.validate_statistics(stats(F.SPLIT_EVAL), schema, previous_statistics=stats(F.SPLIT_TRAIN))
-        for feature, info in drift.anomaly_info.items():
-            for reason in info.reason:
-                if "DRIFT" in anomalies_pb2.AnomalyInfo.Type.Name(reason.type):
-                    problems.append(f"[eval vs train] feature {feature!r}: {reason.short_description}: "
-                                    f"{reason.description}")
+        problems += drifts(stats(F.SPLIT_TRAIN), stats(F.SPLIT_EVAL), schema)[0]
     return problems
+
+
+def drifts(train, evals, schema) -> tuple[list[str], list[str]]:
+    """(blocking, warnings): eval-vs-train drift beyond the schema's limits, one line each. Only the
+    F.DRIFT_BLOCKING_FEATURES block; every other model input's drift beyond its limit is a warning."""
+    blocking, warnings = [], []
+    drift = tfdv.validate_statistics(evals, schema, previous_statistics=train)
+    for info in sorted(drift.drift_skew_info, key=lambda i: ".".join(i.path.step)):
+        feature = ".".join(info.path.step)
+        for m in info.drift_measurements:
+            if m.value <= m.threshold:
+                continue
+            measure = "L-infinity distance" if m.type == m.L_INFTY else "Jensen-Shannon divergence"
+            line = (f"[eval vs train] feature {feature!r}: drift {measure} {m.value:.3f} is above its limit "
+                    f"{m.threshold:g}")
+            (blocking if feature in F.DRIFT_BLOCKING_FEATURES else warnings).append(line)
+    return blocking, warnings
+
+
+def drift_warnings(statistics_uri: str, schema, split_names: list[str]) -> list[str]:
+    if F.SPLIT_TRAIN not in split_names or F.SPLIT_EVAL not in split_names:
+        return []
+    return drifts(read_statistics(statistics_uri, F.SPLIT_TRAIN), read_statistics(statistics_uri, F.SPLIT_EVAL),
+                  schema)[1]
 
 
 def check(statistics_uri: str, anomalies_uri: str, schema, split_names: list[str]) -> None:

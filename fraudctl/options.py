@@ -26,6 +26,22 @@ def default_of(model: type[BaseModel], field: str):
     return model.model_fields[field].default
 
 
+def ranged(model: type[BaseModel], field: str, type_):
+    """`type_` (int or float) as a click range carrying the settings field's bounds, so --help shows them
+    (e.g. `INTEGER RANGE [1<=x<=365]`); other types unchanged."""
+    if type_ not in (int, float):
+        return type_
+    bounds: dict = {}
+    for c in model.model_fields[field].metadata:
+        for attr, key, open_ in (("ge", "min", False), ("gt", "min", True), ("le", "max", False), ("lt", "max", True)):
+            if getattr(c, attr, None) is not None:
+                bounds[key] = getattr(c, attr)
+                bounds[f"{key}_open"] = open_
+    if not bounds:
+        return type_
+    return (click.IntRange if type_ is int else click.FloatRange)(**bounds)
+
+
 def help_of(model: type[BaseModel], field: str, extra: str = "") -> str:
     info = model.model_fields[field]
     return " ".join(p for p in (info.description or "", extra, f"[default: {info.default}]") if p)

@@ -14,7 +14,7 @@ import click
 from fraud import features as F
 from fraud.errors import SettingsError
 from fraud.settings import PipelineSettings, load_pipeline_settings
-from fraudctl.options import fail, help_of
+from fraudctl.options import fail, help_of, ranged
 
 # field -> option flag, where the flag is not --<field with dashes>.
 _FLAGS = {"data_dir": "--data", "pipeline_root": "--root", "beam_args": "--beam-arg"}
@@ -25,7 +25,7 @@ def option_name(field: str) -> str:
 
 
 def _setting(field: str, type_=None, extra_help: str = "", **kwargs):
-    return click.option(option_name(field), field, default=None, type=type_,
+    return click.option(option_name(field), field, default=None, type=ranged(PipelineSettings, field, type_),
                         help=help_of(PipelineSettings, field, extra_help), **kwargs)
 
 
@@ -49,7 +49,6 @@ def pipeline():
 @_setting("min_valid_roc_auc", float)
 @_setting("regression_tolerance", float)
 @_setting("reference_tolerance", float)
-@_setting("operating_threshold", float)
 @_setting("alerts_per_day", float)
 @_setting("decline_precision", float)
 @_setting("feature_set", click.Choice(F.FEATURE_SETS))

@@ -84,3 +84,40 @@ def serve(model_base, rest_port, grpc_port, model_config_file, model_config_poll
     from serving.main import serve as run_server
 
     sys.exit(run_server(options, echo=click.echo))
+
+
+@click.command("serve-config")
+@click.option("--model-base", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help=f"The pushed versions to choose from: the pipeline's --serving-dir/{F.MODEL_NAME}.")
+@click.option("--base-path", default=None,
+              help="base_path written into the config, where the server sees --model-base (e.g. "
+                   f"/models/{F.MODEL_NAME} inside the tensorflow/serving container). [default: --model-base]")
+@click.option("--canary", type=int, default=None, help="Version labelled canary. [default: the newest pushed]")
+@click.option("--stable", type=int, default=None,
+              help="Version labelled stable. [default: the pushed version before the canary]")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the config here (atomically: a server polling it never reads half a file). "
+                   "[default: standard output]")
+def serve_config(model_base, base_path, canary, stable, out):
+    """Write a TF Serving model config (text ModelServerConfig) that serves two pushed versions by label:
+    `stable` and `canary` (specific version policy). Give it to `fraudctl serve --model-config-file` or to
+    tensorflow_model_server's --model_config_file; re-run it with new versions to release."""
+    from fraud import atomic
+    from fraud.errors import SettingsError
+    from fraudctl.options import fail
+    from serving.config import CANARY_LABEL, STABLE_LABEL, model_config_text, pinned_model_config
+    from serving.manager import scan_versions
+
+    try:
+        config = pinned_model_config(F.MODEL_NAME, base_path or str(model_base.resolve()),
+                                     list(scan_versions(str(model_base))), stable=stable, canary=canary)
+    except SettingsError as exc:
+        fail(exc)
+    text = model_config_text(config)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    with atomic.atomic_path(out) as tmp:
+        Path(tmp).write_text(text)
+    labels = config.model_config_list.config[0].version_labels
+    click.echo(f"{out}: {STABLE_LABEL} {labels[STABLE_LABEL]}, {CANARY_LABEL} {labels[CANARY_LABEL]}", err=True)

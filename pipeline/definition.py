@@ -11,6 +11,7 @@ from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from components.behaviour import BehaviouralFeatures
+from components.evaluator import Evaluator
 from components.ingestion import FraudExampleGen
 from components.pusher import Pusher
 from components.reference_gate import ReferenceGate
@@ -36,7 +37,6 @@ def create_pipeline(
     min_valid_roc_auc: float,
     regression_tolerance: float,
     reference_tolerance: float,
-    operating_threshold: float,
     beam_pipeline_args: list[str],
     feature_set: str,
     label_delay_days: int,
@@ -90,13 +90,12 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
                                        producer_component_id=F.NODE_REFERENCE_GATE, output_key="blessing"),
     ).with_id(F.NODE_RESOLVER)
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(  # TFX's, at the operating threshold recorded with the model (components/evaluator.py)
         examples=examples,
         example_splits=[F.SPLIT_EVAL],
         model=threshold_selector.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=build_eval_config(pr_auc_floor=pr_auc_floor, regression_tolerance=regression_tolerance,
-                                      operating_threshold=operating_threshold),
+        eval_config=build_eval_config(pr_auc_floor=pr_auc_floor, regression_tolerance=regression_tolerance),
     )
     # Blessed only if the Evaluator blessed it AND it is no worse than simple references on the same data.
     reference_gate = ReferenceGate(

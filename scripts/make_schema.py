@@ -23,9 +23,15 @@ DOMAINS = {  # feature -> (values, min_domain_mass): mass < 1 tolerates rare new
 }
 FLOAT_RANGES = {F.AMOUNT: (0.0, 100_000.0), F.USER_AGE: (16.0, 110.0)}
 INT_RANGES = {F.EVENT_TIME: (1_262_304_000, 4_102_444_800), F.LABEL: (0, 1)}  # 2010..2100
+# Drift limits (eval vs train): L-infinity distance of value shares (categorical), Jensen-Shannon divergence
+# (numeric). Every model input but the event time gets one; F.DRIFT_BLOCKING_FEATURES stop the pipeline, the
+# others warn (fraud.validation).
 CATEGORICAL_DRIFT = {F.CURRENCY: 0.2, F.PAYMENT_METHOD: 0.2, F.TRANSACTION_TYPE: 0.2, F.CITY: 0.2,
                      F.DEVICE_TYPE: 0.2}
 NUMERIC_DRIFT = {F.AMOUNT: 0.3}
+WATCH_CATEGORICAL_DRIFT = 0.2
+WATCH_NUMERIC_DRIFT = 0.3
+assert set(CATEGORICAL_DRIFT) | set(NUMERIC_DRIFT) == set(F.DRIFT_BLOCKING_FEATURES)
 
 
 def build() -> schema_pb2.Schema:
@@ -61,8 +67,13 @@ def build() -> schema_pb2.Schema:
                     feature.distribution_constraints.min_domain_mass = mass
         if name in CATEGORICAL_DRIFT:
             feature.drift_comparator.infinity_norm.threshold = CATEGORICAL_DRIFT[name]
-        if name in NUMERIC_DRIFT:
+        elif name in NUMERIC_DRIFT:
             feature.drift_comparator.jensen_shannon_divergence.threshold = NUMERIC_DRIFT[name]
+        elif name in F.MODEL_INPUTS and name not in F.DRIFT_UNMEASURED:
+            if feature.type == schema_pb2.BYTES:
+                feature.drift_comparator.infinity_norm.threshold = WATCH_CATEGORICAL_DRIFT
+            else:
+                feature.drift_comparator.jensen_shannon_divergence.threshold = WATCH_NUMERIC_DRIFT
     return schema
 
 

@@ -202,3 +202,41 @@ def parse_ssl_config(path: str | Path):
     if config.client_verify and not config.custom_ca.strip():
         raise ConfigError(f"{path}: client_verify needs custom_ca, the CA that signs the clients' certificates")
     return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing a model config that pins pushed versions (`fraudctl serve-config`)
+# ----------------------------------------------------------------------------------------------
+STABLE_LABEL = "stable"
+CANARY_LABEL = "canary"
+
+
+def pinned_model_config(model_name: str, base_path: str, available: list[int], *, stable: int | None = None,
+                        canary: int | None = None):
+    """A ModelServerConfig serving two pushed versions by label (specific policy): `canary` (default: the
+    newest) and `stable` (default: the one before it, or the canary itself when only one exists). Refuses
+    versions that are not among `available`: TF Serving would load nothing for them."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    versions = sorted(set(available))
+    if not versions:
+        raise ConfigError(f"no pushed version under {base_path}: run the pipeline (it pushes there) first")
+    canary = versions[-1] if canary is None else canary
+    if stable is None:
+        older = [v for v in versions if v < canary]
+        stable = older[-1] if older else canary
+    missing = [v for v in (stable, canary) if v not in versions]
+    if missing:
+        raise ConfigError(f"version(s) {', '.join(map(str, missing))} not pushed under {base_path}; "
+                          f"pushed: {', '.join(map(str, versions))}")
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name, entry.base_path, entry.model_platform = model_name, base_path, TENSORFLOW_PLATFORM
+    entry.model_version_policy.specific.versions.extend(sorted({stable, canary}))
+    entry.version_labels[STABLE_LABEL] = stable
+    entry.version_labels[CANARY_LABEL] = canary
+    return config
+
+
+def model_config_text(config) -> str:
+    return text_format.MessageToString(config)

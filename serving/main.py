@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 
+from fraud import features as F
 from serving.config import ConfigError
 from serving.server import ModelServer, ServerOptions
 
@@ -27,7 +28,7 @@ def _echo(message: str, err: bool = False) -> None:
 def serve(options: ServerOptions, *, echo=_echo, stop_event: threading.Event | None = None) -> int:
     """Serve until SIGINT/SIGTERM (or `stop_event`). Returns the exit status: 0 clean stop, 1 could not start,
     2 bad configuration."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not our log
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", F.TF_QUIET_LOG_LEVEL)  # TF's C++ start-up chatter is not our log
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     sys.setswitchinterval(SWITCH_INTERVAL_S)

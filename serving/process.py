@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fraud import features as F
 from fraud.errors import FraudError
 
 _GRPC_LINE = re.compile(r"Running gRPC ModelServer at (\S+):(\d+) \.\.\.")
@@ -73,7 +74,7 @@ def start_server(model_base: str | Path | None, log_path: str | Path, *, model_c
     args += list(extra_args)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": F.TF_QUIET_LOG_LEVEL, **os.environ, "PYTHONUNBUFFERED": "1"}
     repo = Path(__file__).resolve().parent.parent
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, cwd=repo, env=env)

@@ -12,7 +12,7 @@ import numpy as np
 from fraud import features as F
 from fraud import runs
 from fraud.report.data import examples_artifact, list_anomalies, output, run_drifts, split_rows
-from fraud.report.metrics import decision_rows, fixed_tfma_threshold, load_evaluation, tfma_metrics_from_scores
+from fraud.report.metrics import decision_rows, load_evaluation, tfma_metrics_from_scores
 from fraud.report.model import (BUDGET_FACTORS, MIN_FRAUD_TO_JUDGE_SLICE, OP_ALERTS_PER_DAY, OP_PRECISION,
                                 OP_RECALL, WEAK_RECALL_GAP, WEAK_ROC_AUC_GAP, Curves, Evaluation, ReportData)
 
@@ -199,7 +199,6 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
         operating=operating, operating_source=operating_source, baseline_operating=baseline_operating,
         baseline_operating_source=baseline_source, eval_days=(splits.get(F.SPLIT_EVAL) or {}).get("days") or 0,
         eval_frame=None, alert_table=[], slices=[], references=[], recompute_max_diff=None,
-        tfma_fixed_threshold=fixed_tfma_threshold(evaluation.eval_config) if evaluation else None,
         timings=timings, warnings=warnings, reference_gate=gate, reference_gate_note=gate_note)
     if evaluation is None or examples is None or candidate_model is None:
         data.references_note = "the run has no evaluated model"

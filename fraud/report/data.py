@@ -88,7 +88,9 @@ def feature_drifts(statistics_uri: str, schema_path: str, top: int = TOP_DRIFTS)
     categorical features, Jensen-Shannon divergence for numeric ones), largest first.
 
     The schema's comparators are set on every feature with an unreachable threshold, so TFDV measures them all
-    without raising anomalies; the gate's own thresholds (where the schema has one) are shown next to them.
+    without raising anomalies; the schema's own limit is shown next to each (every model input has one), with
+    whether crossing it stops the pipeline (F.DRIFT_BLOCKING_FEATURES) or warns. Every drift over its limit is
+    kept, even beyond the top `top`.
     """
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -117,9 +119,12 @@ def feature_drifts(statistics_uri: str, schema_path: str, top: int = TOP_DRIFTS)
         name = ".".join(info.path.step)
         for m in info.drift_measurements:
             measure = "L-infinity" if m.type == m.L_INFTY else "Jensen-Shannon"
-            out.append({"feature": name, "measure": measure, "value": float(m.value),
-                        "gate_threshold": gate.get(name), "detail": details.get(name, "")})
-    return sorted(out, key=lambda d: -d["value"])[:top]
+            limit = gate.get(name)
+            out.append({"feature": name, "measure": measure, "value": float(m.value), "limit": limit,
+                        "blocks": name in F.DRIFT_BLOCKING_FEATURES,
+                        "over_limit": limit is not None and float(m.value) > limit, "detail": details.get(name, "")})
+    out.sort(key=lambda d: -d["value"])
+    return out[:max(top, sum(d["over_limit"] for d in out))]
 
 
 def _drift_details(train, evals) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 
 from fraud import features as F
 from fraud.report import plots
+from fraud.threshold import format_threshold as _t
 from fraud.report.metrics import metric_config
 from fraud.report.model import (ISOLATION, MIN_FRAUD_TO_JUDGE_SLICE, OP_ALERTS_PER_DAY, OP_PRECISION, OP_RECALL,
                                 WEAK_RECALL_GAP, WEAK_ROC_AUC_GAP, ReportData)
@@ -172,7 +173,7 @@ def _section_headline(d: ReportData) -> str:
     out = ['<section id="headline"><h2>2. Headline metrics: candidate vs baseline</h2>']
     if op is not None:
         out.append('<div class="kpi">'
-                   f'<div><span>operating threshold</span><b>{op.threshold:.3f}</b>'
+                   f'<div><span>operating threshold</span><b>{_t(op.threshold)}</b>'
                    f'<span>budget {op.alerts_per_day_budget:g} alerts/day</span></div>'
                    f'<div><span>fraud caught (recall)</span><b>{_pct(c.get(OP_RECALL))}</b>'
                    '<span>eval split</span></div>'
@@ -200,12 +201,13 @@ def _section_headline(d: ReportData) -> str:
     out.append("</table>")
     if op is not None and d.baseline_operating is not None and d.has_baseline:
         out.append(f'<p class="note">Baseline at its own operating threshold '
-                   f'{d.baseline_operating.threshold:.3f} ({_e(d.baseline_operating_source)}).</p>')
-    if d.tfma_fixed_threshold is not None and op is not None:
-        out.append(f'<p class="note">TFMA\'s <code>precision</code> / <code>recall</code> metrics are configured at '
-                   f'the fixed threshold {d.tfma_fixed_threshold:g} (<code>--operating-threshold</code>): '
+                   f'{_t(d.baseline_operating.threshold)} ({_e(d.baseline_operating_source)}).</p>')
+    if op is not None:
+        out.append(f'<p class="note">One threshold: the Evaluator ran TFMA at the threshold recorded with the model '
+                   f'({_t(op.threshold)}); TFMA\'s <code>precision</code> / <code>recall</code> there: '
                    f'{_num(c.get(F.METRIC_PRECISION))} / {_num(c.get(F.METRIC_RECALL))}. The operating-threshold '
-                   'rows above are read from TFMA\'s confusion-matrix plot at the budget threshold.</p>')
+                   'rows above are TFMA\'s exact confusion matrix at that threshold; the model server, the decision '
+                   'service and <code>fraudctl score</code> read the same record.</p>')
     if d.recompute_max_diff is not None:
         out.append(f'<p class="note" id="recompute">Check: scoring the eval split with the candidate SavedModel '
                    f'and running TFMA\'s metric code on those scores reproduces the stored TFMA metrics (largest '
@@ -221,17 +223,25 @@ def _source_html(source: str) -> str:
     return _e(source[:1].upper() + source[1:]) + "."
 
 
+def _budget_note(op) -> str:
+    if op.budget_reached:
+        return ""
+    return (f' <b>Budget not reached</b>: the split has only {op.split_rows:,} transactions, no more '
+            'than the budget allows, so every transaction with a score above 0 alerts.')
+
+
 def _section_threshold(d: ReportData) -> str:
     op = d.operating
     if op is None:
         return ""
     eval_row = next((r for r in d.alert_table if r["operating"]), None)
     return f"""<section id="operating-threshold"><h2>3. Operating threshold from the alert budget</h2>
-<p>A transaction raises an alert when its fraud score is above <b>{op.threshold:.3f}</b>. The pipeline chose the
-lowest threshold (on TFMA's 0.001 grid) that keeps alerts within <b>{op.alerts_per_day_budget:g} per day</b> on the
-<b>{_e(op.split)}</b> split: {op.split_alerts:,} alerts over {op.split_days} days
-({op.split_alerts_per_day:.1f}/day, {op.split_rows:,} transactions). On the eval split, which the choice never saw,
-it gives <b>{_num(eval_row['alerts_per_day'] if eval_row else None, 1)} alerts/day</b>.</p>
+<p>A transaction raises an alert when its fraud score is above <b>{_t(op.threshold)}</b>. The pipeline chose the
+lowest threshold (among the split's own scores, so small scores are resolved) that keeps alerts within
+<b>{op.alerts_per_day_budget:g} per day</b> on the <b>{_e(op.split)}</b> split: {op.split_alerts:,} alerts over
+{op.split_days} days ({op.split_alerts_per_day:.1f}/day, {op.split_rows:,} transactions).{_budget_note(op)} On the
+eval split, which the choice never saw, it gives
+<b>{_num(eval_row['alerts_per_day'] if eval_row else None, 1)} alerts/day</b>.</p>
 <p class="note">{_source_html(d.operating_source)}</p>
 <p class="note">Why the valid split and not eval: the choice only uses scores, never labels, so choosing on eval
 would not leak fraud labels, but it would make "eval alerts/day &le; budget" true by construction. Choosing on the
@@ -266,21 +276,21 @@ def _section_alerts(d: ReportData) -> str:
            f'<p class="note">Thresholds chosen on the {_e(d.operating.split)} split for each daily budget (the same '
            f'rule as the operating threshold); the results are on the eval split ({d.eval_days} days). Amounts '
            f'are fraudulent charges in PEN (USD at {F.USD_TO_PEN} PEN). The highlighted row is the operating '
-           'threshold. Budgets that land on the same threshold (TFMA reports thresholds in steps of 0.001) share '
-           'a row.</p>',
+           'threshold. Budgets that land on the same threshold share a row.</p>',
            '<table id="alert-table"><tr><th>budget (alerts/day)</th><th>threshold</th><th>alerts/day</th>'
            '<th>false alarms/day</th><th>precision</th><th>recall</th><th>fraud caught (PEN)</th>'
            '<th>fraud missed (PEN)</th><th>share of fraud PEN caught</th></tr>']
     for r in d.alert_table:
         out.append(f'<tr class="{"op" if r["operating"] else ""}" data-threshold="{r["threshold"]}">'
-                   f'<td>{", ".join(f"{b:g}" for b in r["budgets"])}</td><td>{r["threshold"]:.3f}</td>'
+                   f'<td>{", ".join(f"{b:g}" for b in r["budgets"])}</td><td>{_t(r["threshold"])}</td>'
                    f'<td>{r["alerts_per_day"]:.1f}</td>'
                    f'<td>{r["false_alarms_per_day"]:.1f}</td><td>{_pct(r["precision"])}</td>'
                    f'<td>{_pct(r["recall"])}</td><td>{_pen(r["pen_caught"])}</td><td>{_pen(r["pen_missed"])}</td>'
                    f'<td>{_pct(r["pen_caught_share"])}</td></tr>')
     out.append("</table>")
-    out.append('<p class="note">Alert counts, precision and recall are TFMA\'s confusion matrices at each '
-               'threshold; PEN amounts add up the same flagged transactions from the per-row scores.</p></section>')
+    out.append('<p class="note">At the operating threshold, alert counts, precision and recall are TFMA\'s exact '
+               'confusion matrix; at the other budgets\' thresholds they are counted from the per-row scores with '
+               'the same rule (score &gt; threshold). PEN amounts add up the same flagged transactions.</p></section>')
     return "\n".join(out)
 
 
@@ -337,22 +347,33 @@ def _section_data(d: ReportData) -> str:
     if d.anomalies is None:
         out.append('<p id="anomalies">Not checked (the validation components did not run).</p>')
     elif not d.anomalies:
-        out.append('<p id="anomalies">None: every split matches the schema and eval has not drifted from train '
-                   'beyond the schema\'s limits.</p>')
+        out.append('<p id="anomalies">None: every split matches the schema and no input that stops the pipeline '
+                   'has drifted beyond its limit (drift warnings, if any, are below).</p>')
     else:
         out.append('<ul id="anomalies">' + "".join(f"<li>{_e(a)}</li>" for a in d.anomalies) + "</ul>")
     out.append("<h3>Top feature drifts: train vs eval</h3>")
     if d.drifts:
+        over = [r for r in d.drifts if r["over_limit"] and not r["blocks"]]
         out.append('<p class="note">Measured by TensorFlow Data Validation on the StatisticsGen statistics: '
                    'L-infinity distance between value shares (categorical) or Jensen-Shannon divergence (numeric). '
-                   '0 means identical distributions. The gate column is the schema\'s limit that stops the '
-                   'pipeline, where one is set.</p>')
+                   '0 means identical distributions. Every model input has a limit in the schema; crossing it stops '
+                   'the pipeline for the raw inputs marked "stops", and is a warning for the others (behavioural '
+                   'features move between train and eval by construction, so they are watched, not gated). Every '
+                   'input over its limit is listed.</p>')
+        if over:
+            out.append(f'<p id="drift-warnings"><b>Over their limit (warnings):</b> '
+                       + ", ".join(f'{_e(r["feature"])} {r["value"]:.3f} &gt; {r["limit"]:g}' for r in over)
+                       + "</p>")
         out.append('<table id="drift-table"><tr><th class="l">feature</th><th class="l">measure</th><th>drift</th>'
-                   '<th>gate limit</th><th class="l">what moved</th></tr>')
+                   '<th>limit</th><th class="l">crossing it</th><th class="l">what moved</th></tr>')
         for r in d.drifts:
-            gate = f'{r["gate_threshold"]:g}' if r["gate_threshold"] is not None else "&ndash;"
-            out.append(f'<tr><td class="l">{_e(r["feature"])}</td><td class="l">{_e(r["measure"])}</td>'
-                       f'<td>{r["value"]:.4f}</td><td>{gate}</td><td class="l">{_e(r["detail"])}</td></tr>')
+            limit = f'{r["limit"]:g}' if r["limit"] is not None else "&ndash;"
+            effect = ("&ndash;" if r["limit"] is None else "stops the pipeline" if r["blocks"] else "warns")
+            value = f'<b>{r["value"]:.4f}</b>' if r["over_limit"] else f'{r["value"]:.4f}'
+            out.append(f'<tr data-feature="{_e(r["feature"])}" data-over="{int(r["over_limit"])}">'
+                       f'<td class="l">{_e(r["feature"])}</td><td class="l">{_e(r["measure"])}</td>'
+                       f'<td>{value}</td><td>{limit}</td><td class="l">{effect}</td>'
+                       f'<td class="l">{_e(r["detail"])}</td></tr>')
         out.append("</table>")
     else:
         out.append('<p id="drift-table">No statistics to compare.</p>')
@@ -397,7 +418,7 @@ def _section_references(d: ReportData) -> str:
                    f'{_cell(m.get(F.METRIC_ROC_AUC), r.name, F.METRIC_ROC_AUC)}'
                    f'{_cell(m.get(F.METRIC_RECALL_AT_1PCT_FPR), r.name, F.METRIC_RECALL_AT_1PCT_FPR)}'
                    f'{_cell(m.get(F.METRIC_CARD_PRECISION), r.name, F.METRIC_CARD_PRECISION)}'
-                   f'<td>{r.threshold:.3f}</td><td>{_pct(m.get(OP_PRECISION))}</td><td>{_pct(m.get(OP_RECALL))}</td>'
+                   f'<td>{_t(r.threshold)}</td><td>{_pct(m.get(OP_PRECISION))}</td><td>{_pct(m.get(OP_RECALL))}</td>'
                    f'<td>{_num(m.get(OP_ALERTS_PER_DAY), 1)}</td><td>{calibration}</td><td>{r.seconds:.1f}</td></tr>')
     out.append("</table>")
     for r in d.references:

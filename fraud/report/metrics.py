@@ -45,11 +45,15 @@ def load_evaluation(eval_uri: str) -> Evaluation:
 
     eval_config = eval_config_writer.load_eval_run(eval_uri)[0]
     metrics: dict = {}
+    exact: dict = {}  # slice -> model -> TFMA's exact matrices at the recorded thresholds
     for per_slice in tfma.load_metrics(eval_uri):
         if per_slice.HasField("cross_slice_key"):
             continue
         slice_name = _slice_name(per_slice.slice_key)
         for kv in per_slice.metric_keys_and_values:
+            if not kv.key.is_diff and kv.value.HasField("confusion_matrix_at_thresholds"):
+                exact.setdefault(slice_name, {})[_model(kv.key.model_name)] = \
+                    list(kv.value.confusion_matrix_at_thresholds.matrices)
             if kv.key.is_diff or not kv.value.HasField("double_value"):
                 continue
             metrics.setdefault(slice_name, {}).setdefault(_model(kv.key.model_name), {})[kv.key.name] = \
@@ -68,6 +72,16 @@ def load_evaluation(eval_uri: str) -> Evaluation:
             c = curves_from_plot(combined)
             if c is not None:
                 curves.setdefault(slice_name, {})[model] = c
+    # TFMA labels these matrices with thresholds rounded to 6 decimals (2.31e-06 reads 2e-06), but counts at the
+    # exact ones, in the order the EvalConfig lists them: the exact thresholds come from there.
+    from fraud.eval_config import operating_thresholds_of
+
+    configured = operating_thresholds_of(eval_config)
+    for slice_name, by_model in exact.items():
+        for model, matrices in by_model.items():
+            if slice_name in curves and model in curves[slice_name]:
+                thresholds = configured if len(configured) == len(matrices) else [m.threshold for m in matrices]
+                curves[slice_name][model] = curves[slice_name][model].with_points(list(zip(thresholds, matrices)))
     return Evaluation(eval_uri, eval_config, tfma.load_validation_result(eval_uri), metrics, curves)
 
 
@@ -148,8 +162,8 @@ def tfma_metrics_from_scores(labels, scores, eval_config, features=None) -> tupl
                 plot_data.confusion_matrix_at_thresholds.CopyFrom(value)
             elif hasattr(value, "buckets"):
                 plot_data.calibration_histogram_buckets.CopyFrom(value)
-        elif np.ndim(value) == 0:
-            metrics[key.name] = float(value)
+        elif isinstance(value, (float, int, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0):
+            metrics[key.name] = float(value)  # matrices at thresholds (protos) are read from the stored result
     return metrics, curves_from_plot(plot_data)
 
 
@@ -256,14 +270,3 @@ def metric_config(eval_config, name: str) -> dict:
             if cfg.get("name") == name:
                 return cfg
     return {}
-
-
-def fixed_tfma_threshold(eval_config) -> float | None:
-    """The threshold of the EvalConfig's Precision metric (the pipeline's --operating-threshold), if any."""
-    for spec in eval_config.metrics_specs:
-        for m in spec.metrics:
-            cfg = json.loads(m.config or "{}")
-            if m.class_name == "Precision" and cfg.get("name") == F.METRIC_PRECISION and cfg.get("thresholds"):
-                t = cfg["thresholds"]
-                return float(t[0] if isinstance(t, list) else t)
-    return None

@@ -33,7 +33,9 @@ class Curves:
     calibration: list  # [(lower, upper, examples, labels, predictions)]
 
     def at(self, threshold: float) -> dict | None:
-        idx = np.flatnonzero(np.abs(self.thresholds - threshold) < 1e-7)
+        """The confusion matrix at exactly this threshold, if TFMA computed one there (the plot's k/1000 grid,
+        or the exact matrices at the thresholds recorded with the models)."""
+        idx = np.flatnonzero(np.abs(self.thresholds - threshold) <= 1e-12 * max(1.0, abs(threshold)))
         if not len(idx):
             return None
         i = int(idx[0])
@@ -41,6 +43,17 @@ class Curves:
         return {"threshold": float(self.thresholds[i]), "tp": tp, "fp": fp, "fn": fn, "tn": float(self.tn[i]),
                 "alerts": tp + fp, "precision": tp / (tp + fp) if tp + fp else float("nan"),
                 "recall": tp / (tp + fn) if tp + fn else float("nan")}
+
+    def with_points(self, matrices) -> "Curves":
+        """These curves with TFMA's exact matrices merged in: (threshold, ConfusionMatrix proto) pairs; an exact
+        point replaces a plot point at the same threshold."""
+        points = {float(t): (tp, fp, tn, fn) for t, tp, fp, tn, fn in
+                  zip(self.thresholds, self.tp, self.fp, self.tn, self.fn)}
+        for t, m in matrices:
+            points[float(t)] = (m.true_positives, m.false_positives, m.true_negatives, m.false_negatives)
+        order = sorted(points)
+        col = lambda k: np.array([points[t][k] for t in order], dtype=np.float64)  # noqa: E731
+        return Curves(np.array(order, dtype=np.float64), col(0), col(1), col(2), col(3), self.calibration)
 
 
 @dataclass
@@ -84,7 +97,7 @@ class ReportData:
     nodes: dict  # node id -> fraud.runs.Node
     splits: dict  # split -> {rows, fraud, fraud_rate, days}
     anomalies: list | None  # None: not checked
-    drifts: list  # [{feature, measure, value, gate_threshold, detail}]
+    drifts: list  # [{feature, measure, value, limit, blocks, over_limit, detail}]
     evaluation: Evaluation | None
     blessed: bool | None
     failed_thresholds: list
@@ -101,7 +114,6 @@ class ReportData:
     slices: list
     references: list  # [Reference]
     recompute_max_diff: float | None
-    tfma_fixed_threshold: float | None  # the EvalConfig's Precision/Recall threshold (--operating-threshold)
     timings: dict
     warnings: list = field(default_factory=list)
     references_note: str = ""  # why the reference models were not computed (when they were not)

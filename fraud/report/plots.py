@@ -9,6 +9,7 @@ import numpy as np
 
 from fraud import features as F
 from fraud.report.model import FOREST, ISOLATION, LOGISTIC, Curves, ReportData
+from fraud.threshold import format_threshold
 
 _COLORS = {F.CANDIDATE: "#1f5fa8", F.BASELINE: "#8a8a8a", LOGISTIC: "#d08c1d", FOREST: "#2f8f46",
            ISOLATION: "#a33b8f"}
@@ -139,7 +140,7 @@ def plot_score_distribution(data: ReportData) -> str:
             ax.stairs(score_shares(s), SCORE_BINS, fill=True, alpha=0.45, color=color,
                       label=f"{name} ({len(s):,})")
     ax.axvline(data.operating.threshold, color="#1f5fa8", lw=1.5, ls="--",
-               label=f"operating threshold {data.operating.threshold:.3f}")
+               label=f"operating threshold {format_threshold(data.operating.threshold)}")
     ax.set_xscale("log")
     ax.set(xlabel="candidate fraud score (log scale; scores < 0.0001 shown at 0.0001)",
            ylabel="share of the class", title="Score distribution on eval: fraud vs legitimate")

@@ -44,7 +44,13 @@ def _cells(html: str, model: str, metric: str) -> list[tuple[str, str]]:
 # -------------------------------------------------------------------------------------------------------------
 # Fast: the threshold rule, without a pipeline
 # -------------------------------------------------------------------------------------------------------------
-def test_threshold_for_a_budget_is_the_lowest_grid_threshold_within_it_and_counts_like_tfma():
+def _next_lower(scores, t):
+    """The highest score below t: the next candidate threshold down."""
+    below = np.asarray(scores, dtype=np.float64)[np.asarray(scores, dtype=np.float64) < t]
+    return float(below.max()) if len(below) else None
+
+
+def test_threshold_for_a_budget_is_the_lowest_score_within_it_and_tfma_counts_the_same():
     from fraud import threshold as T
     from fraud.eval_config import build_eval_config
     from fraud.report import tfma_metrics_from_scores
@@ -54,20 +60,76 @@ def test_threshold_for_a_budget_is_the_lowest_grid_threshold_within_it_and_count
     scores = np.clip(rng.beta(0.3, 12, 3000) + labels * rng.random(3000) * 0.6, 0, 1).astype(np.float32)
     days, budget = 7, 10.0
     t, alerts = T.choose_threshold(scores, days, budget)
-    assert alerts <= budget * days < T.flagged(scores, t - 1 / T.THRESHOLD_GRID).sum()
-    assert abs(t * T.THRESHOLD_GRID - round(t * T.THRESHOLD_GRID)) < 1e-9  # on TFMA's plot grid
-    assert T.flagged(scores, t).sum() == alerts
-    # TFMA's own confusion matrix at that threshold counts the same alerts.
+    assert alerts == T.flagged(scores, t).sum() <= budget * days < T.flagged(scores, _next_lower(scores, t)).sum()
+    assert t in scores  # one of the scores: the finest grid there is
+    # TFMA's own exact confusion matrix at that threshold counts the same alerts.
     import pandas as pd
 
-    config = build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02, operating_threshold=0.3)
+    config = build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02, operating_threshold=t)
     rows = pd.DataFrame({F.USER_ID: [f"U{i % 900}" for i in range(len(labels))],
                          F.EVENT_TIME: 1780300000 + np.arange(len(labels)) * 86})
-    metrics, curves = tfma_metrics_from_scores(labels, scores, config, rows)
+    metrics, _ = tfma_metrics_from_scores(labels, scores, config, rows)
     assert metrics[F.METRIC_EXAMPLE_COUNT] == len(labels)
-    at = curves.at(t)
-    assert at is not None and at["alerts"] == alerts
-    assert at["tp"] == (T.flagged(scores, t) & (labels > 0)).sum()
+    tp = (T.flagged(scores, t) & (labels > 0)).sum()
+    assert metrics[F.METRIC_PRECISION] == pytest.approx(tp / alerts, abs=1e-9)
+    assert metrics[F.METRIC_RECALL] == pytest.approx(tp / labels.sum(), abs=1e-9)
+
+
+def test_budgets_give_different_thresholds_when_scores_are_tiny():
+    """Legitimate scores around 1e-6 (the demo's median is 2.3e-6): each budget gets its own threshold and uses
+    the budget, where a fixed 0.001 grid gave one threshold and far fewer alerts for every budget."""
+    from fraud import threshold as T
+
+    rng = np.random.default_rng(5)
+    scores = np.concatenate([10 ** rng.uniform(-8, -4, 20_000), rng.uniform(0.2, 1.0, 30)]).astype(np.float32)
+    days = 7
+    chosen = {b: T.choose_threshold(scores, days, b) for b in (50.0, 100.0, 250.0)}
+    assert len({t for t, _ in chosen.values()}) == 3
+    for budget, (t, alerts) in chosen.items():
+        assert t < 1e-4 and alerts == int(budget * days)  # small scores resolved, the budget used
+    assert T.budget_reached(len(scores), days, 250.0)
+    # A budget larger than the split: not reached, and the record says so.
+    assert not T.budget_reached(100, days, 50.0)
+    assert T.choose_threshold(scores[:100], days, 50.0) == (0.0, 100)
+
+
+def test_the_decline_threshold_is_the_lowest_score_reaching_the_precision():
+    from fraud import threshold as T
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], np.float32)
+    labels = np.array([1, 1, 1, 1, 1, 0, 1, 0, 0, 0])
+    # score > 0.3 flags six rows, 5 frauds (0.83); > 0.2 flags seven, 6 frauds (0.857); > 0.1 flags 8, 6 (0.75)
+    t, measured, rows = T.choose_decline_threshold(scores, labels, at_least=0.05, precision=0.85)
+    assert (t, rows) == (pytest.approx(0.2), 7) and measured == pytest.approx(6 / 7)
+    # not below at_least: > 0.4 flags the five frauds above it
+    assert T.choose_decline_threshold(scores, labels, at_least=0.25, precision=0.85)[::2] == (pytest.approx(0.4), 5)
+    # fewer than MIN_DECLINE_ROWS rows above 0.5: too few to measure a precision
+    assert T.choose_decline_threshold(scores, labels, at_least=0.45, precision=0.85) == (T.NEVER, None, 0)
+    assert T.flagged(scores, t).sum() == rows
+
+
+def test_one_threshold_for_tfma_set_from_the_models_record():
+    from components.evaluator import eval_config_at_thresholds
+    from tfx.utils import proto_utils
+    import tensorflow_model_analysis as tfma
+
+    from fraud import threshold as T
+    from fraud.eval_config import build_eval_config, operating_thresholds_of
+
+    config = build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02)
+    assert not any(json.loads(m.config).get("name") in (F.METRIC_PRECISION, F.METRIC_RECALL)
+                   for m in config.metrics_specs[0].metrics)  # no fixed threshold in the pipeline's config
+    op = T.OperatingThreshold(threshold=2.3e-6, alerts_per_day_budget=50.0, split="valid", split_days=7,
+                              split_rows=4000, split_alerts=350, decline_threshold=0.71)
+    base = T.OperatingThreshold(threshold=4.1e-5, alerts_per_day_budget=50.0, split="valid", split_days=7,
+                                split_rows=4000, split_alerts=350)
+    patched = proto_utils.json_to_proto(eval_config_at_thresholds(proto_utils.proto_to_json(config), op, base),
+                                        tfma.EvalConfig())
+    names = {json.loads(m.config)["name"]: json.loads(m.config) for m in patched.metrics_specs[0].metrics}
+    assert names[F.METRIC_PRECISION]["thresholds"] == names[F.METRIC_RECALL]["thresholds"] == [2.3e-6]
+    assert operating_thresholds_of(patched) == [2.3e-6, 4.1e-5, 0.71]
+    twice = eval_config_at_thresholds(proto_utils.proto_to_json(patched), op, None)  # replaces, never adds
+    assert len(proto_utils.json_to_proto(twice, tfma.EvalConfig()).metrics_specs[0].metrics) == len(names)
 
 
 def test_threshold_file_round_trips(tmp_path):
@@ -131,6 +193,11 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
     assert 'id="references-sample"' in built.html
     assert data["anomalies"] == [] and "None: every split" in _section(built.html, "data")
     assert data["drifts"] and all(d["feature"] not in (F.TRANSACTION_ID, F.EVENT_TIME) for d in data["drifts"])
+    # every model input has a drift limit; every one over it is listed, and marked in the table
+    assert all(d["limit"] is not None for d in data["drifts"] if d["feature"] in F.MODEL_INPUTS)
+    assert all(d["over_limit"] == (d["value"] > d["limit"]) for d in data["drifts"] if d["limit"] is not None)
+    for d in data["drifts"]:
+        assert f'data-feature="{d["feature"]}" data-over="{int(d["over_limit"])}"' in built.html
     assert {s.split("=")[0] for s in (r["slice"] for r in data["slices"])} == set(F.SLICE_COLUMNS)
     op = data["operating_threshold"]
     assert op["split"] == F.SPLIT_VALID and op["split_alerts"] <= op["alerts_per_day_budget"] * op["split_days"]
@@ -143,7 +210,6 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
 def test_values_match_the_tfma_result(small_run, built):
     import tensorflow_model_analysis as tfma
 
-    from fraud.report import Curves, curves_from_plot
     from fraud.runs import overall_metrics, summarize
 
     data, html = built.data, built.html
@@ -165,21 +231,30 @@ def test_values_match_the_tfma_result(small_run, built):
     row = next(r for r in data["decision"] if r["metric"] == F.METRIC_PR_AUC and r["kind"] == "value")
     assert row["candidate"] == pytest.approx(candidate[F.METRIC_PR_AUC]) and row["status"] == "passed"
     assert row["margin"] == pytest.approx(candidate[F.METRIC_PR_AUC] - row["bound"])
-    # Precision/recall at the operating threshold and the alert table: TFMA's confusion-matrix plot.
-    overall_plot = None
-    for per_slice in tfma.load_plots(data["eval_uri"]):
+    # One threshold: TFMA ran its precision/recall and exact matrices at the threshold recorded with the model,
+    # and the report's operating-threshold figures are TFMA's there.
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    from fraud.eval_config import operating_thresholds_of
+
+    threshold = data["operating_threshold"]["threshold"]
+    stored_config = eval_config_writer.load_eval_run(data["eval_uri"])[0]
+    precision_config = next(json.loads(m.config) for m in stored_config.metrics_specs[0].metrics
+                            if json.loads(m.config).get("name") == F.METRIC_PRECISION)
+    assert precision_config["thresholds"] == [threshold] and threshold in operating_thresholds_of(stored_config)
+    assert data["candidate"]["precision_at_op"] == pytest.approx(candidate[F.METRIC_PRECISION], abs=1e-12)
+    assert data["candidate"]["recall_at_op"] == pytest.approx(candidate[F.METRIC_RECALL], abs=1e-12)
+    exact = None
+    for per_slice in tfma.load_metrics(data["eval_uri"]):
         if not per_slice.slice_key.single_slice_keys:
-            merged = type(per_slice.plot_keys_and_values[0].value)()
-            for kv in per_slice.plot_keys_and_values:
-                merged.MergeFrom(kv.value)
-            overall_plot = curves_from_plot(merged)
-    assert isinstance(overall_plot, Curves)
-    at = overall_plot.at(data["operating_threshold"]["threshold"])
-    assert data["candidate"]["precision_at_op"] == pytest.approx(at["precision"], abs=1e-12)
-    assert data["candidate"]["recall_at_op"] == pytest.approx(at["recall"], abs=1e-12)
+            exact = next(kv.value.confusion_matrix_at_thresholds for kv in per_slice.metric_keys_and_values
+                         if kv.key.name == F.METRIC_OPERATING_MATRICES and kv.key.model_name in ("", F.CANDIDATE))
+    # TFMA labels the matrices with rounded thresholds but counts at the configured ones, in their order
+    at_op = exact.matrices[operating_thresholds_of(stored_config).index(threshold)]
+    op_row = next(r for r in data["alert_table"] if r["operating"])
+    assert (op_row["tp"], op_row["fp"]) == (at_op.true_positives, at_op.false_positives)
     for r in data["alert_table"]:
-        at = overall_plot.at(r["threshold"])
-        assert (r["tp"], r["fp"]) == (at["tp"], at["fp"]) and r["count_mismatch"] == 0
+        assert r["count_mismatch"] == 0, r
     # Per-slice metrics.
     slices = {r["slice"]: r for r in data["slices"]}
     for per_slice in tfma.load_metrics(data["eval_uri"]):
@@ -279,18 +354,19 @@ def test_operating_threshold_selector_records_the_threshold_inside_the_model(sma
     scores = T.score_serialized(T.load_examples_signature(str(model_dir)), serialized)
     assert op.split_rows == len(scores) and op.split_days == T.split_days(frame[F.EVENT_TIME])
     assert T.flagged(scores, op.threshold).sum() == op.split_alerts <= budget * op.split_days
-    if op.threshold > 0:  # the lowest such threshold: one grid step lower breaks the budget
-        assert T.flagged(scores, op.threshold - 1 / T.THRESHOLD_GRID).sum() > budget * op.split_days
+    lower = _next_lower(scores, op.threshold)
+    if lower is not None:  # the lowest such threshold: the next score down breaks the budget
+        assert T.flagged(scores, lower).sum() > budget * op.split_days
     # The decline threshold: at or above the operating one; where it is set, the precision target holds there
-    # and, one grid step lower (above the operating threshold), it did not yet.
+    # and, at the next score down (still at or above the operating threshold), it did not.
     assert op.decline_threshold >= op.threshold and op.decline_precision_target == 0.5
     labels = frame[F.LABEL].to_numpy()
     if op.decline_precision is not None:
         declined = T.flagged(scores, op.decline_threshold)
         assert declined.sum() == op.split_declines >= T.MIN_DECLINE_ROWS
         assert labels[declined].mean() == pytest.approx(op.decline_precision) and op.decline_precision >= 0.5
-        lower = op.decline_threshold - 1 / T.THRESHOLD_GRID
-        if lower >= op.threshold:
+        lower = _next_lower(scores, op.decline_threshold)
+        if lower is not None and lower >= op.threshold:
             assert labels[T.flagged(scores, lower)].mean() < 0.5
     else:
         assert op.decline_threshold == T.NEVER

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fraud import features as F
+from serving.config import CANARY_LABEL as CANARY
+from serving.config import STABLE_LABEL as STABLE
 from serving.process import ServerProcess, start_server
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"  # the product's configuration files
@@ -24,7 +26,6 @@ BATCHING_CONFIG = SERVING_DIR / "batching.config"
 ENV_REST = "TFSERVING_REST_URL"
 ENV_GRPC = "TFSERVING_GRPC_TARGET"
 ENV_LABELS = "TFSERVING_LABELS"
-STABLE, CANARY = "stable", "canary"
 
 
 @dataclass
@@ -67,23 +68,11 @@ def push_version(source_version_dir: Path, base: Path, version: int) -> Path:
 
 
 def local_models_config(base: Path, stable: int, canary: int, out: Path) -> Path:
-    """The checked-in serving/models.config with its base path and version numbers made local."""
-    from google.protobuf import text_format
+    """What `fraudctl serve-config` writes: versions `stable` and `canary` under `base`, by label."""
+    from serving.config import model_config_text, pinned_model_config
 
-    from serving.config import parse_model_server_config
-
-    config = parse_model_server_config(MODELS_CONFIG)
-    for model in config.model_config_list.config:
-        if model.name != F.MODEL_NAME:
-            continue
-        model.base_path = str(base)
-        policy = model.model_version_policy
-        if policy.WhichOneof("policy_choice") == "specific":
-            del policy.specific.versions[:]
-            policy.specific.versions.extend([stable, canary])
-        model.version_labels[STABLE] = stable
-        model.version_labels[CANARY] = canary
-    out.write_text(text_format.MessageToString(config))
+    out.write_text(model_config_text(pinned_model_config(F.MODEL_NAME, str(base), [stable, canary], stable=stable,
+                                                         canary=canary)))
     return out
 
 

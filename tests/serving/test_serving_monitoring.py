@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import grpc
+from google.protobuf import text_format
 import pytest
 import requests
 import yaml
@@ -43,15 +44,42 @@ TF_NAME = re.compile(r"^:tensorflow:")
 # Config files (fast)
 # --------------------------------------------------------------------------------------------------
 def test_models_config_parses_with_tf_serving_protos():
+    """As checked in it serves whatever the Pusher wrote (no version numbers that no run produces)."""
     config = parse_model_server_config(MODELS_CONFIG)
     (model,) = config.model_config_list.config
     assert model.name == F.MODEL_NAME
     assert model.base_path == f"/models/{F.MODEL_NAME}"
     assert model.model_platform == "tensorflow"
-    versions = set(model.model_version_policy.specific.versions)
-    assert set(model.version_labels) == {STABLE, CANARY}
-    assert set(model.version_labels.values()) <= versions  # a label must point at a served version
-    assert model.version_labels[STABLE] < model.version_labels[CANARY]
+    assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
+    assert not model.version_labels  # labels pin versions: `fraudctl serve-config` writes them from real pushes
+
+
+def test_serve_config_pins_pushed_versions_by_label(tmp_path):
+    from tests.helpers import run_fraudctl
+
+    base = tmp_path / F.MODEL_NAME
+    for version in (1780000000, 1780600000, 1781200000):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / F.SAVED_MODEL_FILE).write_bytes(b"")
+    (base / "1790000000").mkdir()  # half-pushed (no saved_model.pb yet): not a version
+    out = tmp_path / "models.config"
+    proc = run_fraudctl("serve-config", "--model-base", base, "--base-path", f"/models/{F.MODEL_NAME}", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    (model,) = parse_model_server_config(out).model_config_list.config
+    assert model.base_path == f"/models/{F.MODEL_NAME}"
+    assert list(model.model_version_policy.specific.versions) == [1780600000, 1781200000]
+    assert dict(model.version_labels) == {STABLE: 1780600000, CANARY: 1781200000}
+    proc = run_fraudctl("serve-config", "--model-base", base, "--canary", "1780600000", "--stable", "1780000000")
+    (model,) = text_format.Parse(proc.stdout, type(parse_model_server_config(out))()).model_config_list.config
+    assert dict(model.version_labels) == {STABLE: 1780000000, CANARY: 1780600000}
+    assert model.base_path == str(base.resolve())
+    proc = run_fraudctl("serve-config", "--model-base", base, "--stable", "1790000000", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "1790000000 not pushed" in proc.stderr and "1781200000" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_fraudctl("serve-config", "--model-base", empty)
+    assert proc.returncode == 2 and "run the pipeline" in proc.stderr
 
 
 def test_monitoring_and_batching_configs_parse(tmp_path):

@@ -189,7 +189,7 @@ def test_the_reference_section_says_why_it_was_not_computed():
         evaluation=Evaluation("/e", None, None, {}, {}), blessed=None, failed_thresholds=[], decision=[], pushed={},
         has_baseline=False, operating=None, operating_source="", baseline_operating=None,
         baseline_operating_source="", eval_days=0, eval_frame=None, alert_table=[], slices=[], references=[],
-        recompute_max_diff=None, tfma_fixed_threshold=None, timings={},
+        recompute_max_diff=None, timings={},
         references_note=f"the run has no Transform output ({F.NODE_TRANSFORM} ended FAILED)")
     section = _section_references(data)
     assert ('<p id="references-not-computed">Not computed: the run has no Transform output (Transform ended '
