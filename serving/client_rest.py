@@ -79,6 +79,14 @@ class RestClient:
         return [dict((label, score) for label, score in result) for result in document["results"]]
 
 
+# The three request bodies TF Serving's REST API takes, for one transaction.
+REQUEST_FORMATS = {
+    "row": lambda t: {"signature_name": F.SERVING_SIGNATURE, "instances": [t]},
+    "columnar": lambda t: {"signature_name": F.SERVING_SIGNATURE, "inputs": {k: [v] for k, v in t.items()}},
+    "classify": lambda t: {"signature_name": F.CLASSIFY_SIGNATURE, "examples": [t]},
+}
+
+
 def main(argv=None) -> int:
     from serving.example import example_transaction, typed
 
@@ -88,12 +96,12 @@ def main(argv=None) -> int:
     parser.add_argument("--label")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--status", action="store_true", help="print the model status first")
-    parser.add_argument("--print-request", action="store_true",
-                        help="print a :predict body with one synthetic transaction and exit (for curl -d @file)")
+    parser.add_argument("--print-request", nargs="?", const="row", choices=sorted(REQUEST_FORMATS),
+                        help="print a request body with one synthetic transaction and exit (for curl -d @file): "
+                             "row (:predict, the default), columnar (:predict) or classify (:classify)")
     args = parser.parse_args(argv)
     if args.print_request:
-        print(json.dumps({"signature_name": F.SERVING_SIGNATURE, "instances": [typed(example_transaction())]},
-                         indent=2))
+        print(json.dumps(REQUEST_FORMATS[args.print_request](typed(example_transaction())), indent=2))
         return 0
     client = RestClient(args.url, version=args.version, label=args.label, timeout=args.timeout)
     try:

@@ -381,10 +381,10 @@ def test_trainer_writes_synthetic_warmup_and_server_replays_it(small_run, local)
 # --------------------------------------------------------------------------------------------------
 # The README's request and serving commands, as written (only the ports are this test server's)
 # --------------------------------------------------------------------------------------------------
-def _readme_block(after: str, fence: str) -> str:
+def _readme_block(after: str, fence: str, readme: str = "README.md") -> str:
     from tests.helpers import REPO
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / readme).read_text()
     start = text.index(f"```{fence}\n", text.index(after)) + len(fence) + 4
     return text[start:text.index("```", start)]
 
@@ -414,3 +414,29 @@ def test_the_readmes_serving_commands_run_as_written(local, target):
         proc = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, (line, proc.stdout[-1000:], proc.stderr[-1000:])
         assert "AVAILABLE" in proc.stdout, (line, proc.stdout[-1000:])
+
+
+def test_the_serving_readmes_requests_run_as_written(local, target, tmp_path):
+    """serving/README.md's curl and Python blocks, line for line, against the local server started with the
+    labelled config `fraudctl serve-config` writes (only host ports and the model base are substituted)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, require_system_tool
+
+    require_system_tool("curl", "curl")
+    script = _readme_block("### curl", "bash", "serving/README.md") + \
+        _readme_block("### Python", "bash", "serving/README.md")
+    script = (script.replace("localhost:8501", target.rest_url.removeprefix("http://"))
+              .replace("localhost:8500", target.grpc_target).replace(".venv/bin/python", sys.executable)
+              .replace(f"runs/srv/serving/{F.MODEL_NAME}", str(local.base)))
+    # every curl must succeed (HTTP < 400) and the script stops at the first failing line
+    prelude = 'set -euo pipefail\ncurl() { command curl -sS --fail-with-body "$@"; echo; }\n'
+    proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+    out = proc.stdout
+    for expected in ('"AVAILABLE"', '"predictions"', '"outputs"', '"results"', '"signature_def"', F.SCORE_OUTPUT):
+        assert expected in out, expected
+    assert ":tensorflow:serving:request_count" in out  # the Prometheus endpoint answered
