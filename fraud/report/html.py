@@ -361,7 +361,7 @@ def _section_data(d: ReportData) -> str:
                    'features move between train and eval by construction, so they are watched, not gated). Every '
                    'input over its limit is listed.</p>')
         if over:
-            out.append(f'<p id="drift-warnings"><b>Over their limit (warnings):</b> '
+            out.append('<p id="drift-warnings"><b>Over their limit (warnings):</b> '
                        + ", ".join(f'{_e(r["feature"])} {r["value"]:.3f} &gt; {r["limit"]:g}' for r in over)
                        + "</p>")
         out.append('<table id="drift-table"><tr><th class="l">feature</th><th class="l">measure</th><th>drift</th>'

@@ -81,7 +81,9 @@ def load_evaluation(eval_uri: str) -> Evaluation:
         for model, matrices in by_model.items():
             if slice_name in curves and model in curves[slice_name]:
                 thresholds = configured if len(configured) == len(matrices) else [m.threshold for m in matrices]
-                curves[slice_name][model] = curves[slice_name][model].with_points(list(zip(thresholds, matrices)))
+                curves[slice_name][model] = curves[slice_name][model].with_points(
+                    [(t, m.true_positives, m.false_positives, m.true_negatives, m.false_negatives)
+                     for t, m in zip(thresholds, matrices)])
     return Evaluation(eval_uri, eval_config, tfma.load_validation_result(eval_uri), metrics, curves)
 
 

@@ -45,15 +45,23 @@ class Curves:
                 "recall": tp / (tp + fn) if tp + fn else float("nan")}
 
     def with_points(self, matrices) -> "Curves":
-        """These curves with TFMA's exact matrices merged in: (threshold, ConfusionMatrix proto) pairs; an exact
-        point replaces a plot point at the same threshold."""
+        """These curves with exact confusion matrices merged in, as (threshold, tp, fp, tn, fn); an exact point
+        replaces a plot point at the same threshold."""
         points = {float(t): (tp, fp, tn, fn) for t, tp, fp, tn, fn in
                   zip(self.thresholds, self.tp, self.fp, self.tn, self.fn)}
-        for t, m in matrices:
-            points[float(t)] = (m.true_positives, m.false_positives, m.true_negatives, m.false_negatives)
+        for t, tp, fp, tn, fn in matrices:
+            points[float(t)] = (tp, fp, tn, fn)
         order = sorted(points)
         col = lambda k: np.array([points[t][k] for t in order], dtype=np.float64)  # noqa: E731
         return Curves(np.array(order, dtype=np.float64), col(0), col(1), col(2), col(3), self.calibration)
+
+
+def exact_point(labels, scores, threshold: float) -> tuple:
+    """(threshold, tp, fp, tn, fn) of `score > threshold`: TFMA's rule for explicit thresholds."""
+    fraud = np.asarray(labels) > 0.5
+    alert = np.asarray(scores) > threshold
+    return (float(threshold), float((alert & fraud).sum()), float((alert & ~fraud).sum()),
+            float((~alert & ~fraud).sum()), float((~alert & fraud).sum()))
 
 
 @dataclass

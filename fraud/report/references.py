@@ -23,7 +23,7 @@ import numpy as np
 from fraud import features as F
 from fraud.report.metrics import tfma_metrics_from_scores
 from fraud.report.model import (FOREST, ISOLATION, LOGISTIC, OP_ALERTS_PER_DAY, OP_PRECISION, OP_RECALL,
-                                Reference)
+                                Reference, exact_point)
 
 _PARSE_CHUNK = 16384
 # The reference models train on at most this many train rows, drawn at random: their figures settle long before
@@ -173,6 +173,8 @@ def reference_models(inputs: ReferenceInputs, eval_rows, eval_config, alerts_per
         s_valid, s_eval = fit_and_score()
         threshold, _ = choose_threshold(s_valid, valid_days, alerts_per_day)
         metrics, curves = tfma_metrics_from_scores(labels, s_eval, eval_config, eval_rows)
+        if curves is not None:  # the exact matrix at the reference's own threshold (off TFMA's plot grid)
+            curves = curves.with_points([exact_point(labels, s_eval, threshold)])
         at = curves.at(threshold) if curves is not None else None
         if at:
             metrics[OP_PRECISION], metrics[OP_RECALL] = at["precision"], at["recall"]

@@ -189,6 +189,8 @@ def test_report_is_written_next_to_the_run_with_every_section(small_run, built):
     assert {r["name"] for r in data["references"]} == {
         "Logistic regression", "Random forest", "Isolation forest (unsupervised)"} and not data["references_note"]
     assert all(0 <= r["metrics"][F.METRIC_PR_AUC] <= 1 for r in data["references"])
+    # each reference at its own budget threshold (one of its valid scores, off TFMA's plot grid): counted exactly
+    assert all(r["metrics"].get("recall_at_op") is not None for r in data["references"])
     assert data["references_sample"].startswith("trained on all ")  # the small run is under the sample size
     assert 'id="references-sample"' in built.html
     assert data["anomalies"] == [] and "None: every split" in _section(built.html, "data")
