@@ -296,9 +296,16 @@ def split_files(examples_uri: str, split: str) -> list[str]:
     return files
 
 
+_READ_BATCH = 8192
+
+
 def read_records(files: list[str]) -> list[bytes]:
-    """Every serialized tf.Example of gzipped TFRecord files, in order."""
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=GZIP)]
+    """Every serialized tf.Example of gzipped TFRecord files, in order. Read in batches: one eager tensor per
+    record cost ~58 us (51 s for 872,635 records), one per 8,192 records brings that to 4 s."""
+    out: list[bytes] = []
+    for batch in tf.data.TFRecordDataset(files, compression_type=GZIP).batch(_READ_BATCH):
+        out.extend(batch.numpy().tolist())
+    return out
 
 
 def write_records(path: str, records) -> None:

@@ -28,7 +28,7 @@ from fraud.report.model import (FOREST, ISOLATION, LOGISTIC, OP_ALERTS_PER_DAY, 
 _PARSE_CHUNK = 16384
 # The reference models train on at most this many train rows, drawn at random: their figures settle long before
 # (they are a yardstick, not the model), and at a million rows the forest alone would take minutes.
-MAX_TRAIN_ROWS = 100_000
+MAX_TRAIN_ROWS = 50_000
 DENSE_LIMIT_BYTES = 1 << 30  # the one-hot features as a dense array up to this size (trees fit faster), else sparse
 
 

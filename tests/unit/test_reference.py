@@ -148,3 +148,17 @@ def test_the_references_run_on_ten_thousand_terminals_and_a_million_rows_within_
         # each learns the compromised terminals from their ids: well above the amount-only model
         assert r["pr_auc"] > 2 * out["amount_only"]["pr_auc"], out
         assert r["roc_auc"] > out["amount_only"]["roc_auc"] + 0.03, out
+
+
+def test_the_logistic_reference_fits_on_a_bounded_random_sample_in_row_order():
+    import pandas as pd
+
+    from fraud.reference import sample_rows
+
+    cols = {F.LABEL: np.arange(1000) % 2, F.USER_ID: pd.Series([f"U{i}" for i in range(1000)])}
+    assert sample_rows(cols, 1000, seed=1) is cols  # under the limit: every row, untouched
+    sample = sample_rows(cols, 300, seed=1)
+    ids = [int(u[1:]) for u in sample[F.USER_ID]]
+    assert len(ids) == len(set(ids)) == 300 and ids == sorted(ids)  # without replacement, in row order
+    assert (sample[F.LABEL] == np.array(ids) % 2).all()  # the columns stay row for row
+    assert sample_rows(cols, 300, seed=1)[F.USER_ID].tolist() == sample[F.USER_ID].tolist()  # deterministic
