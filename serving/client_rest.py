@@ -64,7 +64,8 @@ class RestClient:
         return self._call("GET", "/metadata")
 
     def predict(self, transactions: list[dict]) -> list[float]:
-        """Fraud scores (probabilities), one per transaction, via the raw-feature signature (row format).
+        """Fraud scores in [0, 1] (a ranking, not calibrated probabilities), one per transaction, via the raw-feature
+        signature (row format).
         Each transaction holds every model input (fraud.features.MODEL_INPUTS), floats as floats."""
         document = self._call("POST", ":predict", {"signature_name": F.SERVING_SIGNATURE, "instances": transactions})
         return document["predictions"]
