@@ -97,13 +97,18 @@ def training_plan(rows: int, max_steps: int) -> TrainingPlan:
 
 
 def _dataset(fn_args_files, data_accessor, tf_transform_output, feature_set, *, batch_size: int):
-    """One pass over files of transformed examples, in their stored order, as ({name: [batch, 1]}, label)."""
-    options = tfxio.TensorFlowDatasetOptions(
-        batch_size=batch_size, label_key=F.LABEL, num_epochs=1, shuffle=False)
-    dataset = data_accessor.tf_dataset_factory(
-        fn_args_files, options, tf_transform_output.transformed_metadata.schema)
+    """One pass over files of raw examples, in their stored order, through the Transform graph (the same graph the
+    serving signatures run), as ({name: [batch, 1]}, label)."""
+    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=False)
+    dataset = data_accessor.tf_dataset_factory(fn_args_files, options, tf_transform_output.raw_metadata.schema)
+    layer = tf_transform_output.transform_features_layer()
     names = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES
-    return dataset.map(lambda features, label: ({k: features[k] for k in names}, label))
+
+    def transform(raw):
+        transformed = layer(raw)
+        return {k: transformed[k] for k in names}, transformed[F.LABEL]
+
+    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def load_columns(dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -66,11 +66,11 @@ def _computations(name: str = CARD_PRECISION_NAME, k: int = DEFAULT_K,
             computations.append(metric_types.MetricComputation(
                 keys=[key],
                 preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[F.USER_ID, F.EVENT_TIME])],
-                combiner=_Combiner(key, eval_config, k)))
+                combiner=_CardPrecisionCombiner(key, eval_config, k)))
     return computations
 
 
-class _Combiner(beam.CombineFn):
+class _CardPrecisionCombiner(beam.CombineFn):
     """Keeps (day, card, score, label) per example: the eval window is days, not years, so this is small."""
 
     def __init__(self, key, eval_config, k: int):
@@ -80,16 +80,20 @@ class _Combiner(beam.CombineFn):
         return []
 
     def add_input(self, accumulator, element):
+        """One example (TFMA's Evaluator) or many at once (arrays of n rows: fraud.report.metrics scores whole
+        splits this way); either way each row adds one (day, card, score, label)."""
         labels, predictions, _ = next(metric_util.to_label_prediction_example_weight(
             element, eval_config=self._eval_config, model_name=self._key.model_name,
             output_name=self._key.output_name, example_weighted=False, flatten=False, squeeze=False))
-        card = util.get_by_keys(element.features, [F.USER_ID])
-        time = util.get_by_keys(element.features, [F.EVENT_TIME])
-        card = np.asarray(card).reshape(-1)[0]
-        card = card.decode() if isinstance(card, bytes) else str(card)
-        day = timeutil.lima_day(int(np.asarray(time).reshape(-1)[0]))
-        accumulator.append((day, card, float(np.asarray(predictions).reshape(-1)[0]),
-                            int(np.asarray(labels).reshape(-1)[0])))
+        cards = np.asarray(util.get_by_keys(element.features, [F.USER_ID])).reshape(-1)
+        times = np.asarray(util.get_by_keys(element.features, [F.EVENT_TIME])).reshape(-1).astype(np.int64)
+        scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        if not len(cards) == len(times) == len(scores) == len(labels):
+            raise ValueError(f"{self._key.name}: {len(scores)} predictions for {len(cards)} cards")
+        accumulator.extend(zip(timeutil.lima_day(times).tolist(),
+                               [c.decode() if isinstance(c, bytes) else str(c) for c in cards.tolist()],
+                               scores.tolist(), labels.tolist()))
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[list]):

@@ -66,11 +66,15 @@ def create_pipeline(
         # Pre/post-transform statistics would repeat StatisticsGen's work and double Transform's time;
         # drift and anomalies are checked on the raw data by the validation gate.
         disable_statistics=True,
+        # Transform only analyses (the train split) and writes the graph; it does not write transformed copies of
+        # every split: the Trainer runs the graph over the raw examples as it reads them, as serving does. Writing
+        # them read, transformed, encoded and wrote every row once more through Beam's per-record Python I/O.
+        materialize=False,
         custom_config={F.CONFIG_FEATURE_SET: feature_set},
     )
     trainer = tfx.components.Trainer(
         run_fn="trainer_module.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=examples,  # the raw (behavioural) examples; run_fn applies the Transform graph
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=[F.SPLIT_TRAIN], num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(splits=[F.SPLIT_VALID]),

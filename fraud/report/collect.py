@@ -268,10 +268,10 @@ def collect(root: Path, pipeline_name: str = F.PIPELINE_NAME, run_id: str | None
 
     t = time.time()
     try:
-        inputs, data.references_note = reference_inputs(nodes, serialized_eval)
+        inputs, data.references_note = reference_inputs(nodes, examples.uri, serialized_eval, serialized_valid)
     except Exception as exc:  # a report of a broken run must still render
-        inputs, data.references_note = None, f"the Transform output could not be read: {type(exc).__name__}: {exc}"
-    timings["reading Transform output"] = time.time() - t
+        inputs, data.references_note = None, f"the reference inputs could not be built: {type(exc).__name__}: {exc}"
+    timings["reference inputs (Transform graph)"] = time.time() - t
     if inputs is not None:
         t = time.time()
         try:

@@ -386,11 +386,11 @@ def _section_references(d: ReportData) -> str:
         return ""
     out = ['<section id="reference-models"><h2>8. Reference models on the same rows and features</h2>',
            '<p class="note">Simple scikit-learn models on the same rows and the same features as the candidate: '
-           'the run\'s Transform output (the features the Trainer fed the Keras model: the dense '
-           '<code>*_xf</code> features as Transform imputed and scaled them, the categorical vocabulary ids '
-           'one-hot encoded). Trained on the train split of Transform\'s <code>transformed_examples</code>, '
-           'thresholded for the same alert budget on its valid split, and scored on the eval examples through '
-           'the run\'s Transform graph (as TFMA scores the candidate, each row keeping its card and day) with the '
+           'the run\'s Transform graph applied to its examples (the features the Trainer fed the Keras model: the '
+           'dense <code>*_xf</code> features as Transform imputed and scaled them, the categorical vocabulary ids '
+           'one-hot encoded). Trained on the train split, thresholded for the same alert budget on the valid '
+           'split, and scored on the eval examples (as TFMA scores the candidate, each row keeping its card and '
+           'day) with the '
            'run\'s TFMA metric code. The gap to the candidate is what the deep model adds on the same inputs.</p>']
     if not d.references:
         why = f": {_e(d.references_note)}" if d.references_note else ""

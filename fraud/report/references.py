@@ -1,15 +1,15 @@
 """Reference models: what simple scikit-learn models achieve on the same rows AND the same features as the
 candidate, so the gap to the candidate is what the deep model adds, not a difference in inputs.
 
-The features are the Transform component's output, never re-derived here: the dense `*_xf` floats (already
-imputed and scaled by Transform) as they are, and the categorical `*_xf` vocabulary ids one-hot encoded (the
-Keras model embeds them; one-hot is the linear equivalent).
-- train: the Transform output's train split (`transformed_examples`: what the Trainer read);
-- valid: its valid split, for the alert-budget threshold (only the scores matter there);
-- eval: the raw eval examples (the Evaluator's) through the run's Transform graph, the same graph the candidate's
-  `serving_examples` signature runs inside TFMA. Transform's eval output has the same values but not the raw
-  order (Beam writes shards in any order) and none of the raw columns, while TFMA's card precision needs each
-  scored row's card and day: transforming the raw eval rows keeps them aligned.
+The features are the run's Transform graph applied to its raw examples, never re-derived here: the dense `*_xf`
+floats (already imputed and scaled by Transform) as they are, and the categorical `*_xf` vocabulary ids one-hot
+encoded (the Keras model embeds them; one-hot is the linear equivalent). The Trainer reads the same examples
+through the same graph (Transform does not write transformed copies), and so does the candidate's
+`serving_examples` signature inside TFMA:
+- train: the train split (a random sample of at most MAX_TRAIN_ROWS);
+- valid: the valid split, for the alert-budget threshold (only the scores matter there);
+- eval: the eval split in its stored order, the Evaluator's rows, so each scored row keeps its card and day
+  (TFMA's card precision needs them).
 Each model is scored on eval with the run's TFMA metric code (fraud.report.metrics).
 """
 from __future__ import annotations
@@ -92,27 +92,27 @@ def sample_records(records: list, limit: int, seed: int = 0) -> list:
     return [records[i] for i in keep]
 
 
-def reference_inputs(nodes: dict, eval_serialized: list[bytes],
+def reference_inputs(nodes: dict, examples_uri: str, eval_serialized: list[bytes], valid_serialized: list[bytes],
                      max_train_rows: int = MAX_TRAIN_ROWS) -> tuple[ReferenceInputs | None, str]:
-    """(the reference models' inputs, "") from the run's Transform node, or (None, why they cannot be built)."""
+    """(the reference models' inputs, "") from the run's Transform graph applied to its raw examples
+    (`examples_uri`: the examples Transform and the Trainer read), or (None, why they cannot be built)."""
     node = nodes.get(F.NODE_TRANSFORM)
-    examples = node.artifact("transformed_examples") if node is not None else None
     graph = node.artifact("transform_graph") if node is not None else None
-    if node is None or node.state != "COMPLETE" or examples is None or graph is None:
-        return None, (f"the run has no Transform output ({F.NODE_TRANSFORM} "
+    if node is None or node.state != "COMPLETE" or graph is None:
+        return None, (f"the run has no Transform graph ({F.NODE_TRANSFORM} "
                       + ("did not run" if node is None else f"ended {node.state}") + ")")
     from fraud import examples as X
 
-    train_records = X.read_records(X.split_files(examples.uri, F.SPLIT_TRAIN))
-    train = X.decode_frame(sample_records(train_records, max_train_rows))
-    valid = X.read_split(examples.uri, F.SPLIT_VALID)[1]
+    train_records = X.read_records(X.split_files(examples_uri, F.SPLIT_TRAIN))
+    train = transform_raw(graph.uri, sample_records(train_records, max_train_rows))
+    valid = transform_raw(graph.uri, valid_serialized)
     evals = transform_raw(graph.uri, eval_serialized)
     feature_set = feature_set_of(node, train.columns)
     needed = F.dense_transformed_features(feature_set) + F.CATEGORICAL_TRANSFORMED_FEATURES + (F.LABEL,)
     for split, frame in ((F.SPLIT_TRAIN, train), (F.SPLIT_VALID, valid), (F.SPLIT_EVAL, evals)):
         missing = [c for c in needed if c not in frame and not (split == F.SPLIT_EVAL and c == F.LABEL)]
         if missing:
-            return None, f"the Transform output of {split} lacks {', '.join(missing)}"
+            return None, f"the Transform graph's output for {split} lacks {', '.join(missing)}"
     return ReferenceInputs(train, valid, evals, feature_set, train_rows=len(train_records),
                            train_limit=max_train_rows), ""
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraud import features as F
@@ -162,3 +163,25 @@ def test_the_logistic_reference_fits_on_a_bounded_random_sample_in_row_order():
     assert len(ids) == len(set(ids)) == 300 and ids == sorted(ids)  # without replacement, in row order
     assert (sample[F.LABEL] == np.array(ids) % 2).all()  # the columns stay row for row
     assert sample_rows(cols, 300, seed=1)[F.USER_ID].tolist() == sample[F.USER_ID].tolist()  # deterministic
+
+
+def test_references_trained_side_by_side_score_as_each_trained_alone():
+    """run_references trains the references in threads at the same time; each must score exactly as when it is
+    trained alone (no shared state between them)."""
+    from fraud.eval_config import build_eval_config
+    from fraud.report.metrics import tfma_metrics_from_scores
+
+    train, evals = _columns(20_000, 500, seed=1), _columns(4_000, 500, seed=2)
+    evals[F.USER_ID] = np.array([f"U{i % 400}" for i in range(4_000)], dtype=object)
+    train[F.USER_ID] = np.array([f"U{i % 400}" for i in range(20_000)], dtype=object)
+    config = build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02)
+    together = {r.name: r for r in R.run_references(train, evals, config, feature_set=F.FEATURE_SET_BEHAVIOURAL,
+                                                     seed=3, progress=lambda line: None)}
+    encoder = R.Encoder.fit(train, F.FEATURE_SET_BEHAVIOURAL)
+    frame = pd.DataFrame({F.USER_ID: evals[F.USER_ID], F.EVENT_TIME: evals[F.EVENT_TIME]})
+    for name in F.REFERENCES:
+        assert not together[name].error, together[name].error
+        scores, _ = R._TRAINERS[name](encoder, train, evals, 3)
+        alone, _ = tfma_metrics_from_scores(evals[F.LABEL], scores, config, frame)
+        assert together[name].metrics[F.METRIC_PR_AUC] == alone[F.METRIC_PR_AUC]
+        assert together[name].metrics[F.METRIC_ROC_AUC] == alone[F.METRIC_ROC_AUC]

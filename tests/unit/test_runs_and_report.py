@@ -164,9 +164,11 @@ def test_read_run_and_summarize_walk_a_hand_built_store(tmp_path):
 def test_reference_models_are_not_computed_without_transform_output():
     from fraud.report import reference_inputs
 
-    assert reference_inputs({}, []) == (None, f"the run has no Transform output ({F.NODE_TRANSFORM} did not run)")
+    assert reference_inputs({}, "/e", [], []) == (
+        None, f"the run has no Transform graph ({F.NODE_TRANSFORM} did not run)")
     failed = {F.NODE_TRANSFORM: Node(F.NODE_TRANSFORM, "FAILED", 3.0, "OOM")}
-    assert reference_inputs(failed, []) == (None, f"the run has no Transform output ({F.NODE_TRANSFORM} ended FAILED)")
+    assert reference_inputs(failed, "/e", [], []) == (
+        None, f"the run has no Transform graph ({F.NODE_TRANSFORM} ended FAILED)")
 
 
 def test_the_reference_feature_set_is_the_one_transform_ran_with():
@@ -190,11 +192,11 @@ def test_the_reference_section_says_why_it_was_not_computed():
         has_baseline=False, operating=None, operating_source="", baseline_operating=None,
         baseline_operating_source="", eval_days=0, eval_frame=None, alert_table=[], slices=[], references=[],
         recompute_max_diff=None, timings={},
-        references_note=f"the run has no Transform output ({F.NODE_TRANSFORM} ended FAILED)")
+        references_note=f"the run has no Transform graph ({F.NODE_TRANSFORM} ended FAILED)")
     section = _section_references(data)
-    assert ('<p id="references-not-computed">Not computed: the run has no Transform output (Transform ended '
+    assert ('<p id="references-not-computed">Not computed: the run has no Transform graph (Transform ended '
             'FAILED).</p>') in section
-    assert "transformed_examples" in section and 'id="reference-table"' not in section
+    assert "Transform graph applied to its examples" in section and 'id="reference-table"' not in section
 
 
 def test_report_paths_and_errors(tmp_path):
@@ -228,3 +230,47 @@ def test_the_score_distribution_counts_every_score_of_each_class():
     # What the plot did before: clipped in float32, then binned against float64 edges.
     old_counts, _ = np.histogram(np.clip(scores, 1e-4, 1), bins=SCORE_BINS)
     assert old_counts.sum() < len(scores)
+
+
+def test_metrics_from_scores_equal_tfmas_combiners_fed_one_example_at_a_time():
+    """tfma_metrics_from_scores hands the combiners that flatten their input every row at once; the result must be
+    what TFMA's Evaluator gets feeding them one example at a time (every metric of the run's EvalConfig)."""
+    import numpy as np
+    import pandas as pd
+    from tensorflow_model_analysis.metrics import metric_specs, metric_types
+
+    from fraud import features as F
+    from fraud.eval_config import build_eval_config, with_operating_thresholds
+    from fraud.report.metrics import _local_eval_config, tfma_metrics_from_scores
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    labels = (rng.random(n) < 0.05).astype(np.float32)
+    scores = np.clip(rng.random(n) * 0.4 + labels * 0.4, 0, 1).astype(np.float32)
+    frame = pd.DataFrame({F.USER_ID: [f"U{i % 300}" for i in range(n)],
+                          F.EVENT_TIME: 1_780_000_000 + np.arange(n, dtype=np.int64) * 600})
+    eval_config = with_operating_thresholds(build_eval_config(pr_auc_floor=0.2, regression_tolerance=0.02), 0.3, [0.6])
+    fast, _ = tfma_metrics_from_scores(labels, scores, eval_config, frame)
+
+    config = _local_eval_config(eval_config)
+    computations = list(dict.fromkeys(metric_specs.to_computations(config.metrics_specs, eval_config=config)))
+    results = {}
+    for c in computations:
+        if isinstance(c, metric_types.MetricComputation):
+            c.combiner.setup()
+            acc = c.combiner.create_accumulator()
+            for i in range(n):
+                acc = c.combiner.add_input(acc, metric_types.StandardMetricInputs(
+                    labels=labels[i:i + 1], predictions=scores[i:i + 1], example_weights=np.ones(1, np.float32),
+                    features={F.USER_ID: np.array([frame[F.USER_ID][i].encode()], dtype=object),
+                              F.EVENT_TIME: frame[F.EVENT_TIME].to_numpy()[i:i + 1]}))
+            results.update(c.combiner.extract_output(acc))
+    for c in computations:
+        if isinstance(c, metric_types.DerivedMetricComputation):
+            results.update(c.result(results))
+    slow = {k.name: float(v) for k, v in results.items()
+            if not k.name.startswith("_") and isinstance(v, (float, int, np.number))}
+    assert slow[F.METRIC_EXAMPLE_COUNT] == n and slow[F.METRIC_CARD_PRECISION] > 0
+    assert set(slow) <= set(fast)
+    for name, value in slow.items():
+        assert fast[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
