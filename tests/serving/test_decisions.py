@@ -524,3 +524,45 @@ def test_alerts_are_posted_to_the_webhook_and_a_dead_webhook_fails_no_decision(s
             a["decision"] != "approve" for a in answers) > 0
 
     asyncio.run(main())
+
+
+def test_the_readmes_decision_commands_run_as_written(target, tmp_path):
+    """README "Real-time decisions": the service command and both curl requests, line for line, against the model
+    server under test (only the ports and the model directory are this test's)."""
+    import json
+    import re
+
+    import requests
+
+    from tests.helpers import FRAUDCTL, REPO
+
+    require_system_tool("curl", "curl")
+    if target.local is None:
+        pytest.skip("needs the local deployment's model directory")
+    text = (REPO / "README.md").read_text()
+    start = text.index("```bash\n", text.index("## Real-time decisions")) + len("```bash\n")
+    block = text[start:text.index("```", start)]
+    serve, _, requests_script = block.partition("\n")
+    assert serve.startswith("fraudctl decide serve ") and requests_script.count("curl ") == 2
+    port = _port()
+    command = (serve.replace("grpc://127.0.0.1:8500", f"grpc://{target.grpc_target}")
+               .replace("runs/demo/serving_models/fraud_detector", str(target.local.base)).split())
+    log = open(tmp_path / "decide.log", "wb")
+    service = subprocess.Popen([FRAUDCTL, *command[1:], "--port", str(port)], cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        script = requests_script.replace("localhost:8600", f"127.0.0.1:{port}")
+        prelude = 'set -euo pipefail\ncurl() { command curl -sS --fail-with-body "$@"; echo; }\n'
+        proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], (tmp_path / "decide.log").read_text())
+        decision_text, label_text = [line for line in proc.stdout.splitlines() if line.strip()][:2]
+        decision = json.loads(decision_text)
+        assert decision["transaction_id"] == "T-1001" and decision["decision"] in ("approve", "review", "decline")
+        assert decision["degraded"] is False and 0.0 <= decision["score"] <= 1.0 and decision["reasons"]
+        assert re.search(r'"transaction_id":\s*"T-1001"', label_text), label_text
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        service.terminate()
+        service.wait(15)
