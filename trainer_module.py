@@ -197,8 +197,9 @@ def run_fn(fn_args):
           f"{held:.0f} MiB); {plan.describe(total)}", flush=True)
 
     model = build_model(vocabulary_sizes(tf_transform_output), positives / max(total, 1), feature_set=feature_set)
+    # Validated after every epoch: parsed and transformed once, then held (a few MB: the split is days, not months).
     valid = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, feature_set,
-                     batch_size=BATCH_SIZE_MAX)
+                     batch_size=BATCH_SIZE_MAX).cache()
     history, at = fit(model, columns, labels, valid, plan, weight=weight, seed=seed,
                       callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
     values = {k: history.history[k][at] for k in ("val_loss", f"val_{F.METRIC_PR_AUC}", f"val_{F.METRIC_ROC_AUC}")}
