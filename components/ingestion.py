@@ -72,6 +72,7 @@ def FraudExampleGen(
         examples.set_int_custom_property(F.prop_end(name), int(frame[F.EVENT_TIME].max()))
     examples.split_names = artifact_utils.encode_split_names(list(splits))
     examples.set_string_custom_property(F.PROP_PAYLOAD_FORMAT, "FORMAT_TF_EXAMPLE")
+    examples.set_int_custom_property(F.PROP_DENSE_EXAMPLES, 1)  # to_examples writes every column in every row
     examples.set_int_custom_property(F.PROP_ROWS_IN, standard.rows_in)
     examples.set_string_custom_property(F.PROP_IMPUTED_COLUMNS, ",".join(standard.imputed_columns))
     print(f"ingested {standard.rows_in} rows: "

@@ -253,6 +253,9 @@ COMPONENT_IDS = (
 PROP_ROWS_IN = "rows_in"
 PROP_IMPUTED_COLUMNS = "imputed_columns"
 PROP_PAYLOAD_FORMAT = "payload_format"
+# 1: every record holds every feature with one value (this project's writers; the behavioural features keep it).
+# The in-process statistics (components/statistics.py) need it; other examples take TFDV's Beam path.
+PROP_DENSE_EXAMPLES = "dense_examples"
 
 
 def prop_rows(split: str) -> str:

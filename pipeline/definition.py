@@ -15,6 +15,7 @@ from components.evaluator import Evaluator
 from components.ingestion import FraudExampleGen
 from components.pusher import Pusher
 from components.reference_gate import ReferenceGate
+from components.statistics import StatisticsGen
 from components.threshold import OperatingThresholdSelector
 from components.validation import DataValidationGate
 from fraud import features as F
@@ -50,7 +51,7 @@ def create_pipeline(
     # Every later component reads the examples with behavioural features (point-in-time, all splits).
     behaviour = BehaviouralFeatures(examples=example_gen.outputs["examples"], label_delay_days=label_delay_days)
     examples = behaviour.outputs["augmented_examples"]
-    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    statistics_gen = StatisticsGen(examples=examples)  # TFX's, TFDV in process (components/statistics.py)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
