@@ -339,6 +339,10 @@ RESTAURANT_FRAUD_RATES = tuple(restaurant_fraud_rate(w) for w, _ in RESTAURANT_F
 RESTAURANT_BEHAVIOUR_FEATURES = tuple(f"restaurant_txn_count_{w}" for w, _ in RESTAURANT_WINDOWS) + \
     RESTAURANT_FRAUD_RATES
 BEHAVIOUR_FEATURES = USER_BEHAVIOUR_FEATURES + DEVICE_BEHAVIOUR_FEATURES + RESTAURANT_BEHAVIOUR_FEATURES
+# A card's first transaction, on a device (cold start): the behavioural features that are not 0 then. fraud.behaviour
+# computes them (tests/unit/test_behaviour.py holds this equal); clients' examples (serving/example.py) use them.
+FIRST_TRANSACTION_FEATURES = {"user_amount_ratio_30d": 1.0, "user_secs_since_prev": float(30 * DAY_S),
+                              "user_device_is_new": 1.0, "user_anomaly_score": 2.0}
 
 # Drift limits (schema/schema.pbtxt, written by scripts/make_schema.py) are set on every model input except the
 # event time (train and eval are disjoint in time by construction). Drift of these raw single-row inputs beyond

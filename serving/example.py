@@ -23,7 +23,7 @@ _SINGLE_ROW_VALUES = {
     F.OS_VERSION: "pos_fw_5.2",
     F.RESTAURANT_ID: "R001",
 }
-_DEFAULT_BY_KIND = {"float": 0.0, "int": 0, "string": F.MISSING}  # e.g. history counts of a first-time card
+_DEFAULT_BY_KIND = {"float": 0.0, "int": 0, "string": F.MISSING}
 
 
 def example_transaction(keys=None, **overrides) -> dict:
@@ -32,7 +32,9 @@ def example_transaction(keys=None, **overrides) -> dict:
     unknown = set(overrides) - set(keys)
     if unknown:
         raise KeyError(f"not model inputs: {sorted(unknown)}")
-    row = {k: _SINGLE_ROW_VALUES.get(k, _DEFAULT_BY_KIND[F.input_kind(k)]) for k in keys}
+    # The behavioural features of a first-time card (cold start): what the decision service would send for it.
+    row = {k: _SINGLE_ROW_VALUES.get(k, F.FIRST_TRANSACTION_FEATURES.get(k, _DEFAULT_BY_KIND[F.input_kind(k)]))
+           for k in keys}
     row.update(overrides)
     return row
 

@@ -26,6 +26,8 @@ def test_user_features_by_hand():
     b = f["b"]
     assert b["user_txn_count_1h"] == 1 and b["user_amount_sum_1h"] == 100.0 and b["user_amount_ratio_30d"] == 3.0
     assert b["user_secs_since_prev"] == 1800 and b["user_device_is_new"] == 0.0
+    first = {name: value for name, value in f["a"].items() if value != 0}
+    assert first == F.FIRST_TRANSACTION_FEATURES  # what serving/example.py sends for a first-time card
     c = f["c"]  # 2 h later in Cusco on a new device, amount missing
     assert c["user_txn_count_1h"] == 0 and c["user_txn_count_1d"] == 2 and c["user_amount_mean_1d"] == 200.0
     assert c["user_device_is_new"] == 1.0 and c["user_amount_ratio_30d"] == 1.0

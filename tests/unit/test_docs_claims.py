@@ -28,3 +28,16 @@ def test_scores_are_not_called_calibrated_probabilities():
     for name, text in _tracked_text_files():
         if name.endswith(".md") or name.startswith("serving/"):
             assert not claim.search(text), name
+
+
+def test_the_example_request_is_a_first_time_card_at_its_documented_cold_start():
+    """`python -m serving.client_rest --print-request` and the clients' examples send a first-time card: its
+    behavioural inputs are the cold-start values the feature code gives (not zeros: a new device is 1, the amount
+    ratio 1)."""
+    from fraud import features as F
+    from serving.example import example_transaction
+
+    row = example_transaction()
+    for name in F.BEHAVIOUR_FEATURES:
+        assert row[name] == F.FIRST_TRANSACTION_FEATURES.get(name, 0.0), name
+    assert row["user_device_is_new"] == 1.0 and row["user_amount_ratio_30d"] == 1.0
