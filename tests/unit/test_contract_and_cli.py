@@ -47,6 +47,8 @@ def test_missing_data_dir_is_a_usage_error(tmp_path):
     proc = run_fraudctl("pipeline", "run", "--data", tmp_path / "nope", "--root", tmp_path / "root",
                         "--serving-dir", tmp_path / "serving")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    # the option the user typed, not the settings field or pydantic's prefix
+    assert "--data: data directory" in proc.stderr and "data-dir" not in proc.stderr and "Value error" not in proc.stderr
     assert not (tmp_path / "root").exists()
 
 
