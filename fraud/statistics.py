@@ -14,7 +14,9 @@ whose distribution the schema limits. Above that, counts of rare values and the 
 estimates.
 
 A batch whose records do not all hold every feature of the first record, each with one value, is decoded by
-tfx_bsl's decoder instead: the result is the same, only slower.
+tfx_bsl's decoder instead: the result is the same, only slower. A feature that the first record lacks but later
+records hold would not be parsed at all, so this path is for examples whose records all hold the same features
+(the StatisticsGen executor uses it only for examples marked F.PROP_DENSE_EXAMPLES).
 """
 from __future__ import annotations
 
