@@ -1,7 +1,6 @@
 """What the documentation claims must be true (issue: what the report, the README and the examples say)."""
 import re
 import subprocess
-from pathlib import Path
 
 from tests.helpers import REPO
 
@@ -17,8 +16,8 @@ def _tracked_text_files():
 
 def test_no_file_points_outside_the_repository():
     """Users of the repository do not have the workplace's shared folder: what is needed lives in docs/."""
-    this = str(Path(__file__).resolve().relative_to(REPO))
-    bad = [name for name, text in _tracked_text_files() if "../shared" in text and name != this]
+    outside = "/".join(("..", "shared"))  # spelled in parts, so this file does not hold the path it looks for
+    bad = [name for name, text in _tracked_text_files() if outside in text]
     assert bad == [], bad
 
 
