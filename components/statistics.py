@@ -84,9 +84,9 @@ class Executor(tfx_executor.Executor):
             out_dir = artifact_utils.get_split_uri([statistics], split)
             io_utils.write_bytes_file(os.path.join(out_dir, tfx_executor.DEFAULT_FILE_NAME),
                                       stats.SerializeToString())
-            rows = stats.datasets[0].num_examples if stats.datasets else 0
-            print(f"statistics of {split}: {rows:,} rows, {len(stats.datasets[0].features) if stats.datasets else 0} "
-                  f"features in {time.time() - began:.1f} s (TFDV in process)", flush=True)
+            (dataset,) = stats.datasets  # one dataset: the split, unsliced
+            print(f"statistics of {split}: {dataset.num_examples:,} rows, {len(dataset.features)} features in "
+                  f"{time.time() - began:.1f} s (TFDV in process)", flush=True)
 
 
 class StatisticsGen(TfxStatisticsGen):

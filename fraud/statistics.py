@@ -32,10 +32,11 @@ _KINDS = {"float_list": (tf.float32, pa.float32()), "int64_list": (tf.int64, pa.
 
 
 def _dense_spec(record: bytes) -> dict:
-    features = tf.train.Example.FromString(record).features.feature
-    return {name: (tf.io.FixedLenFeature([], _KINDS[feature.WhichOneof("kind")][0]),
-                   _KINDS[feature.WhichOneof("kind")][1])
-            for name, feature in features.items() if feature.WhichOneof("kind") is not None}
+    """{feature: (its parse spec, its Arrow type)} of the features the record holds."""
+    kinds = {name: feature.WhichOneof("kind") for name, feature in
+             tf.train.Example.FromString(record).features.feature.items()}
+    return {name: (tf.io.FixedLenFeature([], _KINDS[kind][0]), _KINDS[kind][1])
+            for name, kind in kinds.items() if kind is not None}
 
 
 def _as_record_batch(parsed: dict, arrow_types: dict, rows: int) -> pa.RecordBatch:

@@ -67,3 +67,14 @@ def run_pipeline(data_dir: Path, root: Path, serving_dir: Path, *extra) -> Pipel
     proc = run_fraudctl("pipeline", "run", "--data", data_dir, "--root", root, "--serving-dir", serving_dir,
                         "--train-steps", SMALL_TRAIN_STEPS, *extra)
     return PipelineRun(data_dir, root, serving_dir, proc.returncode, proc.stdout + proc.stderr)
+
+
+def readme_block(after: str, fence: str, readme: str = "README.md") -> str:
+    """The first ```fence block of `readme` after the text `after`, as written (for tests that run the docs)."""
+    text = (REPO / readme).read_text()
+    start = text.index(f"```{fence}\n", text.index(after)) + len(fence) + 4
+    return text[start:text.index("```", start)]
+
+
+# Runs a README's curl lines as a script: stop at the first failing line, an HTTP error (>= 400) fails.
+CURL_PRELUDE = 'set -euo pipefail\ncurl() { command curl -sS --fail-with-body "$@"; echo; }\n'

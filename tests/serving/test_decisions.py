@@ -534,14 +534,12 @@ def test_the_readmes_decision_commands_run_as_written(target, tmp_path):
 
     import requests
 
-    from tests.helpers import FRAUDCTL, REPO
+    from tests.helpers import CURL_PRELUDE, FRAUDCTL, readme_block
 
     require_system_tool("curl", "curl")
     if target.local is None:
         pytest.skip("needs the local deployment's model directory")
-    text = (REPO / "README.md").read_text()
-    start = text.index("```bash\n", text.index("## Real-time decisions")) + len("```bash\n")
-    block = text[start:text.index("```", start)]
+    block = readme_block("## Real-time decisions", "bash")
     serve, _, requests_script = block.partition("\n")
     assert serve.startswith("fraudctl decide serve ") and requests_script.count("curl ") == 2
     port = _port()
@@ -553,8 +551,7 @@ def test_the_readmes_decision_commands_run_as_written(target, tmp_path):
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
         script = requests_script.replace("localhost:8600", f"127.0.0.1:{port}")
-        prelude = 'set -euo pipefail\ncurl() { command curl -sS --fail-with-body "$@"; echo; }\n'
-        proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+        proc = subprocess.run(["bash", "-c", CURL_PRELUDE + script], cwd=tmp_path, capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], (tmp_path / "decide.log").read_text())
         decision_text, label_text = [line for line in proc.stdout.splitlines() if line.strip()][:2]

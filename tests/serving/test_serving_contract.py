@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from fraud import features as F
 from serving.client_grpc import GrpcClient, input_arrays, to_example
 from serving.example import example_transaction, typed
+from tests.helpers import CURL_PRELUDE, readme_block
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 10  # seconds, on every call
@@ -381,16 +382,8 @@ def test_trainer_writes_synthetic_warmup_and_server_replays_it(small_run, local)
 # --------------------------------------------------------------------------------------------------
 # The README's request and serving commands, as written (only the ports are this test server's)
 # --------------------------------------------------------------------------------------------------
-def _readme_block(after: str, fence: str, readme: str = "README.md") -> str:
-    from tests.helpers import REPO
-
-    text = (REPO / readme).read_text()
-    start = text.index(f"```{fence}\n", text.index(after)) + len(fence) + 4
-    return text[start:text.index("```", start)]
-
-
 def test_the_readmes_rest_request_is_answered(target):
-    body = json.loads(_readme_block("A REST client of TF Serving sends every raw input", "json"))
+    body = json.loads(readme_block("A REST client of TF Serving sends every raw input", "json"))
     response = requests.post(target.model_url + ":predict", json=body, timeout=TIMEOUT)
     assert response.status_code == 200, response.text[:1000]
     (score,) = response.json()["predictions"]
@@ -406,7 +399,7 @@ def test_the_readmes_serving_commands_run_as_written(local, target):
 
     require_system_tool("curl", "curl")
     rest = target.rest_url.removeprefix("http://")
-    lines = [line for line in _readme_block("`serving/README.md` covers requests", "bash").splitlines() if line]
+    lines = [line for line in readme_block("`serving/README.md` covers requests", "bash").splitlines() if line]
     assert len(lines) == 3
     for line in lines:
         command = (line.replace("localhost:8501", rest).replace("localhost:8500", target.grpc_target)
@@ -426,14 +419,13 @@ def test_the_serving_readmes_requests_run_as_written(local, target, tmp_path):
     from tests.helpers import REPO, require_system_tool
 
     require_system_tool("curl", "curl")
-    script = _readme_block("### curl", "bash", "serving/README.md") + \
-        _readme_block("### Python", "bash", "serving/README.md")
+    script = readme_block("### curl", "bash", "serving/README.md") + \
+        readme_block("### Python", "bash", "serving/README.md")
     script = (script.replace("localhost:8501", target.rest_url.removeprefix("http://"))
               .replace("localhost:8500", target.grpc_target).replace(".venv/bin/python", sys.executable)
               .replace(f"runs/srv/serving/{F.MODEL_NAME}", str(local.base)))
     # every curl must succeed (HTTP < 400) and the script stops at the first failing line
-    prelude = 'set -euo pipefail\ncurl() { command curl -sS --fail-with-body "$@"; echo; }\n'
-    proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run(["bash", "-c", CURL_PRELUDE + script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     out = proc.stdout
