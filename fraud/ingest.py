@@ -70,7 +70,9 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         if "UTF8" in reason or isinstance(exc, UnicodeDecodeError):
             reason += " (save the file as UTF-8)"
         raise DataContractError(f"cannot read {str(path)!r} as CSV: {reason}") from None
-    frame = table.to_pandas()
+    # Arrow-backed strings: no Python object per value until a column is kept as text (standardise() reads the
+    # numbers and timestamps straight from Arrow), which is most of the reading cost saved on large exports.
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -139,7 +141,7 @@ def _stripped(values: pd.Series):
 
     array = _arrow_strings(values)
     if array is None:
-        return values.astype(str).str.strip(), None
+        return _as_objects(values).astype(str).str.strip(), None
     trimmed = pc.utf8_trim_whitespace(array)
     if pc.sum(pc.binary_length(trimmed)) == pc.sum(pc.binary_length(array)):  # nothing trimmed (the usual case):
         return values, array  # the same values, without new objects
@@ -152,7 +154,10 @@ def time_order(times: pd.Series, ids: pd.Series) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = pa.table({"time": pa.array(times.to_numpy()), "id": pa.array(ids.astype(str).to_numpy(), pa.string())})
+    id_array = _arrow_strings(ids)
+    if id_array is None:
+        id_array = pa.array(ids.astype(str).to_numpy(), pa.string())
+    table = pa.table({"time": pa.array(times.to_numpy()), "id": id_array})
     return pc.sort_indices(table, sort_keys=[("time", "ascending"), ("id", "ascending")]).to_numpy()
 
 
@@ -170,6 +175,10 @@ def _arrow_strings(values: pd.Series):
     """The values as an Arrow string array without nulls, or None when they are not all str."""
     import pyarrow as pa
 
+    if _arrow_backed(values) and len(values):
+        array = pa.array(values.array)  # read_csv's columns: Arrow's own array, no copy of the values
+        array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        return array if array.null_count == 0 else None
     if values.dtype != object or not len(values):
         return None
     try:
@@ -203,6 +212,15 @@ def _civil_seconds(year, month, day, hour, minute, second):
     following = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     ok &= day <= following - first
     return (first + day - 1) * F.DAY_S + hour * 3600 + minute * 60 + second, ok
+
+
+def _arrow_backed(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
+
+
+def _as_objects(values: pd.Series) -> pd.Series:
+    """Arrow-backed strings as plain str objects, for the general (pandas) paths and the standard frame."""
+    return values.astype(object) if _arrow_backed(values) else values
 
 
 def _fast_timestamps(array) -> tuple[np.ndarray, np.ndarray]:
@@ -272,9 +290,9 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         if done.all():
             return pd.Series(seconds, index=values.index)
         out = pd.Series(seconds, index=values.index)
-        out[~done] = _parse_timestamps_general(values[~done]).to_numpy()
+        out[~done] = _parse_timestamps_general(_as_objects(values[~done])).to_numpy()
         return out
-    return _parse_timestamps_general(values)
+    return _parse_timestamps_general(_as_objects(values))
 
 
 def _parse_timestamps_general(values: pd.Series) -> pd.Series:
@@ -353,9 +371,9 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
         numbers, done = _fast_numbers(array)
         if not done.all():
             rest = ~done
-            numbers[rest] = _numbers_general(raw[rest], column).to_numpy()
+            numbers[rest] = _numbers_general(_as_objects(raw[rest]), column).to_numpy()
         return pd.Series(numbers, index=raw.index)
-    return _numbers_general(raw, column)
+    return _numbers_general(_as_objects(raw), column)
 
 
 def _numbers_general(raw: pd.Series, column: str) -> pd.Series:
@@ -394,7 +412,9 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
     if len(raw) == 0:
         raise DataContractError("the transactions table has no rows")
 
-    out = pd.DataFrame(index=raw.index)
+    # Columns are gathered as Series (raw's index, for the messages) and built into one frame in time order at
+    # the end: a frame grown column by column and then reordered costs a copy of every column twice.
+    out: dict = {}
     for column in (F.TRANSACTION_ID, F.USER_ID):
         out[column] = stripped(raw[column])
         empty = out[column] == ""
@@ -427,16 +447,17 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
         if column in raw.columns:
             out[column] = _numeric(raw, column)
         else:
-            out[column] = np.nan
+            out[column] = pd.Series(np.nan, index=raw.index)
             imputed.append(column)
     for column in F.OPTIONAL_STRING_COLUMNS:
         if column in raw.columns:
             out[column] = stripped(raw[column])
         else:
-            out[column] = F.MISSING
+            out[column] = pd.Series(F.MISSING, index=raw.index, dtype=object)
             imputed.append(column)
     out[F.DEVICE_ID] = normalise_device_id(out[F.DEVICE_ID])
-    out[F.FRAUD_SCENARIO] = raw[F.FRAUD_SCENARIO].astype(str) if F.FRAUD_SCENARIO in raw.columns else F.MISSING
+    out[F.FRAUD_SCENARIO] = (raw[F.FRAUD_SCENARIO].astype(str) if F.FRAUD_SCENARIO in raw.columns
+                             else pd.Series(F.MISSING, index=raw.index, dtype=object))
 
     if require_label:
         label = _numeric(raw, F.LABEL)
@@ -456,8 +477,20 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
         out[F.LABEL] = label.fillna(F.UNKNOWN_LABEL).astype(np.int64)
 
     out[F.TIME_OF_DAY] = _TIMES_OF_DAY[timeutil.lima_hour(out[F.EVENT_TIME].to_numpy())]
-    out = out.take(time_order(out[F.EVENT_TIME], out[F.TRANSACTION_ID])).reset_index(drop=True)
-    return Standardised(frame=out, rows_in=len(raw), imputed_columns=tuple(imputed))
+    order = time_order(out[F.EVENT_TIME], out[F.TRANSACTION_ID])
+    return Standardised(frame=_frame_in_order(out, order), rows_in=len(raw), imputed_columns=tuple(imputed))
+
+
+def _frame_in_order(columns: dict, order: np.ndarray) -> pd.DataFrame:
+    """One frame of `columns` (Series or arrays of equal length) with its rows in `order`: reordered and turned
+    into pandas columns by Arrow (text as str objects, made once per value, in order), not column by column."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        text = _arrow_strings(values) if isinstance(values, pd.Series) else None
+        arrays[name] = text if text is not None else pa.array(np.asarray(values))
+    return pa.table(arrays).take(pa.array(order)).to_pandas()
 
 
 # ---------------------------------------------------------------------------------------------------------------

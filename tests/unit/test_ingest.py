@@ -303,3 +303,26 @@ def test_bad_exports_are_rejected_naming_file_column_and_row(tmp_path):
     with pytest.raises(ingest.DataContractError, match="month-first"):
         ingest.parse_timestamp("01/13/2026 20:15:00")
     assert ingest.parse_timestamp("13/01/2026 20:15") == ingest.parse_timestamp("13/01/2026 20:15:00")
+
+
+def test_a_read_export_standardises_as_the_same_values_held_as_python_strings(tmp_path):
+    """read_csv_dir hands standardise() Arrow-backed text; every shape (padded ids, each timestamp form, blanks,
+    numbers the fast path leaves to pandas, non-ASCII devices) must come out as from plain str objects."""
+    rows = [
+        ("t1 ", "2026-03-01 12:00:00", "120.5", " u1", "40", "Lima", "DEV-01", "0"),
+        ("t2", "01/03/2026 12:00:01", "1e2", "u2", "", "Cusco ", "設備-12", "1"),
+        ("t3", "2026-03-01T17:00:02Z", " 7 ", "u1", "33.0", "", "", "0"),
+        ("t4", "1772384403", "0.10", "u3", "nan", "Arequipa", "Ä-Ö", "0"),
+        ("t5", "2026-03-01T12:00:04-05:00", "15", "u2", "29", "Lima", "dev 01", "1"),
+    ]
+    header = (F.TRANSACTION_ID, F.TIMESTAMP, F.AMOUNT, F.USER_ID, F.USER_AGE, F.CITY, F.DEVICE_ID, F.LABEL)
+    pd.DataFrame(rows, columns=header).to_csv(tmp_path / "a.csv", index=False)
+    read = ingest.read_csv_dir(tmp_path)
+    as_objects = read.astype(object)
+    assert all(dtype == object for dtype in as_objects.dtypes)
+    fast = ingest.standardise(read, require_label=True).frame
+    plain = ingest.standardise(as_objects, require_label=True).frame
+    pd.testing.assert_frame_equal(fast, plain)
+    assert fast[F.TRANSACTION_ID].tolist() == ["t1", "t2", "t3", "t4", "t5"]
+    assert fast[F.AMOUNT].tolist() == [120.5, 100.0, 7.0, 0.1, 15.0]
+    assert all(isinstance(v, str) for c in (F.TRANSACTION_ID, F.CITY, F.DEVICE_ID) for v in fast[c])
