@@ -214,6 +214,12 @@ def _civil_seconds(year, month, day, hour, minute, second):
     return (first + day - 1) * F.DAY_S + hour * 3600 + minute * 60 + second, ok
 
 
+def _count_distinct(array) -> int:
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(array).as_py()
+
+
 def _arrow_backed(values: pd.Series) -> bool:
     return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
 
@@ -344,13 +350,16 @@ def _parse_timestamps_general(values: pd.Series) -> pd.Series:
     return out
 
 
-def normalise_device_id(values: pd.Series) -> pd.Series:
+def normalise_device_id(values: pd.Series, *, arrow: bool = False) -> pd.Series:
+    """Every value as device_key() gives it. `arrow`: the Arrow fast path may return Arrow-backed strings."""
     array = _arrow_strings(values)
     if array is not None:
         import pyarrow.compute as pc
 
         if pc.all(pc.string_is_ascii(array)).as_py() is not False:  # ASCII: Arrow's lower-casing is Python's
             lowered = pc.replace_substring_regex(pc.ascii_lower(array), _SEPARATORS_RE.pattern, "")
+            if arrow:
+                return pd.Series(pd.arrays.ArrowStringArray(lowered), index=values.index)
             return pd.Series(lowered.to_numpy(zero_copy_only=False), index=values.index, dtype=object)
     return values.astype(str).map(device_key)
 
@@ -420,7 +429,11 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
         empty = out[column] == ""
         if empty.any():
             raise DataContractError(f"required column {column!r} is empty in {int(empty.sum())} row(s)")
-    duplicated = out[F.TRANSACTION_ID].duplicated()
+    ids = _arrow_strings(out[F.TRANSACTION_ID])
+    if ids is None or _count_distinct(ids) < len(ids):  # Arrow's count first: pandas only to name them
+        duplicated = out[F.TRANSACTION_ID].duplicated()
+    else:
+        duplicated = pd.Series(False, index=out[F.TRANSACTION_ID].index)
     if duplicated.any():
         raise DataContractError(
             f"column {F.TRANSACTION_ID!r} has {int(duplicated.sum())} duplicate id(s), "
@@ -455,9 +468,12 @@ def standardise(raw: pd.DataFrame, *, require_label: bool, now: float | None = N
         else:
             out[column] = pd.Series(F.MISSING, index=raw.index, dtype=object)
             imputed.append(column)
-    out[F.DEVICE_ID] = normalise_device_id(out[F.DEVICE_ID])
-    out[F.FRAUD_SCENARIO] = (raw[F.FRAUD_SCENARIO].astype(str) if F.FRAUD_SCENARIO in raw.columns
-                             else pd.Series(F.MISSING, index=raw.index, dtype=object))
+    out[F.DEVICE_ID] = normalise_device_id(out[F.DEVICE_ID], arrow=True)
+    if F.FRAUD_SCENARIO not in raw.columns:
+        out[F.FRAUD_SCENARIO] = pd.Series(F.MISSING, index=raw.index, dtype=object)
+    else:
+        out[F.FRAUD_SCENARIO] = raw[F.FRAUD_SCENARIO] if _arrow_backed(raw[F.FRAUD_SCENARIO]) else \
+            raw[F.FRAUD_SCENARIO].astype(str)
 
     if require_label:
         label = _numeric(raw, F.LABEL)
