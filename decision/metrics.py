@@ -1,7 +1,7 @@
 """The decision service's Prometheus metrics (prometheus_client, its own registry): names defined once here."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -28,6 +28,32 @@ MODEL_LATENCY = Histogram("fraud_model_call_latency_seconds", "gRPC Predict call
                           registry=REGISTRY, buckets=_LATENCY_BUCKETS)
 STATE_LATENCY = Histogram("fraud_state_latency_seconds", "State store read or commit", registry=REGISTRY,
                           buckets=_LATENCY_BUCKETS)
+
+# The stream consumer (decision/consumer.py)
+STREAM_MESSAGES = Counter("fraud_stream_messages_total",
+                          "Stream messages handled, by outcome (decided, replayed, dead_letter)", ["outcome"],
+                          registry=REGISTRY)
+STREAM_UNAVAILABLE = Counter("fraud_stream_unavailable_total",
+                             "Batches put back because the broker or the state store could not be reached",
+                             registry=REGISTRY)
+STREAM_EVENT_LATENCY = Histogram("fraud_stream_event_to_decision_seconds",
+                                 "From a transaction entering the stream (Redis entry time) to its decision written",
+                                 registry=REGISTRY, buckets=_LATENCY_BUCKETS + (2.5, 5.0, 10.0))
+STREAM_LAG = Gauge("fraud_stream_lag", "Messages of the source stream not yet decided (Redis consumer group lag "
+                   "plus pending)", registry=REGISTRY)
+STREAM_OUT_OF_DOMAIN = Counter("fraud_stream_out_of_domain_total",
+                               "Values outside a schema domain that tolerates a share of other values",
+                               ["feature"], registry=REGISTRY)
+FEATURE_DRIFT = Gauge("fraud_stream_feature_drift", "Drift of the last hour of the stream against the training "
+                      "statistics (the schema's measure: Jensen-Shannon or L-infinity)", ["feature"],
+                      registry=REGISTRY)
+FEATURE_DRIFT_LIMIT = Gauge("fraud_stream_feature_drift_limit", "The schema's drift limit of the feature",
+                            ["feature"], registry=REGISTRY)
+DRIFT_WINDOW_EVENTS = Gauge("fraud_stream_drift_window_events", "Transactions in the drift window", ["feature"],
+                            registry=REGISTRY)
+LANDED_FILES = Counter("fraud_landing_files_total", "Hourly files landed for training", registry=REGISTRY)
+LANDING_PENDING_HOURS = Gauge("fraud_landing_pending_hours", "Hours staged, waiting for their label delay",
+                              registry=REGISTRY)
 
 
 def exposition() -> bytes:

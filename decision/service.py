@@ -286,19 +286,33 @@ class DecisionService:
         return found
 
     async def decide(self, transaction: dict) -> dict:
+        """The decision for one raw transaction (see decide_standardised)."""
+        row, event = standardise(transaction)
+        return await self.decide_standardised(row, event)
+
+    async def decide_standardised(self, row: dict, event: B.Event, *, observe=None, recorded=None) -> dict:
         """Two steps, so that a busy restaurant or card waits only for the state, never for a model call:
         1. under the entities' locks (other processes: the store's WATCH): read the snapshots, compute the
            features, and write the updated snapshots with a *pending* decision record holding the features, in
            one atomic commit. The next transaction of the same card or restaurant can start right after it.
         2. without them: score, decide, and complete the decision record (and the alert) in one atomic commit.
         A crash between the two leaves a pending record: a retry of the same transaction id scores the stored
-        features and completes it (the state is never updated twice); a retry after step 2 gets the answer."""
+        features and completes it (the state is never updated twice); a retry after step 2 gets the answer.
+        `observe(row, features)`, if given, sees the features of a transaction decided for the first time (the
+        stream consumer's drift window). `recorded` (an asyncio future), if given, is done once step 1 is over,
+        however it ended: the stream consumer starts the next transaction of the same entities then.
+        """
         started = time.perf_counter()
-        row, event = standardise(transaction)
-        pending = await self._locked_with_retries(event, self._record_event, row, event)
+        try:
+            pending = await self._locked_with_retries(event, self._record_event, row, event)
+        finally:
+            if recorded is not None and not recorded.done():
+                recorded.set_result(None)
         if "response" in pending:  # a retry of a decided transaction: the first answer, nothing changed
             answer = {**pending["response"], "replayed": True}
         else:
+            if observe is not None:
+                observe(row, pending["features"])
             answer = await self._complete(row, event, pending)
         M.DECISION_LATENCY.observe(time.perf_counter() - started)
         return answer

@@ -215,7 +215,7 @@ def test_promtool_unit_tests_of_the_alerts(tmp_path):
                              "exp_annotations": _annotations("FraudModelStale", value="8d 0h 0m 0s")}]},
         ],
     })
-    tests["tests"] += _decision_alert_tests()
+    tests["tests"] += _decision_alert_tests() + _stream_alert_tests()
     path = tmp_path / "alert_tests.yml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
@@ -268,6 +268,55 @@ def _decision_alert_tests() -> list[dict]:
                  "exp_alerts": [{"exp_labels": {"severity": "warning"},
                                  "exp_annotations": _annotations("FraudScoreDistributionShift",
                                                                  value="0.680")}]},
+            ],
+        },
+    ]
+
+
+def _stream_alert_tests() -> list[dict]:
+    """The stream consumer's alerts (decision/metrics.py): drift over the schema's limit, dead letters, lag."""
+    from decision import metrics as M
+
+    drift, limit = M.FEATURE_DRIFT._name, M.FEATURE_DRIFT_LIMIT._name
+    window, messages, lag = M.DRIFT_WINDOW_EVENTS._name, M.STREAM_MESSAGES._name + "_total", M.STREAM_LAG._name
+    drifted = {k: v.replace("{{ $labels.feature }}", "amount")
+               for k, v in _annotations("FraudStreamFeatureDrift", value="0.500").items()}
+    return [
+        {  # amount drifts past its limit on a full window; city stays under its own; a thin window never alerts
+            "interval": "1m",
+            "input_series": [
+                {"series": f'{drift}{{feature="amount"}}', "values": "0.5x30"},
+                {"series": f'{limit}{{feature="amount"}}', "values": "0.3x30"},
+                {"series": f'{window}{{feature="amount"}}', "values": "500x30"},
+                {"series": f'{drift}{{feature="city"}}', "values": "0.1x30"},
+                {"series": f'{limit}{{feature="city"}}', "values": "0.2x30"},
+                {"series": f'{window}{{feature="city"}}', "values": "500x30"},
+                {"series": f'{drift}{{feature="user_age"}}', "values": "0.9x30"},
+                {"series": f'{limit}{{feature="user_age"}}', "values": "0.3x30"},
+                {"series": f'{window}{{feature="user_age"}}', "values": "20x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "FraudStreamFeatureDrift", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "FraudStreamFeatureDrift",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "feature": "amount"},
+                                 "exp_annotations": drifted}]},
+            ],
+        },
+        {  # one dead letter a minute; a lag of 5,000 messages
+            "interval": "1m",
+            "input_series": [
+                {"series": f'{messages}{{outcome="dead_letter"}}', "values": "0+1x30"},
+                {"series": f'{messages}{{outcome="decided"}}', "values": "0+100x30"},
+                {"series": lag, "values": "5000x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "FraudStreamDeadLetters",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"},
+                                 "exp_annotations": _annotations("FraudStreamDeadLetters", value="10")}]},
+                {"eval_time": "3m", "alertname": "FraudStreamLagging", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "FraudStreamLagging",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical"},
+                                 "exp_annotations": _annotations("FraudStreamLagging", value="5000")}]},
             ],
         },
     ]

@@ -40,3 +40,10 @@ def test_the_example_request_is_a_first_time_card_at_its_documented_cold_start()
     for name in F.BEHAVIOUR_FEATURES:
         assert row[name] == F.FIRST_TRANSACTION_FEATURES.get(name, 0.0), name
     assert row["user_device_is_new"] == 1.0 and row["user_amount_ratio_30d"] == 1.0
+
+
+def test_the_makefiles_model_name_is_the_one_the_code_uses():
+    from fraud import features as F
+
+    found = re.search(r"^MODEL_NAME := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert found and found.group(1) == F.MODEL_NAME
