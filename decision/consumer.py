@@ -29,7 +29,7 @@ from fraud import online
 from fraud.errors import DataContractError
 from fraud.landing import Landing, labels_by_transaction
 from fraud.settings import DEFAULT_SCHEMA_FILE
-from fraud.stream_quality import DriftWindow, RecordChecks, read_schema, read_statistics
+from fraud.stream_quality import WINDOW_S, DriftWindow, RecordChecks, read_schema, read_statistics
 
 from decision import metrics as M
 from decision import stream as S
@@ -56,6 +56,7 @@ class ConsumerOptions:
     label_delay_days: int = F.LABEL_DELAY_DAYS
     schema_file: Path = DEFAULT_SCHEMA_FILE
     training_stats: Path | None = None  # FeatureStats.pb or a pipeline root: drift gauges need it
+    drift_window_s: int = WINDOW_S  # event time the drift gauges look back over
     idle_exit_s: float | None = None  # stop after this long without a message (demo, tests)
     kafka_config: dict | None = None  # extra librdkafka settings (tests: the mock cluster)
 
@@ -89,20 +90,27 @@ class Consumer:
     def __init__(self, options: ConsumerOptions, decision_options: DecisionOptions, *, service=None,
                  transport=None):
         self.options = options
-        self.service = service if service is not None else DecisionService(decision_options)
-        self.transport = transport if transport is not None else S.open_transport(
-            options.source, group=options.group, consumer=options.consumer, kafka_config=options.kafka_config)
         self.decisions = S.parse(options.decisions)
         self.alerts = S.parse(options.alerts) if options.alerts else None
         self.dead_letters = S.parse(dead_letter_url(options))
+        source = S.parse(options.source)
+        for name, out in (("--decisions", self.decisions), ("--alerts", self.alerts),
+                          ("--dead-letters", self.dead_letters)):
+            if out is not None and out.is_redis != source.is_redis:
+                raise S.StreamError(f"{name} {S.display(out.url)!r} must use the source's transport "
+                                    f"({'Redis' if source.is_redis else 'Kafka'})")
         schema = read_schema(options.schema_file)
         self.checks = RecordChecks.from_schema(schema)
-        self.drift = DriftWindow(schema, read_statistics(options.training_stats)) if options.training_stats else None
+        self.drift = DriftWindow(schema, read_statistics(options.training_stats), window_s=options.drift_window_s) \
+            if options.training_stats else None
         if self.drift is not None:
             for name, ref in self.drift.references.items():
                 M.FEATURE_DRIFT_LIMIT.labels(feature=name).set(ref.limit)
         self.landing = Landing(options.landing, label_delay_days=options.label_delay_days) if options.landing \
             else None
+        self.service = service if service is not None else DecisionService(decision_options)
+        self.transport = transport if transport is not None else S.open_transport(
+            options.source, group=options.group, consumer=options.consumer, kafka_config=options.kafka_config)
         self.watermark: int | None = None
         self.counts = {"decided": 0, "replayed": 0, "dead_letter": 0}
         self._drift_at = 0.0

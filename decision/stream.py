@@ -165,8 +165,9 @@ class RedisTransport:
         return [Message(entry_id, dict(fields or {})) for entry_id, fields in (got[0][1] if got else [])]
 
     async def publish_and_ack(self, outputs: list[tuple[Endpoint, dict]], acked: list[Message]) -> None:
-        same = [(e, f) for e, f in outputs if e.is_redis and e.broker == self.source.broker]
-        other = [(e, f) for e, f in outputs if (e, f) not in same]
+        same, other = [], []
+        for endpoint, fields in outputs:
+            (same if endpoint.is_redis and endpoint.broker == self.source.broker else other).append((endpoint, fields))
         for endpoint, fields in other:  # another server: written first (at least once)
             await self._guard(self._client(endpoint.broker).xadd(
                 endpoint.name, encode_fields(fields), maxlen=STREAM_MAXLEN, approximate=True))
@@ -233,6 +234,8 @@ def csv_messages(data_dir, *, without_labels: bool = True) -> list[dict]:
 
 
 def publish_csv(data_dir, url: str, *, without_labels: bool = True, kafka_config: dict | None = None) -> int:
+    from fraud import features as F
+
     records = csv_messages(data_dir, without_labels=without_labels)
     endpoint = parse(url)
     if endpoint.is_redis:
@@ -240,8 +243,8 @@ def publish_csv(data_dir, url: str, *, without_labels: bool = True, kafka_config
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": endpoint.broker, **(kafka_config or {})})
-    for record in records:
-        producer.produce(endpoint.name, json.dumps(record).encode())
+    for record in records:  # keyed by card: one card's transactions stay in one partition, in order
+        producer.produce(endpoint.name, json.dumps(record).encode(), key=str(record.get(F.USER_ID, "")).encode())
         producer.poll(0)
     if producer.flush(60):
         raise StreamUnavailable(f"Kafka {endpoint.broker}: not every message was delivered")

@@ -92,6 +92,8 @@ def serve(host, port, **kwargs):
 @click.option("--training-stats", type=click.Path(path_type=Path, exists=True),
               help="Training statistics for the drift gauges: a pipeline root (its newest train statistics) or "
                    "a FeatureStats.pb file.")
+@click.option("--drift-window-minutes", default=60, show_default=True, type=click.IntRange(1, 60 * 24 * 31),
+              help="The drift gauges compare this much of the latest event time with training.")
 @click.option("--schema", "schema_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="The curated schema events are checked against [default: the repository's schema].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
@@ -99,7 +101,7 @@ def serve(host, port, **kwargs):
 @click.option("--idle-exit-seconds", type=click.FloatRange(min=0),
               help="Stop after this long without a message (default: run until Ctrl-C / SIGTERM).")
 def consume(source, decisions, alerts, dead_letters, group, consumer, batch, landing, label_delay_days,
-            training_stats, schema_file, metrics_port, idle_exit_seconds, **kwargs):
+            training_stats, drift_window_minutes, schema_file, metrics_port, idle_exit_seconds, **kwargs):
     """Decide transactions from a stream (Redis Streams or Kafka) into a decisions stream, as POST /v1/decisions
     would; invalid ones go to a dead-letter stream with the reason."""
     import asyncio
@@ -113,7 +115,8 @@ def consume(source, decisions, alerts, dead_letters, group, consumer, batch, lan
     options = ConsumerOptions(source=source, decisions=decisions, alerts=alerts, dead_letters=dead_letters,
                               group=group, consumer=consumer, batch=batch, landing=landing,
                               label_delay_days=label_delay_days, schema_file=schema_file or DEFAULT_SCHEMA_FILE,
-                              training_stats=training_stats, idle_exit_s=idle_exit_seconds)
+                              training_stats=training_stats, drift_window_s=drift_window_minutes * 60,
+                              idle_exit_s=idle_exit_seconds)
     try:
         asyncio.run(run(options, _decision_options_from(kwargs), echo=click.echo, metrics_port=metrics_port))
     except FraudError as exc:
