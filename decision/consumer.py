@@ -174,8 +174,9 @@ class Consumer:
             recorded = loop.create_future()
             for e in entities:
                 last_recorded[e] = recorded
-            tasks.append(self._decide(row, event, before, recorded))
+            tasks.append(self._record(row, event, before, recorded))
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await self._answer(results)
         for result in results:  # the broker or the state went away: the whole batch again, later
             if isinstance(result, (S.StreamUnavailable, StateUnavailable)):
                 raise result
@@ -229,8 +230,9 @@ class Consumer:
     async def _done(result):
         return result
 
-    async def _decide(self, row: dict, event: B.Event, before: list, recorded):
-        """("decision", response, event), after the earlier transactions of the same entities were recorded."""
+    async def _record(self, row: dict, event: B.Event, before: list, recorded):
+        """("recorded", (row, pending record), event): step 1, after the earlier transactions of the same entities
+        were recorded."""
         try:
             if before:
                 await asyncio.gather(*before)
@@ -241,8 +243,26 @@ class Consumer:
         if self.drift is not None:
             def observe(row, features, _time=event.time):
                 self.drift.add(_time, {**row, **features})
-        response = await self.service.decide_standardised(row, event, observe=observe, recorded=recorded)
-        return "decision", response, event
+        pending = await self.service.record(row, event, observe=observe, recorded=recorded)
+        return "recorded", (row, pending), event
+
+    async def _answer(self, results: list) -> list:
+        """Step 2 for the whole batch: one Predict call for every transaction to score (the model server's cost
+        is mostly per call), then each answer and alert written as POST /v1/decisions writes them."""
+        to_score = [k for k, r in enumerate(results)
+                    if not isinstance(r, BaseException) and r[0] == "recorded" and "response" not in r[1][1]]
+        scored = await self.service.score_many([(results[k][1][0], results[k][1][1]["features"]) for k in to_score])
+        by_index = dict(zip(to_score, scored))
+        recorded = [k for k, r in enumerate(results) if not isinstance(r, BaseException) and r[0] == "recorded"]
+        try:
+            answers = await self.service.answer_many(
+                [(results[k][2], results[k][1][1], by_index.get(k)) for k in recorded])
+        except (S.StreamUnavailable, StateUnavailable) as exc:
+            return [exc]
+        out = list(results)
+        for k, answer in zip(recorded, answers):
+            out[k] = ("decision", answer, results[k][2])
+        return out
 
     @staticmethod
     def _dead(fields: dict, message: S.Message, reason: str) -> dict:

@@ -80,6 +80,11 @@ def standardise(transaction) -> tuple[dict, B.Event]:
 
 def model_request(row: dict, features: dict, input_names, model_name: str, label: str | None = None):
     """A PredictRequest of one transaction: raw inputs from the standardised row, behavioural ones computed."""
+    return model_request_many([(row, features)], input_names, model_name, label)
+
+
+def model_request_many(items, input_names, model_name: str, label: str | None = None):
+    """A PredictRequest of several transactions ((row, features) each), one row of every input per transaction."""
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import predict_pb2
 
@@ -89,19 +94,19 @@ def model_request(row: dict, features: dict, input_names, model_name: str, label
     if label:
         request.model_spec.version_label = label
     for name in input_names:
-        value = features[name] if name in features else row[name]
+        values = [features[name] if name in features else row[name] for row, features in items]
         proto = request.inputs[name]
-        proto.tensor_shape.dim.add(size=1)
+        proto.tensor_shape.dim.add(size=len(items))
         kind = F.input_kind(name)
         if kind == "string":
             proto.dtype = types_pb2.DT_STRING
-            proto.string_val.append(str(value).encode())
+            proto.string_val.extend(str(v).encode() for v in values)
         elif kind == "int":
             proto.dtype = types_pb2.DT_INT64
-            proto.int64_val.append(int(value))
+            proto.int64_val.extend(int(v) for v in values)
         else:
             proto.dtype = types_pb2.DT_FLOAT
-            proto.float_val.append(float(value))
+            proto.float_val.extend(float(v) for v in values)
     return request
 
 
@@ -142,7 +147,14 @@ class ModelClient:
         names = await self.inputs()
         request = model_request(row, features, names, self.model_name, label)
         response = await self._stub.Predict(request, timeout=self.deadline_s)
-        return _first_float(response.outputs[F.SCORE_OUTPUT]), int(response.model_spec.version.value)
+        return _floats(response.outputs[F.SCORE_OUTPUT], 1)[0], int(response.model_spec.version.value)
+
+    async def score_many(self, items, label: str | None = None) -> tuple[list[float], int]:
+        """One Predict for several transactions ((row, features) each): their scores, in order, and the version."""
+        names = await self.inputs()
+        request = model_request_many(items, names, self.model_name, label)
+        response = await self._stub.Predict(request, timeout=self.deadline_s)
+        return _floats(response.outputs[F.SCORE_OUTPUT], len(items)), int(response.model_spec.version.value)
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, (self._grpc.aio.AioRpcError, asyncio.TimeoutError))
@@ -151,13 +163,18 @@ class ModelClient:
         await self._channel.close()
 
 
-def _first_float(proto) -> float:
-    """The first value of a float TensorProto, whichever encoding the server chose (TF Serving: tensor_content)."""
+def _floats(proto, n: int) -> list[float]:
+    """The first n values of a float TensorProto, whichever encoding the server chose (TF Serving:
+    tensor_content); one score per row for a [n] or [n, 1] output."""
     if proto.float_val:
-        return float(proto.float_val[0])
-    import numpy as np
+        values = [float(v) for v in proto.float_val[:n]]
+    else:
+        import numpy as np
 
-    return float(np.frombuffer(proto.tensor_content, dtype=np.float32, count=1)[0])
+        values = np.frombuffer(proto.tensor_content, dtype=np.float32, count=n).tolist()
+    if len(values) != n:
+        raise FraudError(f"the model answered {len(values)} score(s) for {n} transaction(s)")
+    return values
 
 
 class _EntityLocks:
@@ -303,19 +320,52 @@ class DecisionService:
         however it ended: the stream consumer starts the next transaction of the same entities then.
         """
         started = time.perf_counter()
+        pending = await self.record(row, event, observe=observe, recorded=recorded)
+        answer = await self.answer(row, event, pending)
+        M.DECISION_LATENCY.observe(time.perf_counter() - started)
+        return answer
+
+    async def record(self, row: dict, event: B.Event, *, observe=None, recorded=None) -> dict:
+        """Step 1 alone: the decision record, pending (features computed, the state updated) or the complete one
+        of an earlier attempt."""
         try:
             pending = await self._locked_with_retries(event, self._record_event, row, event)
         finally:
             if recorded is not None and not recorded.done():
                 recorded.set_result(None)
+        if "response" not in pending and observe is not None:
+            observe(row, pending["features"])
+        return pending
+
+    async def answer(self, row: dict, event: B.Event, pending: dict, scored: tuple | None = None) -> dict:
+        """Step 2 alone: the answer of a recorded transaction (`scored`: its model result, if already known)."""
         if "response" in pending:  # a retry of a decided transaction: the first answer, nothing changed
-            answer = {**pending["response"], "replayed": True}
-        else:
-            if observe is not None:
-                observe(row, pending["features"])
-            answer = await self._complete(row, event, pending)
-        M.DECISION_LATENCY.observe(time.perf_counter() - started)
-        return answer
+            return {**pending["response"], "replayed": True}
+        return await self._complete(row, event, pending, scored)
+
+    async def score_many(self, items: list[tuple[dict, dict]]) -> list[tuple]:
+        """The model results ((score, version, degraded, shadow), as _score gives them) of several recorded
+        transactions ((row, features) each) from one Predict call: what the stream consumer does per batch."""
+        if not items:
+            return []
+        began = time.perf_counter()
+        try:
+            scores, version = await asyncio.wait_for(self.model.score_many(items), self.options.deadline_ms / 1000)
+        except Exception as exc:  # noqa: BLE001 - any failure of the model call degrades, never fails
+            self._log_model_failure(exc)
+            return [(None, None, True, None)] * len(items)
+        finally:
+            M.MODEL_LATENCY.observe(time.perf_counter() - began)
+        shadows = [None] * len(items)
+        if self.options.canary_label:
+            label = self.options.canary_label
+            try:
+                canary, canary_version = await asyncio.wait_for(self.model.score_many(items, label),
+                                                                self.options.deadline_ms / 1000)
+                shadows = [{"label": label, "score": round(c, 6), "model_version": canary_version} for c in canary]
+            except Exception as exc:  # noqa: BLE001 - the shadow never affects the decision
+                shadows = [{"label": label, "error": _short(exc)}] * len(items)
+        return [(score, version, False, shadow) for score, shadow in zip(scores, shadows)]
 
     async def _locked_with_retries(self, event: B.Event, step, *args):
         for attempt in range(MAX_CONFLICT_RETRIES):
@@ -353,10 +403,39 @@ class DecisionService:
         M.STATE_LATENCY.observe(time.perf_counter() - began)
         return record
 
-    async def _complete(self, row: dict, event: B.Event, pending: dict) -> dict:
+    async def _complete(self, row: dict, event: B.Event, pending: dict, scored: tuple | None = None) -> dict:
         """Step 2: score the recorded features, decide, and write the answer and the alert, once."""
+        if scored is None:
+            scored = await self._score(row, pending["features"])
+        response, alert = self._outcome(event, pending, scored)
+        began = time.perf_counter()
+        first = await self.store.complete(event.transaction_id, {**pending, "response": response}, alert)
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        return self._completed(response, alert, first)
+
+    async def answer_many(self, items: list[tuple[B.Event, dict, tuple]]) -> list[dict]:
+        """Step 2 for several recorded transactions ((event, pending record, model result) each), their answers
+        and alerts written in one round trip to the store: the stream consumer's batch."""
+        answers: list = [None] * len(items)
+        writes, where = [], []
+        for k, (event, pending, scored) in enumerate(items):
+            if "response" in pending:
+                answers[k] = {**pending["response"], "replayed": True}
+                continue
+            response, alert = self._outcome(event, pending, scored)
+            writes.append((event.transaction_id, {**pending, "response": response}, alert))
+            where.append((k, response, alert))
+        began = time.perf_counter()
+        firsts = await self.store.complete_many(writes) if writes else []
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        for (k, response, alert), first in zip(where, firsts):
+            answers[k] = self._completed(response, alert, first)
+        return answers
+
+    def _outcome(self, event: B.Event, pending: dict, scored: tuple) -> tuple[dict, dict | None]:
+        """The answer and the alert (None when approved) of a recorded, scored transaction."""
         features, late = pending["features"], pending["late"]
-        score, version, degraded, shadow = await self._score(row, features)
+        score, version, degraded, shadow = scored
         thresholds = self.thresholds(version)
         hits = D.rule_hits(self.rules, user_id=event.user_id, device_id=event.device_id, city=event.city,
                            amount_pen=event.amount_pen)
@@ -377,18 +456,19 @@ class DecisionService:
             alert = {"transaction_id": event.transaction_id, "decision": outcome, "score": response["score"],
                      "model_version": version, "reasons": reasons, "user_id": event.user_id,
                      "restaurant_id": event.restaurant_id, "time": event.time, "degraded": degraded}
-        began = time.perf_counter()
-        first = await self.store.complete(event.transaction_id, {**pending, "response": response}, alert)
-        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        return response, alert
+
+    def _completed(self, response: dict, alert: dict | None, first: dict | None) -> dict:
+        """After the store's write: the answer (the first one if a concurrent retry won), metrics, the webhook."""
         if first is not None:  # a concurrent retry completed it first: its answer, nothing written
             return {**first["response"], "replayed": True}
-        M.DECISIONS.labels(decision=outcome, model_version=str(version)).inc()
-        if score is not None:
-            M.SCORES.observe(score)
-        if degraded:
+        M.DECISIONS.labels(decision=response["decision"], model_version=str(response["model_version"])).inc()
+        if response["score"] is not None:
+            M.SCORES.observe(response["score"])
+        if response["degraded"]:
             M.DEGRADED.inc()
         if alert is not None:
-            M.ALERTS.labels(decision=outcome).inc()
+            M.ALERTS.labels(decision=response["decision"]).inc()
             if self.webhook is not None:
                 self.webhook.send(alert)
         return response
@@ -400,11 +480,7 @@ class DecisionService:
             score, version = await asyncio.wait_for(self.model.score(row, features),
                                                     self.options.deadline_ms / 1000)
         except Exception as exc:  # noqa: BLE001 - any failure of the model call degrades, never fails
-            if not (self.model.is_unavailable(exc) or isinstance(exc, (OSError, FraudError))):
-                log.exception("model call failed")
-            else:
-                log.warning("model call failed, degraded answer: %s", _short(exc))
-            M.MODEL_ERRORS.inc()
+            self._log_model_failure(exc)
             return None, None, True, None
         finally:
             M.MODEL_LATENCY.observe(time.perf_counter() - began)
@@ -418,6 +494,13 @@ class DecisionService:
             except Exception as exc:  # noqa: BLE001 - the shadow never affects the decision
                 shadow = {"label": self.options.canary_label, "error": _short(exc)}
         return score, version, False, shadow
+
+    def _log_model_failure(self, exc: BaseException) -> None:
+        if not (self.model.is_unavailable(exc) or isinstance(exc, (OSError, FraudError))):
+            log.error("model call failed", exc_info=exc)
+        else:
+            log.warning("model call failed, degraded answer: %s", _short(exc))
+        M.MODEL_ERRORS.inc()
 
     async def label(self, transaction_id: str, is_fraudulent, reported_at: str | None = None) -> dict:
         """Record a chargeback (1) or a confirmation (0) for a decided transaction: the card's and the

@@ -87,6 +87,10 @@ class MemoryStore:
             self._alerts.append(alert)
         return None
 
+    async def complete_many(self, writes: list[tuple[str, dict, dict | None]]) -> list[dict | None]:
+        """`complete` for each (transaction id, record, alert), in order."""
+        return [await self.complete(*write) for write in writes]
+
     async def get_decision(self, transaction_id: str) -> dict | None:
         value = self._data.get(decision_key(transaction_id))
         return _load(value)
@@ -186,12 +190,23 @@ class RedisStore:
         finally:
             await pipe.reset()
 
-    async def complete(self, transaction_id: str, record: dict, alert: dict | None) -> dict | None:
+    def _complete_args(self, transaction_id: str, record: dict, alert: dict | None) -> dict:
         fields = [] if alert is None else [part for k, v in alert.items() for part in (k, json.dumps(v))]
-        current = await self._guard(self._complete(
-            keys=[self._k(decision_key(transaction_id)), self._k("alerts")],
-            args=[_dump(record), DECISION_TTL_S, json.dumps(fields) if fields else ""]))
+        return dict(keys=[self._k(decision_key(transaction_id)), self._k("alerts")],
+                    args=[_dump(record), DECISION_TTL_S, json.dumps(fields) if fields else ""])
+
+    async def complete(self, transaction_id: str, record: dict, alert: dict | None) -> dict | None:
+        current = await self._guard(self._complete(**self._complete_args(transaction_id, record, alert)))
         return _load(current) if current else None
+
+    async def complete_many(self, writes: list[tuple[str, dict, dict | None]]) -> list[dict | None]:
+        """`complete` for each (transaction id, record, alert), in one round trip (each write is still its own
+        atomic script)."""
+        pipe = self._client.pipeline(transaction=False)  # it loads the script first if the server lacks it
+        for write in writes:
+            await self._complete(**self._complete_args(*write), client=pipe)
+        currents = await self._guard(pipe.execute())
+        return [_load(c) if c else None for c in currents]
 
     async def release(self, snap: Snapshot) -> None:
         if snap.handle is not None:
