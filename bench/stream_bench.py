@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from decision import stream as S  # noqa: E402
 from fraud import features as F  # noqa: E402
-from stream_demo import FRAUDCTL, free_port, start, wait_port  # noqa: E402
+from stream_demo import FRAUDCTL, free_port, start, stop_all, wait_port  # noqa: E402
 
 
 def percentiles(values) -> str:
@@ -176,13 +175,7 @@ def main() -> int:
         print(f"ratio stream sustained / HTTP 16 clients: {sustained / http_rate:.2f}")
         return 0
     finally:
-        for proc in reversed(children):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(children)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ as hourly training files, and the last hour's drift against training exported as
 
 One batch at a time (decision/stream.py has the delivery rules):
 1. read up to `batch` messages (after a start or a failure: the ones delivered but not acknowledged first);
-2. check each against the data contract and the curated schema; decide the valid ones concurrently (one card or
-   restaurant in order: DecisionService's entity locks, taken in message order);
+2. check each against the data contract and the curated schema; record the valid ones concurrently (features
+   from the state, the state updated: each card, device and restaurant in message order), score them all with
+   one Predict call, and write their answers and alerts to the state in one round trip;
 3. append the decided transactions to the landing staging files (fsynced);
 4. write the decisions, alerts and dead letters and acknowledge the batch, in one transaction on Redis.
 If the broker or the state store goes away anywhere in 1-4, nothing of the batch is acknowledged; the consumer
@@ -16,7 +17,6 @@ decision records, so they are written once and the state is updated once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass

@@ -70,6 +70,17 @@ def start(args: list[str], log: Path, wait_line: str | None = None, timeout: flo
     raise SystemExit(f"{' '.join(args[:5])} did not start in {timeout:.0f} s; see {log}")
 
 
+def stop_all(children: list) -> None:
+    """Stop the started processes, the last started first (SIGTERM, then SIGKILL after 15 s)."""
+    for proc in reversed(children):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def newest_version(base: Path) -> int:
     return max(int(p.name) for p in base.iterdir() if p.name.isdigit())
 
@@ -201,13 +212,7 @@ def main(argv=None) -> int:
         step(f"the model server now serves version {new_version} (was {first_version}), trained on the stream")
         return 0
     finally:
-        for proc in reversed(children):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(children)
 
 
 if __name__ == "__main__":
