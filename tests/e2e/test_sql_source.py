@@ -43,7 +43,8 @@ def sqlite_db(csv_dir) -> tuple[str, D.WriteSummary]:
 
 @pytest.fixture(scope="module")
 def csv_frame(csv_dir) -> pd.DataFrame:
-    return ingest.read_csv_dir(csv_dir).pipe(_by_id)
+    # The CSV reader's text is Arrow-backed, the database's plain str: compared as values, the same dtype.
+    return ingest.read_csv_dir(csv_dir).astype(object).pipe(_by_id)
 
 
 @pytest.fixture(scope="module")
