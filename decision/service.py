@@ -143,12 +143,6 @@ class ModelClient:
             self.input_names = tuple(sorted(defs.signature_def[F.SERVING_SIGNATURE].inputs))
         return self.input_names
 
-    async def score(self, row: dict, features: dict, label: str | None = None) -> tuple[float, int]:
-        names = await self.inputs()
-        request = model_request(row, features, names, self.model_name, label)
-        response = await self._stub.Predict(request, timeout=self.deadline_s)
-        return _floats(response.outputs[F.SCORE_OUTPUT], 1)[0], int(response.model_spec.version.value)
-
     async def score_many(self, items, label: str | None = None) -> tuple[list[float], int]:
         """One Predict for several transactions ((row, features) each): their scores, in order, and the version."""
         names = await self.inputs()
@@ -475,25 +469,7 @@ class DecisionService:
 
     async def _score(self, row: dict, features: dict):
         """(score, version, degraded, shadow): degraded when the model is unreachable within the deadline."""
-        began = time.perf_counter()
-        try:
-            score, version = await asyncio.wait_for(self.model.score(row, features),
-                                                    self.options.deadline_ms / 1000)
-        except Exception as exc:  # noqa: BLE001 - any failure of the model call degrades, never fails
-            self._log_model_failure(exc)
-            return None, None, True, None
-        finally:
-            M.MODEL_LATENCY.observe(time.perf_counter() - began)
-        shadow = None
-        if self.options.canary_label:
-            try:
-                canary, canary_version = await asyncio.wait_for(
-                    self.model.score(row, features, self.options.canary_label), self.options.deadline_ms / 1000)
-                shadow = {"label": self.options.canary_label, "score": round(canary, 6),
-                          "model_version": canary_version}
-            except Exception as exc:  # noqa: BLE001 - the shadow never affects the decision
-                shadow = {"label": self.options.canary_label, "error": _short(exc)}
-        return score, version, False, shadow
+        return (await self.score_many([(row, features)]))[0]
 
     def _log_model_failure(self, exc: BaseException) -> None:
         if not (self.model.is_unavailable(exc) or isinstance(exc, (OSError, FraudError))):
