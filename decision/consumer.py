@@ -25,7 +25,6 @@ from pathlib import Path
 from fraud import behaviour as B
 from fraud import decisions as D
 from fraud import features as F
-from fraud import online
 from fraud.errors import DataContractError
 from fraud.landing import Landing, labels_by_transaction
 from fraud.settings import DEFAULT_SCHEMA_FILE
@@ -157,32 +156,27 @@ class Consumer:
 
     # -------------------------------------------------------------------------------------------------------
     async def _handle(self, messages: list[S.Message]) -> None:
-        # Concurrent, but each card, device and restaurant in message order: a transaction's state update (step 1
-        # of DecisionService.decide_standardised) starts once the earlier ones sharing an entity have done theirs.
-        # (Entity locks alone keep no order: a transaction waiting for one lock can be overtaken on another.)
-        loop = asyncio.get_running_loop()
-        last_recorded: dict = {}
-        tasks = []
-        for message in messages:
-            checked = self._check(message)
-            if checked[0] == "dead_letter":
-                tasks.append(self._done(checked))
-                continue
-            _, row, event = checked
-            entities = list(online.entity_ids(event).items())
-            before = [last_recorded[e] for e in entities if e in last_recorded]
-            recorded = loop.create_future()
-            for e in entities:
-                last_recorded[e] = recorded
-            tasks.append(self._record(row, event, before, recorded))
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        results = await self._answer(results)
-        for result in results:  # the broker or the state went away: the whole batch again, later
-            if isinstance(result, (S.StreamUnavailable, StateUnavailable)):
-                raise result
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        # The batch's valid transactions go through the decision service's two steps together, in message order:
+        # one state read and one atomic commit for all of them (record_many), one Predict call, and one round trip
+        # for the answers and alerts (answer_many).
+        results = [self._check(message) for message in messages]
+        valid = [k for k, (kind, _, _) in enumerate(results) if kind == "valid"]
+        if valid:
+            observe = None
+            if self.drift is not None:
+                def observe(row, event, features):
+                    self.drift.add(event.time, {**row, **features})
+            items = [(results[k][1], results[k][2]) for k in valid]
+            # StreamUnavailable / StateUnavailable: run() waits and takes the whole batch again
+            pendings = await self.service.record_many(items, observe=observe)
+            to_score = [(row, pending["features"]) for (row, _), pending in zip(items, pendings)
+                        if "response" not in pending]
+            scored = iter(await self.service.score_many(to_score))
+            answers = await self.service.answer_many(
+                [(event, pending, None if "response" in pending else next(scored))
+                 for (_, event), pending in zip(items, pendings)])
+            for k, answer in zip(valid, answers):
+                results[k] = ("decision", answer, results[k][2])
         outputs: list[tuple[S.Endpoint, dict]] = []
         landed = []
         counts = {"decided": 0, "replayed": 0, "dead_letter": 0}
@@ -225,44 +219,6 @@ class Consumer:
         if bad:
             return "dead_letter", self._dead(message.fields, message, "; ".join(bad)), None
         return "valid", row, event
-
-    @staticmethod
-    async def _done(result):
-        return result
-
-    async def _record(self, row: dict, event: B.Event, before: list, recorded):
-        """("recorded", (row, pending record), event): step 1, after the earlier transactions of the same entities
-        were recorded."""
-        try:
-            if before:
-                await asyncio.gather(*before)
-        except BaseException:
-            recorded.set_result(None)
-            raise
-        observe = None
-        if self.drift is not None:
-            def observe(row, features, _time=event.time):
-                self.drift.add(_time, {**row, **features})
-        pending = await self.service.record(row, event, observe=observe, recorded=recorded)
-        return "recorded", (row, pending), event
-
-    async def _answer(self, results: list) -> list:
-        """Step 2 for the whole batch: one Predict call for every transaction to score (the model server's cost
-        is mostly per call), then each answer and alert written as POST /v1/decisions writes them."""
-        to_score = [k for k, r in enumerate(results)
-                    if not isinstance(r, BaseException) and r[0] == "recorded" and "response" not in r[1][1]]
-        scored = await self.service.score_many([(results[k][1][0], results[k][1][1]["features"]) for k in to_score])
-        by_index = dict(zip(to_score, scored))
-        recorded = [k for k, r in enumerate(results) if not isinstance(r, BaseException) and r[0] == "recorded"]
-        try:
-            answers = await self.service.answer_many(
-                [(results[k][2], results[k][1][1], by_index.get(k)) for k in recorded])
-        except (S.StreamUnavailable, StateUnavailable) as exc:
-            return [exc]
-        out = list(results)
-        for k, answer in zip(recorded, answers):
-            out[k] = ("decision", answer, results[k][2])
-        return out
 
     @staticmethod
     def _dead(fields: dict, message: S.Message, reason: str) -> dict:

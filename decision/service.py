@@ -178,10 +178,11 @@ class _EntityLocks:
     def __init__(self):
         self._locks: dict = {}
 
-    def hold(self, entities: dict[str, str]):
+    def hold(self, entities):
+        """Hold the locks of `entities` ((kind, id) pairs, repeats allowed)."""
         import contextlib
 
-        keys = sorted(entities.items())  # one global order: no deadlock
+        keys = sorted(set(entities))  # one global order: no deadlock
 
         @contextlib.asynccontextmanager
         async def held():
@@ -301,7 +302,7 @@ class DecisionService:
         row, event = standardise(transaction)
         return await self.decide_standardised(row, event)
 
-    async def decide_standardised(self, row: dict, event: B.Event, *, observe=None, recorded=None) -> dict:
+    async def decide_standardised(self, row: dict, event: B.Event) -> dict:
         """Two steps, so that a busy restaurant or card waits only for the state, never for a model call:
         1. under the entities' locks (other processes: the store's WATCH): read the snapshots, compute the
            features, and write the updated snapshots with a *pending* decision record holding the features, in
@@ -309,27 +310,81 @@ class DecisionService:
         2. without them: score, decide, and complete the decision record (and the alert) in one atomic commit.
         A crash between the two leaves a pending record: a retry of the same transaction id scores the stored
         features and completes it (the state is never updated twice); a retry after step 2 gets the answer.
-        `observe(row, features)`, if given, sees the features of a transaction decided for the first time (the
-        stream consumer's drift window). `recorded` (an asyncio future), if given, is done once step 1 is over,
-        however it ended: the stream consumer starts the next transaction of the same entities then.
+        The stream consumer takes the same two steps for a batch at a time (record_many, score_many, answer_many).
         """
         started = time.perf_counter()
-        pending = await self.record(row, event, observe=observe, recorded=recorded)
+        pending = await self.record(row, event)
         answer = await self.answer(row, event, pending)
         M.DECISION_LATENCY.observe(time.perf_counter() - started)
         return answer
 
-    async def record(self, row: dict, event: B.Event, *, observe=None, recorded=None) -> dict:
+    async def record(self, row: dict, event: B.Event) -> dict:
         """Step 1 alone: the decision record, pending (features computed, the state updated) or the complete one
-        of an earlier attempt."""
+        of an earlier attempt. A transaction is a batch of one."""
+        return (await self.record_many([(row, event)]))[0]
+
+    async def record_many(self, items: list[tuple[dict, B.Event]], *, observe=None) -> list[dict]:
+        """Step 1 for several transactions ((row, event) each), taken in their order as if one after the other:
+        one read of every snapshot and decision record they touch, the features of each computed on the state
+        the earlier ones left, and one atomic commit of the new snapshots and the pending records. If another
+        writer changed one of those keys meanwhile, nothing is written and the whole batch is computed again.
+        `observe(row, event, features)`, if given, sees each transaction recorded for the first time (the stream
+        consumer's drift window)."""
+        entities = [entity for _, event in items for entity in online.entity_ids(event).items()]
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                async with self._locks.hold(entities):
+                    records, fresh = await self._record_events(items)
+                break
+            except Conflict:
+                M.STATE_CONFLICTS.inc()
+                await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
+        else:
+            first = items[0][1].transaction_id if items else ""
+            raise StateUnavailable(f"transaction {first}{f' and {len(items) - 1} more' if len(items) > 1 else ''}: "
+                                   f"the state kept changing under {MAX_CONFLICT_RETRIES} attempts; retry")
+        if observe is not None:
+            for (row, event), record, new in zip(items, records, fresh):
+                if new:
+                    observe(row, event, record["features"])
+        return records
+
+    async def _record_events(self, items: list[tuple[dict, B.Event]]) -> tuple[list[dict], list[bool]]:
+        """record_many's one attempt: the decision records, and whether each is new (False: seen before, decided
+        or pending after a crash, or repeated within the batch)."""
+        began = time.perf_counter()
+        snap = await self.store.read_many(
+            (entity for _, event in items for entity in online.entity_ids(event).items()),
+            [event.transaction_id for _, event in items])
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
         try:
-            pending = await self._locked_with_retries(event, self._record_event, row, event)
-        finally:
-            if recorded is not None and not recorded.done():
-                recorded.set_result(None)
-        if "response" not in pending and observe is not None:
-            observe(row, pending["features"])
-        return pending
+            state = dict(snap.values)  # (kind, id) -> snapshot, as the transactions so far left it
+            changed, records, out, fresh = set(), {}, [], []
+            for _, event in items:
+                seen = records.get(event.transaction_id) or snap.existing.get(event.transaction_id)
+                if seen is not None:
+                    out.append(seen)
+                    fresh.append(False)
+                    continue
+                entities = online.entity_ids(event).items()
+                snapshots = {kind: state[(kind, key)] for kind, key in entities if state[(kind, key)] is not None}
+                late = online.is_late(snapshots, event)
+                record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time,
+                          "late": late, "features": online.features(snapshots, event)}
+                if not late:
+                    for kind, key in entities:
+                        state[(kind, key)] = online.append(kind, state[(kind, key)] or online.empty(kind), event)
+                        changed.add((kind, key))
+                records[event.transaction_id] = record
+                out.append(record)
+                fresh.append(True)
+        except BaseException:
+            await self.store.release(snap)
+            raise
+        began = time.perf_counter()
+        await self.store.commit(snap, {entity: state[entity] for entity in changed}, records)
+        M.STATE_LATENCY.observe(time.perf_counter() - began)
+        return out, fresh
 
     async def answer(self, row: dict, event: B.Event, pending: dict, scored: tuple | None = None) -> dict:
         """Step 2 alone: the answer of a recorded transaction (`scored`: its model result, if already known)."""
@@ -360,42 +415,6 @@ class DecisionService:
             except Exception as exc:  # noqa: BLE001 - the shadow never affects the decision
                 shadows = [{"label": label, "error": _short(exc)}] * len(items)
         return [(score, version, False, shadow) for score, shadow in zip(scores, shadows)]
-
-    async def _locked_with_retries(self, event: B.Event, step, *args):
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                async with self._locks.hold(online.entity_ids(event)):
-                    return await step(*args)
-            except Conflict:
-                M.STATE_CONFLICTS.inc()
-                await asyncio.sleep(random.uniform(0, min(0.0005 * (attempt + 1), 0.01)))
-        raise StateUnavailable(f"transaction {event.transaction_id}: the state kept changing under "
-                               f"{MAX_CONFLICT_RETRIES} attempts; retry")
-
-    async def _record_event(self, row: dict, event: B.Event) -> dict:
-        """Step 1: the features from the current state, the event added to it; returns the decision record
-        (pending, or the complete one of an earlier attempt)."""
-        entities = online.entity_ids(event)
-        began = time.perf_counter()
-        snap = await self.store.read(entities, event.transaction_id)
-        M.STATE_LATENCY.observe(time.perf_counter() - began)
-        try:
-            if snap.existing is not None:  # seen before: decided, or pending after a crash
-                await self.store.release(snap)
-                return snap.existing
-            snapshots = {kind: value for kind, value in snap.values.items() if value is not None}
-            late = online.is_late(snapshots, event)
-            record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time,
-                      "late": late, "features": online.features(snapshots, event)}
-            updates = {} if late else {kind: online.append(kind, snap.values.get(kind) or online.empty(kind), event)
-                                       for kind in entities}
-        except BaseException:
-            await self.store.release(snap)
-            raise
-        began = time.perf_counter()
-        await self.store.commit(snap, updates, record, event.transaction_id)
-        M.STATE_LATENCY.observe(time.perf_counter() - began)
-        return record
 
     async def _complete(self, row: dict, event: B.Event, pending: dict, scored: tuple | None = None) -> dict:
         """Step 2: score the recorded features, decide, and write the answer and the alert, once."""
@@ -511,7 +530,7 @@ class DecisionService:
                     await self.store.release(snap)
                     raise
                 try:
-                    await self.store.commit(snap, updates, None, None)
+                    await self.store.commit(snap, updates, {})
                 except Conflict:
                     continue
             applied = bool(updates)

@@ -6,8 +6,8 @@ Two stores behind one interface:
 - RedisStore: Redis (`redis://host:6379/0`, run it with AOF on: `appendonly yes`), the production store. Several
   service processes may share it.
 
-Every decision is two atomic writes (decision/service.py): `read` the entities' snapshots (watched), compute,
-then `commit` the new snapshots with the pending decision record, or nothing if another writer changed one of
+Every decision is two atomic writes (decision/service.py): `read_many` the entities' snapshots (watched), compute,
+then `commit` the new snapshots with the pending decision records, or nothing if another writer changed one of
 those keys in between (then the service computes again on the new state); after the model call, `complete`
 writes the answer and the alert unless the record already has an answer. So two processes on one Redis answer
 as one process would, a retried transaction id gets the first decision back, and a crash leaves nothing
@@ -36,15 +36,32 @@ class Conflict(Exception):
 
 @dataclass
 class Snapshot:
-    """What a transaction read: the entities' snapshots and, if the transaction id was seen, its decision."""
+    """What a transaction (or a batch of them) read: the entities' snapshots and the decisions already recorded
+    under their transaction ids."""
 
-    values: dict  # kind -> snapshot (fraud.online) or None (new entity)
-    existing: dict | None = None
+    values: dict  # entity -> snapshot (fraud.online) or None (new entity); entity: (kind, id), or kind for `read`
+    existing: dict | None = None  # read_many: transaction id -> decision record (seen ids only); read: the record
     handle: object = None  # the store's token for `commit`
-    keys: dict = field(default_factory=dict)
+    keys: dict = field(default_factory=dict)  # entity -> the store's key
 
 
-class MemoryStore:
+def _entity_keys(entities) -> dict:
+    """(kind, id) pairs (any iterable, repeats allowed) -> their keys, in first-seen order."""
+    return {e: entity_key(*e) for e in dict.fromkeys(entities)}
+
+
+class _Store:
+    """What both stores build on their own read_many."""
+
+    async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
+        """read_many for one transaction, its entities by kind (kind -> id), its one decision record."""
+        snap = await self.read_many(entities.items(), [transaction_id])
+        return Snapshot({kind: snap.values[(kind, key)] for kind, key in entities.items()},
+                        snap.existing.get(transaction_id), snap.handle,
+                        {kind: snap.keys[(kind, key)] for kind, key in entities.items()})
+
+
+class MemoryStore(_Store):
     """In-process store with the same semantics as RedisStore (versions stand in for WATCH)."""
 
     url = "memory://"
@@ -55,20 +72,23 @@ class MemoryStore:
         self._alerts: list[dict] = []
         self._labels: list[dict] = []
 
-    async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
-        keys = {kind: entity_key(kind, key) for kind, key in entities.items()}
-        decision = self._data.get(decision_key(transaction_id))
-        watched = [*keys.values(), decision_key(transaction_id)]
-        return Snapshot({kind: _load(self._data.get(k)) for kind, k in keys.items()},
-                        _load(decision),
+    async def read_many(self, entities, transaction_ids) -> Snapshot:
+        """The snapshots of `entities` ((kind, id) pairs) and the decision records of `transaction_ids`, watched
+        for `commit`."""
+        keys = _entity_keys(entities)
+        decisions = {t: decision_key(t) for t in dict.fromkeys(transaction_ids)}
+        watched = [*keys.values(), *decisions.values()]
+        existing = {t: _load(self._data[k]) for t, k in decisions.items() if k in self._data}
+        return Snapshot({e: _load(self._data.get(k)) for e, k in keys.items()}, existing,
                         {k: self._versions.get(k, 0) for k in watched}, keys)
 
-    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, transaction_id: str | None) -> None:
-        """The new snapshots and the decision record, or Conflict if a key read by `snap` changed meanwhile."""
+    async def commit(self, snap: Snapshot, updates: dict, records: dict) -> None:
+        """The new snapshots (keyed as snap.values) and the decision records (transaction id -> record), or
+        Conflict if a key read by `snap` changed meanwhile."""
         if any(self._versions.get(k, 0) != v for k, v in snap.handle.items()):
             raise Conflict()
-        writes = {snap.keys[kind]: _dump(value) for kind, value in updates.items()}
-        if record is not None:
+        writes = {snap.keys[entity]: _dump(value) for entity, value in updates.items()}
+        for transaction_id, record in records.items():
             writes[decision_key(transaction_id)] = _dump(record)
         for key, value in writes.items():
             self._data[key] = value
@@ -133,7 +153,7 @@ return false
 """
 
 
-class RedisStore:
+class RedisStore(_Store):
     """Redis: snapshots as JSON strings, WATCH/MULTI/EXEC per state update, a Lua script (one round trip) to
     complete a decision, alerts and labels as streams."""
 
@@ -159,33 +179,35 @@ class RedisStore:
             raise StateUnavailable(f"the state store {display(self.url)} cannot be reached ({exc}); nothing was "
                                    "changed: retry, or check that Redis is running") from None
 
-    async def read(self, entities: dict[str, str], transaction_id: str) -> Snapshot:
-        keys = {kind: self._k(entity_key(kind, key)) for kind, key in entities.items()}
+    async def read_many(self, entities, transaction_ids) -> Snapshot:
+        """The snapshots of `entities` ((kind, id) pairs) and the decision records of `transaction_ids`: one
+        WATCH and one MGET, whatever their number."""
+        keys = {e: self._k(k) for e, k in _entity_keys(entities).items()}
+        decisions = {t: self._k(decision_key(t)) for t in dict.fromkeys(transaction_ids)}
         pipe = self._client.pipeline(transaction=True)
 
         async def watch_and_get():
-            await pipe.watch(*keys.values(), self._k(decision_key(transaction_id)))
-            values = await pipe.mget(*keys.values(), self._k(decision_key(transaction_id)))
-            return values
+            await pipe.watch(*keys.values(), *decisions.values())
+            return await pipe.mget(*keys.values(), *decisions.values())
 
         try:
             values = await self._guard(watch_and_get())
         except BaseException:
             await pipe.reset()
             raise
-        decision = values[-1]
-        return Snapshot({kind: _load(v) for kind, v in zip(keys, values[:-1])},
-                        _load(decision), pipe, keys)
+        existing = {t: _load(v) for t, v in zip(decisions, values[len(keys):]) if v is not None}
+        return Snapshot({e: _load(v) for e, v in zip(keys, values)}, existing, pipe, keys)
 
-    async def commit(self, snap: Snapshot, updates: dict, record: dict | None, transaction_id: str | None) -> None:
+    async def commit(self, snap: Snapshot, updates: dict, records: dict) -> None:
+        """One MULTI/EXEC: the new snapshots (keyed as snap.values) and the decision records (transaction id ->
+        record); Conflict (nothing written) if a watched key changed since `read_many`."""
         pipe = snap.handle
         try:
             pipe.multi()
-            for kind, value in updates.items():
-                pipe.set(snap.keys[kind], _dump(value))
-            if record is not None:
-                pipe.set(self._k(decision_key(transaction_id)), _dump(record),
-                         ex=DECISION_TTL_S)
+            for entity, value in updates.items():
+                pipe.set(snap.keys[entity], _dump(value))
+            for transaction_id, record in records.items():
+                pipe.set(self._k(decision_key(transaction_id)), _dump(record), ex=DECISION_TTL_S)
             await self._guard(pipe.execute())
         finally:
             await pipe.reset()

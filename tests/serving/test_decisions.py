@@ -152,7 +152,7 @@ def test_retries_late_events_bad_input_and_a_model_server_that_is_down(stream, t
         # A crash after step 1 (the event recorded, the decision pending): the retry scores the stored features
         # and completes the record; the state is not updated a second time.
         row, event = standardise(transactions[4])
-        pending = await service._record_event(row, event)
+        pending = await service.record(row, event)
         assert "response" not in pending and pending["features"]
         state_after_step_1 = {k: v for k, v in store._data.items() if not k.startswith("decision:")}
         completed = await service.decide(transactions[4])

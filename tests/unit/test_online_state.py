@@ -101,3 +101,51 @@ def test_a_label_changes_the_card_rate_and_old_snapshots_without_labels_still_lo
     assert online.features({"user": legacy}, later)[F.user_fraud_rate("30d")] == 0.0
     assert online.with_label(legacy, "t1", 1)[0]["labels"] == {"t1": 1}
     assert online.append("user", legacy, later)["labels"] == {}
+
+
+def test_a_batch_is_recorded_as_its_transactions_one_after_the_other(events):
+    """DecisionService.record_many (the stream consumer's step 1) leaves exactly the state and the decision
+    records that recording the same transactions one at a time leaves, with a transaction repeated inside a
+    batch, a late one, and another writer changing a key mid-batch (the batch is computed again)."""
+    import asyncio
+    import dataclasses
+
+    from decision.service import DecisionOptions, DecisionService
+    from decision.state import MemoryStore
+
+    ordered = sorted(events, key=lambda e: (e.time, e.transaction_id))[:900]
+    late = dataclasses.replace(ordered[400], transaction_id="late-one", time=ordered[400].time - 3600)
+    stream = ordered[:450] + [ordered[430], late] + ordered[450:]  # a repeat (same id) and a late event
+
+    class Interrupted(MemoryStore):
+        """Another writer bumps a key the batch read, once, between its read and its commit."""
+        reads = 0
+
+        async def read_many(self, entities, transaction_ids):
+            snap = await super().read_many(entities, transaction_ids)
+            self.reads += 1
+            if self.reads == 3:
+                key = next(iter(snap.keys.values()))
+                self._versions[key] = self._versions.get(key, 0) + 1
+            return snap
+
+    async def run():
+        options = DecisionOptions(serving="127.0.0.1:9")  # step 1 never calls the model
+        one = DecisionService(options, store=MemoryStore())
+        singles = [await one.record({}, e) for e in stream]
+        many = DecisionService(options, store=Interrupted())
+        seen = []
+        batched = []
+        for start in range(0, len(stream), 64):
+            batched += await many.record_many([({}, e) for e in stream[start:start + 64]],
+                                              observe=lambda row, e, features: seen.append(e.transaction_id))
+        return one.store, singles, many.store, batched, seen
+
+    one, singles, many, batched, seen = asyncio.run(run())
+    assert many.reads > len(stream) // 64 + 1  # the interrupted batch was read again
+    assert batched == singles
+    assert many._data == one._data
+    assert [r["late"] for r, e in zip(batched, stream) if e.transaction_id == "late-one"] == [True]
+    # observe sees each transaction once, the first time it is recorded (not the repeat)
+    assert sorted(seen) == sorted({e.transaction_id for e in stream})
+    assert len(seen) == len(stream) - 1
