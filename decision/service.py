@@ -360,6 +360,7 @@ class DecisionService:
         try:
             state = dict(snap.values)  # (kind, id) -> snapshot, as the transactions so far left it
             changed, records, out, fresh = set(), {}, [], []
+            in_order = []  # (record, event) of the transactions not late: their features in one call, below
             for _, event in items:
                 seen = records.get(event.transaction_id) or snap.existing.get(event.transaction_id)
                 if seen is not None:
@@ -370,14 +371,20 @@ class DecisionService:
                 snapshots = {kind: state[(kind, key)] for kind, key in entities if state[(kind, key)] is not None}
                 late = online.is_late(snapshots, event)
                 record = {"restaurant_id": event.restaurant_id, "user_id": event.user_id, "time": event.time,
-                          "late": late, "features": online.features(snapshots, event)}
-                if not late:
+                          "late": late, "features": None}
+                if late:  # scored on the state as it is now, not added to it
+                    record["features"] = online.features(snapshots, event)
+                else:
+                    in_order.append((record, event))
                     for kind, key in entities:
                         state[(kind, key)] = online.append(kind, state[(kind, key)] or online.empty(kind), event)
                         changed.add((kind, key))
                 records[event.transaction_id] = record
                 out.append(record)
                 fresh.append(True)
+            computed = online.features_many(snap.values, [event for _, event in in_order])
+            for (record, _), features in zip(in_order, computed):
+                record["features"] = features
         except BaseException:
             await self.store.release(snap)
             raise

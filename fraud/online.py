@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fraud import behaviour as B
 from fraud import features as F
 
@@ -97,16 +99,54 @@ def restaurant_history(snapshot: dict, restaurant_id: str) -> B.Columns:
 
 
 def features(snapshots: dict[str, dict], e: B.Event, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> dict:
-    """Every behavioural feature of `e` from its entities' snapshots (missing kinds: an empty history)."""
-    target = B.Columns.of_events([e])
-    history, first_seen = user_history(snapshots.get("user") or empty("user"), e.user_id)
-    values = B.user_features(history, target, first_seen=first_seen, label_delay_days=label_delay_days)[0].tolist()
-    values += B.device_features(device_history(snapshots.get("device") or empty("device"), e.device_id),
-                                target)[0].tolist()
-    values += B.restaurant_features(restaurant_history(snapshots.get("restaurant") or empty("restaurant"),
-                                                       e.restaurant_id), target,
-                                    label_delay_days=label_delay_days)[0].tolist()
-    return dict(zip(F.BEHAVIOUR_FEATURES, values))
+    """Every behavioural feature of `e` from its entities' snapshots (kind -> snapshot; missing kinds: an empty
+    history): features_many of one event."""
+    state = {(kind, key): snapshots.get(kind) for kind, key in entity_ids(e).items()}
+    return features_many(state, [e], label_delay_days=label_delay_days)[0]
+
+
+def features_many(state: dict, events: list, *, label_delay_days: int = F.LABEL_DELAY_DAYS) -> list[dict]:
+    """Every behavioural feature of each of `events`, as if each were scored and then appended in turn:
+    `state` holds their entities' snapshots before the first ((kind, id) -> snapshot, or None for a new entity),
+    and no event may be late (`is_late`) when its turn comes.
+
+    One call of each of fraud.behaviour's feature functions for all of them, as offline: the history is the
+    snapshots' events plus the events themselves, and each event sees only what is strictly before it in time.
+    That is exactly what it sees one at a time: an entity's later events, not being late, are no older than it;
+    what `append` evicts meanwhile is outside every window of a later event; and the anomaly score's count of
+    prior events only asks whether there are 3, which the placeholders of dropped events still answer."""
+    if not events:
+        return []
+    batch = B.Columns.of_events(events)
+    users, devices, restaurants = [], [], []
+    first_seen = {"device": ([], [], []), "city": ([], [], []), "hour": ([], [], [])}
+    for (kind, key), snapshot in state.items():
+        if snapshot is None:
+            continue
+        if kind == "user":
+            columns, tables = user_history(snapshot, key)
+            users.append(columns)
+            for name, (ids, values, times) in tables.items():
+                first_seen[name][0].extend(ids)
+                first_seen[name][1].extend(values)
+                first_seen[name][2].extend(times)
+        elif kind == "device":
+            devices.append(device_history(snapshot, key))
+        else:
+            restaurants.append(restaurant_history(snapshot, key))
+    hours = B._lima_hours(batch.time).tolist()
+    for e, hour in zip(events, hours):  # what `append` adds to the first-seen tables
+        for name, value in (("device", e.device_id), ("city", e.city), ("hour", hour)):
+            if value != "":
+                first_seen[name][0].append(e.user_id)
+                first_seen[name][1].append(value)
+                first_seen[name][2].append(e.time)
+    values = [
+        B.user_features(B.Columns.concat(users + [batch]), batch, first_seen=first_seen,
+                        label_delay_days=label_delay_days),
+        B.device_features(B.Columns.concat(devices + [batch]), batch),
+        B.restaurant_features(B.Columns.concat(restaurants + [batch]), batch, label_delay_days=label_delay_days)]
+    return [dict(zip(F.BEHAVIOUR_FEATURES, row)) for row in np.concatenate(values, axis=1).tolist()]
 
 
 # ---------------------------------------------------------------------------------------------------------------

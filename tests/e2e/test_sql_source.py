@@ -1,12 +1,8 @@
 """The database source: normalized tables, the point-in-time join, SQLite and a real PostgreSQL server."""
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +16,8 @@ from fraud import ingest
 from fraud import sources
 from fraud import sql_source as S
 from fraud.synth import database as D
-from tests.helpers import generate, require_system_tool, run_pipeline
+from tests.helpers import generate, run_pipeline
+from tests.servers import postgres_server
 
 DATA = dict(days=30, users=1000, seed=11)  # ~6k rows: seconds to write and read
 PIPELINE_DATA = dict(days=45, users=1000, seed=7)  # enough fraud in every split for a blessed model
@@ -336,34 +333,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """initdb + pg_ctl start on a free port in a temporary directory; stopped and removed afterwards."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    initdb = require_system_tool(found[-1] if found else "/usr/lib/postgresql/15/bin/initdb", "postgresql")
-    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
-    base = tempfile.mkdtemp(prefix="fraud-pg-")  # short: the socket path must fit in 107 bytes
-    as_user = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the package's postgres user runs it
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres", "postgres")
-
-    def run(*args, check=True):
-        return subprocess.run([*as_user, *args], cwd=base, capture_output=True, text=True, timeout=120, check=check)
-
-    data, port = os.path.join(base, "data"), _free_port()
-    try:
-        run(initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        run(pg_ctl, "-D", data, "-l", os.path.join(base, "server.log"), "-w", "-t", "60", "-o",
-            f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    except subprocess.CalledProcessError as exc:
-        log = Path(base, "server.log")
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {exc.stderr or exc.stdout}"
-                    f"{log.read_text() if log.exists() else ''}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_server() as url:
+        yield url
 
 
 def test_postgresql_returns_the_same_rows_as_sqlite(postgres_url, csv_dir, sqlite_db, sqlite_read):

@@ -8,11 +8,9 @@ import functools
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,44 +22,10 @@ from decision.state import MemoryStore
 from fraud import features as F
 from fraud import ingest
 from tests.helpers import REPO, require_system_tool
+from tests.servers import RedisServer
 
 GROUP = "fraud-decisions"
 pytestmark = pytest.mark.slow
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A Redis server the tests can stop and start again on the same port and data (AOF on)
-# ---------------------------------------------------------------------------------------------------------------
-class RedisServer:
-    def __init__(self, workdir: Path):
-        self.binary = require_system_tool("redis-server", "redis-server")
-        self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = None
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                                      str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
-                                      "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
