@@ -285,6 +285,7 @@ PROP_DECLINE_THRESHOLD = "decline_threshold"
 METADATA_FILE = "metadata.sqlite"  # ML Metadata, in the pipeline root
 ARTIFACTS_DIR = "artifacts"  # TFX's pipeline_root, inside the pipeline root
 LOGS_DIR = "logs"
+AIRFLOW_PLANS_DIR = "airflow_plans"  # the compiled pipeline the Airflow DAG file reads (pipeline/airflow_plan.py), in the pipeline root
 REPORTS_DIR = "reports"
 SCHEMA_FILE = "schema.pbtxt"  # the file inside a Schema artifact (and schema/schema.pbtxt in the repo)
 FEATURE_STATS_FILE = "FeatureStats.pb"  # inside a statistics split folder

@@ -1,5 +1,10 @@
-"""Airflow DAG of the fraud-detection pipeline: the same `create_pipeline()` as `fraudctl pipeline run`,
-turned into one Airflow task per TFX component by TFX's AirflowDagRunner.
+"""Airflow DAG of the fraud-detection pipeline: one task per node of the same `create_pipeline()` as
+`fraudctl pipeline run`, each run by TFX's own launcher.
+
+Light to parse: this file never imports TFX. The node graph comes from the pipeline compiled once to TFX's
+intermediate representation (pipeline/airflow_plan.py: `python -m pipeline.airflow_plan`, which `make airflow`
+runs; if it is missing, the first parse compiles it in a child process). Each task imports TFX, compiles the run's
+pipeline and runs its node (pipeline/airflow_launch.py).
 
 Deploy it by pointing Airflow's dags_folder at this folder (pipeline/.airflowignore keeps Airflow to this file),
 by linking this file into a dags folder, or by copying it there: it imports only the installed project.
@@ -9,21 +14,18 @@ YAML/JSON file named by FRAUD_SETTINGS_FILE). A missing or invalid setting is an
 the variable (`airflow dags list-import-errors`).
 
 Per-run parameters: `airflow dags trigger fraud_detection --conf '{"train_steps": 300, "eval_days": 5}'`,
-or the UI's trigger form (keys: pipeline.airflow_settings.RUN_PARAMS). Why not TFX RuntimeParameters:
-AirflowDagRunner turns a RuntimeParameter into a `{{ dag_run.conf.get(...) }}` template, which renders to a
-string, so it accepts only `ptype=str` parameters, and only whole execution properties; eval_days is an int
-and train_steps sits inside the Trainer's TrainArgs proto. Instead each task rebuilds the pipeline with the
-run's validated settings and launches its component with that build's execution properties: the values are
-typed and range-checked by the same PipelineSettings as the CLI, and every run's values are recorded in ML
-Metadata as usual.
+or the UI's trigger form (keys: pipeline.airflow_settings.RUN_PARAMS). Each task rebuilds the pipeline with the
+run's settings, validated and range-checked by the same PipelineSettings as the CLI; ML Metadata records each
+run's values as usual.
 
-Failures: a component that rejects the data (fraud.errors.DataRejected: the data contract, validation
-anomalies) fails its task at once, without retries (the same data fails the same way) and with the anomalies in the task log; anything
-else (a killed worker, a full disk) is retried with exponential back-off. TFX 1.16's Airflow launcher cannot
-retry a component (ML Metadata refuses to record its input events and output artifacts twice) nor run two
-components whose outputs share a key and a type: pipeline/airflow_launch.py fixes both (AirflowSafeMetadata), and does
-not run again a component that already completed in the same DAG run (a new DAG run re-runs the pipeline). The Pusher only runs after the Evaluator and pushes only a blessed model
-(`model_blessing=` in create_pipeline: AirflowDagRunner does not evaluate tfx.dsl.Cond).
+Failures: a node that rejects the data (fraud.errors.DataRejected: the data contract, validation anomalies) fails
+its task at once, without retries (the same data fails the same way) and with the anomalies in the task log;
+anything else (a killed worker, a full disk) is retried with exponential back-off, each attempt a new ML Metadata
+execution. A node that already completed in the same DAG run is not run again. The Pusher pushes only a model the
+ReferenceGate blessed.
+
+Executors: SequentialExecutor (SQLite), LocalExecutor or CeleryExecutor (scripts/airflow_standalone.sh,
+docs/airflow.md). Workers need the project, the same settings and the shared pipeline root.
 """
 from __future__ import annotations
 
@@ -31,21 +33,22 @@ import functools
 from datetime import timedelta
 
 import pendulum
+from airflow.models.dag import DAG
 from airflow.models.param import Param
-from tfx.orchestration.airflow import airflow_component
-from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
+from airflow.operators.python import PythonOperator
 
-from pipeline.airflow_launch import run_task
+from pipeline.airflow_launch import run_node
+from pipeline.airflow_plan import load_plan
 from pipeline.airflow_settings import PARAM_SCHEMA, AirflowSettings, load_settings
-from pipeline.definition import create_pipeline
 
 
 def dag_config(settings: AirflowSettings) -> dict:
-    """Arguments of airflow.models.DAG (the dag_id is the pipeline name: AirflowDagRunner sets it)."""
+    """Arguments of airflow.models.DAG."""
     opts = settings.dag
     start = pendulum.instance(opts.start_date) if opts.start_date.tzinfo else \
         pendulum.instance(opts.start_date, tz=pendulum.timezone(opts.timezone))
     return dict(
+        dag_id=settings.pipeline.pipeline_name,
         schedule=opts.schedule,
         start_date=start,
         catchup=False,  # a paused or new DAG runs the latest interval only, never a storm of past days
@@ -67,17 +70,16 @@ def dag_config(settings: AirflowSettings) -> dict:
     )
 
 
-def build_dag(settings: AirflowSettings):
-    pipeline = create_pipeline(**settings.pipeline.pipeline_kwargs())
-    dag = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config=dag_config(settings))).run(pipeline)
-    for task in dag.tasks:
-        tfx_launch = task.python_callable
-        if not (isinstance(tfx_launch, functools.partial)
-                and tfx_launch.func is airflow_component._airflow_component_launcher):
-            raise RuntimeError(f"{task.task_id}: AirflowDagRunner built an unexpected callable ({tfx_launch!r}); "
-                               "the TFX version changed: review pipeline/airflow_dag.py")
-        task.python_callable = functools.partial(run_task, tfx_args=dict(tfx_launch.keywords), settings=settings)
-    return dag
+def build_dag(settings: AirflowSettings) -> DAG:
+    plan = load_plan(settings.pipeline)
+    with DAG(**dag_config(settings)) as built:
+        tasks = {node: PythonOperator(task_id=node, python_callable=functools.partial(
+                     run_node, node_id=node, plan=plan, settings=settings))
+                 for node, _ in plan}
+        for node, upstream in plan:
+            for parent in upstream:
+                tasks[parent] >> tasks[node]
+    return built
 
 
 # Airflow collects module-level DAG objects. Settings errors surface as this file's import error.

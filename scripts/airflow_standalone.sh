@@ -9,6 +9,10 @@
 #   Metadata DB    SQLite in $AIRFLOW_HOME (SequentialExecutor: one task at a time) by default.
 #                  PostgreSQL + LocalExecutor for real use:
 #                    FRAUD_AIRFLOW_DB=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB make airflow
+#   Executor       FRAUD_AIRFLOW_EXECUTOR=sequential | local | celery (default: sequential with SQLite, local with
+#                  PostgreSQL). celery needs FRAUD_AIRFLOW_DB and a Redis broker, FRAUD_AIRFLOW_BROKER (default
+#                  redis://127.0.0.1:6379/0); this script then also starts FRAUD_AIRFLOW_WORKERS Celery workers
+#                  (default 2) on this host. Workers on other hosts: docs/airflow.md.
 #   Admin user     `admin`, with a generated password printed once when the user is created and kept in
 #                  $AIRFLOW_HOME/admin_password (mode 600, git-ignored): never committed, never a default.
 #   Pipeline       FRAUD_SETTINGS_FILE or FRAUD_DATA_DIR / FRAUD_PIPELINE_ROOT / FRAUD_SERVING_DIR (see
@@ -16,7 +20,8 @@
 #                  with a generated demo data set when runs/airflow/data is missing.
 #   Port           FRAUD_AIRFLOW_PORT (default 8080).
 #
-# Stop with Ctrl-C (the script stops Airflow's processes). Airflow's own output: $AIRFLOW_HOME/standalone.log.
+# Stop with Ctrl-C (the script stops Airflow's processes). Airflow's own output: $AIRFLOW_HOME/standalone.log
+# (with Celery: the scheduler's; webserver.log, triggerer.log and worker<N>.log beside it).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,17 +44,16 @@ ln -sfn "$REPO/pipeline/airflow_dag.py" "$AIRFLOW_HOME/dags/fraud_detection_dag.
 export AIRFLOW__CORE__DAGS_FOLDER="$AIRFLOW_HOME/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True  # a new deployment does not start training on its own
-# Parsing the DAG imports TFX and TensorFlow: 20-30 s on an idle 2-core machine, up to ~60 s under load
-# (bench/dag_import_time.py), against Airflow's default timeout of 30 s. Raised, and the DAG file is re-parsed
-# every 5 minutes instead of every 30 s (each parse costs that CPU time again).
-export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="${FRAUD_AIRFLOW_DAGBAG_IMPORT_TIMEOUT:-180}"
+# The DAG file does not import TFX: it reads the pipeline compiled once (pipeline/airflow_plan.py, done below
+# before Airflow starts), so a parse takes 1-1.5 s and Airflow's default timeouts and parse interval apply.
+export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="${FRAUD_AIRFLOW_DAGBAG_IMPORT_TIMEOUT:-60}"
 export AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT=$((AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT + 60))
-export AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="${FRAUD_AIRFLOW_PARSE_INTERVAL:-300}"
 export AIRFLOW__WEBSERVER__WEB_SERVER_PORT="$PORT"
 export AIRFLOW__WEBSERVER__EXPOSE_CONFIG=False
 # The REST API accepts the admin's password (curl -u) as well as the browser session.
 export AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth,airflow.api.auth.backend.session"
 
+EXECUTOR="${FRAUD_AIRFLOW_EXECUTOR:-}"
 if [ -n "${FRAUD_AIRFLOW_DB:-}" ]; then
   case "$FRAUD_AIRFLOW_DB" in
     postgresql://*|postgresql+psycopg2://*) ;;
@@ -57,13 +61,42 @@ if [ -n "${FRAUD_AIRFLOW_DB:-}" ]; then
             "got '${FRAUD_AIRFLOW_DB%%://*}://...'" >&2; exit 2 ;;
   esac
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$FRAUD_AIRFLOW_DB"
-  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
-  DB_DESC="PostgreSQL (${FRAUD_AIRFLOW_DB##*@}), LocalExecutor"
+  EXECUTOR="${EXECUTOR:-local}"
+  DB_DESC="PostgreSQL (${FRAUD_AIRFLOW_DB##*@})"
 else
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
-  export AIRFLOW__CORE__EXECUTOR=SequentialExecutor
-  DB_DESC="SQLite ($AIRFLOW_HOME/airflow.db), SequentialExecutor"
+  EXECUTOR="${EXECUTOR:-sequential}"
+  DB_DESC="SQLite ($AIRFLOW_HOME/airflow.db)"
+  if [ "$EXECUTOR" != "sequential" ]; then
+    echo "error: FRAUD_AIRFLOW_EXECUTOR=$EXECUTOR needs a PostgreSQL metadata database: set FRAUD_AIRFLOW_DB" \
+         "(postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB); SQLite allows one task at a time only" >&2; exit 2
+  fi
 fi
+WORKERS=0
+case "$EXECUTOR" in
+  sequential) export AIRFLOW__CORE__EXECUTOR=SequentialExecutor ;;
+  local) export AIRFLOW__CORE__EXECUTOR=LocalExecutor ;;
+  celery)
+    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    BROKER="${FRAUD_AIRFLOW_BROKER:-redis://127.0.0.1:6379/0}"
+    case "$BROKER" in redis://*|rediss://*) ;; *)
+      echo "error: FRAUD_AIRFLOW_BROKER must be a Redis URL (redis://HOST:6379/0), got '${BROKER%%://*}://...'" >&2
+      exit 2 ;;
+    esac
+    export AIRFLOW__CELERY__BROKER_URL="$BROKER"
+    # Task states come back through the metadata database (Celery's result backend in the same PostgreSQL).
+    export AIRFLOW__CELERY__RESULT_BACKEND="db+${FRAUD_AIRFLOW_DB/+psycopg2/}"
+    export AIRFLOW__CELERY__WORKER_CONCURRENCY="${FRAUD_AIRFLOW_WORKER_CONCURRENCY:-1}"  # a TFX task fills a core
+    # Each worker imports TFX once at start; the tasks it forks start with it (pipeline/celery_config.py).
+    export AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=pipeline.celery_config.CELERY_CONFIG
+    # Task instances record the worker that ran them (worker1@HOST, ...), not only the host.
+    export AIRFLOW__CORE__HOSTNAME_CALLABLE=pipeline.celery_config.worker_hostname
+    export AIRFLOW__WEBSERVER__WORKERS="${AIRFLOW__WEBSERVER__WORKERS:-2}"  # gunicorn's 4 are many for 2 cores
+    WORKERS="${FRAUD_AIRFLOW_WORKERS:-2}"
+    ;;
+  *) echo "error: FRAUD_AIRFLOW_EXECUTOR must be sequential, local or celery, got '$EXECUTOR'" >&2; exit 2 ;;
+esac
+DB_DESC="$DB_DESC, ${AIRFLOW__CORE__EXECUTOR}$([ "$WORKERS" -gt 0 ] && echo " with $WORKERS workers")"
 
 # --- Pipeline settings (pipeline/airflow_settings.py) ------------------------------------------------------
 if [ -z "${FRAUD_SETTINGS_FILE:-}" ]; then
@@ -87,6 +120,10 @@ chmod 600 "$ENV_FILE"
   env | grep -E '^(AIRFLOW_HOME|AIRFLOW__[A-Z_]+|FRAUD_(SETTINGS_FILE|DATA_DIR|PIPELINE_ROOT|SERVING_DIR|DAG_[A-Z_]+|[A-Z_]+))=' \
     | grep -v '^FRAUD_AIRFLOW_' | sort | sed -E "s/^([^=]+)=(.*)$/export \1='\2'/"
 } > "$ENV_FILE"
+
+# --- The pipeline, compiled once for the DAG file (pipeline/airflow_plan.py) ---------------------------------
+echo "Compiling the pipeline for the DAG (python -m pipeline.airflow_plan; imports TFX, once per settings) ..."
+"$BIN/python" -m pipeline.airflow_plan || { echo "error: could not compile the pipeline (see above)" >&2; exit 1; }
 
 # --- Database and admin user -------------------------------------------------------------------------------
 echo "Preparing the Airflow metadata database: $DB_DESC"
@@ -122,8 +159,25 @@ fi
 # --- Start --------------------------------------------------------------------------------------------------
 LOG="$AIRFLOW_HOME/standalone.log"
 set -m  # own process group, and SIGINT not ignored: `airflow standalone` stops its children on SIGINT
-"$BIN/airflow" standalone >> "$LOG" 2>&1 &
-AIRFLOW_PID=$!
+WORKER_PIDS=()
+if [ "$EXECUTOR" = celery ]; then
+  # `airflow standalone` runs its own LocalExecutor whatever the configuration says: with Celery, the
+  # scheduler, the webserver and the triggerer are started one by one, and the Celery workers beside them.
+  "$BIN/airflow" scheduler >> "$LOG" 2>&1 &
+  AIRFLOW_PID=$!
+  "$BIN/airflow" webserver >> "$AIRFLOW_HOME/webserver.log" 2>&1 &
+  WORKER_PIDS+=($!)
+  "$BIN/airflow" triggerer >> "$AIRFLOW_HOME/triggerer.log" 2>&1 &
+  WORKER_PIDS+=($!)
+  for i in $(seq 1 "$WORKERS"); do
+    FRAUD_AIRFLOW_WORKER_NAME="worker$i@$(hostname)" "$BIN/airflow" celery worker --celery-hostname "worker$i@%h" \
+      --concurrency "$AIRFLOW__CELERY__WORKER_CONCURRENCY" --skip-serve-logs >> "$AIRFLOW_HOME/worker$i.log" 2>&1 &
+    WORKER_PIDS+=($!)
+  done
+else
+  "$BIN/airflow" standalone >> "$LOG" 2>&1 &
+  AIRFLOW_PID=$!
+fi
 set +m
 WAITER_PID=
 stop() {
@@ -135,12 +189,20 @@ stop() {
     for _ in $(seq 1 60); do kill -0 "$AIRFLOW_PID" 2>/dev/null || break; sleep 0.5; done
     kill -TERM -- "-$AIRFLOW_PID" 2>/dev/null || true  # anything left in its process group
   fi
+  for pid in "${WORKER_PIDS[@]}"; do  # webserver, triggerer, Celery workers (warm shutdown: the task finishes)
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 1 60); do  # up to 30 s for a running task, then the rest is stopped
+    alive=0; for pid in "${WORKER_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.5
+  done
+  for pid in "${WORKER_PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
 }
 trap stop INT TERM EXIT
 
 echo "Starting Airflow on $URL (its output: $LOG) ..."
-# Wait until the webserver and the scheduler are healthy and the scheduler has parsed the DAG (the parse
-# imports TFX: ~30 s). Import errors raised since this start are shown as they appear.
+# Wait until the webserver and the scheduler are healthy and the scheduler has parsed the DAG (about a second:
+# the plan is compiled). Import errors raised since this start are shown as they appear.
 "$BIN/python" - "$URL" "$PASSWORD_FILE" "$DAG_ID" "$AIRFLOW_PID" <<'PY' &
 import base64, calendar, json, os, sys, time, urllib.error, urllib.request
 url, password_file, dag_id, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -212,6 +274,7 @@ cat <<EOF
    curl -u "admin:\$(cat $PASSWORD_FILE)" -H 'Content-Type: application/json' \\
         -X POST $URL/api/v1/dags/$DAG_ID/dagRuns -d '{"conf": {"train_steps": 300}}'
  Pipeline: data $( [ -n "${FRAUD_SETTINGS_FILE:-}" ] && echo "from $FRAUD_SETTINGS_FILE" || echo "$FRAUD_DATA_DIR -> models in $FRAUD_SERVING_DIR")
+$( [ "$WORKERS" -gt 0 ] && echo " Workers: $WORKERS Celery workers on this host (logs: $AIRFLOW_HOME/worker<N>.log); more hosts: docs/airflow.md" )
  Stop: Ctrl-C
 ================================================================================================
 EOF

@@ -33,7 +33,7 @@ find_uv() {
 
 UV=$(find_uv)
 if [ "${1:-}" = "--lock-only" ]; then
-  $UV pip compile requirements/requirements.in --python-version 3.10 \
+  $UV pip compile requirements/requirements.in --override requirements/overrides.txt --python-version 3.10 \
       --python-platform x86_64-unknown-linux-gnu -o requirements/lock.txt
   exit 0
 fi

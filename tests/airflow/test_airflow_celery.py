@@ -1,0 +1,79 @@
+"""`make airflow` with the CeleryExecutor (FRAUD_AIRFLOW_EXECUTOR=celery), without Docker: real PostgreSQL (Airflow's
+metadata database and Celery's result backend), real Redis (the broker), scripts/airflow_standalone.sh starting the
+scheduler, the webserver and two Celery workers. The DAG is unpaused through the REST API (one scheduled run) on small data; one worker
+is killed with SIGKILL while it runs a task: the scheduler finds the task gone, the retry runs on the other worker,
+and the run still pushes a model."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fraud import features as F
+from tests.helpers import REPO, SMALL_TRAIN_STEPS, generate
+from tests.servers import RedisServer, postgres_server
+
+sys.path.insert(0, str(REPO / "scripts"))
+from airflow_client import AirflowProcess  # noqa: E402
+
+pytestmark = pytest.mark.slow
+KILL_DURING = "Transform"  # a long task in the middle of the run
+
+
+def _worker_group(n: int) -> int | None:
+    """The process group of Celery worker n (the script starts each in its own group)."""
+    out = subprocess.run(["pgrep", "-f", f"celery worker --celery-hostname worker{n}@%h"], capture_output=True,
+                         text=True).stdout.split()
+    return os.getpgid(int(out[0])) if out else None
+
+
+def test_celery_workers_run_the_dag_and_a_killed_workers_task_is_retried_on_the_other(tmp_path):
+    redis = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    with postgres_server() as admin_url:
+        subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1], "
+                        "isolation_level='AUTOCOMMIT'); e.connect().execute(sa.text('CREATE DATABASE airflow'))",
+                        admin_url], check=True, timeout=60)
+        db = admin_url.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/airflow"
+        data = generate(tmp_path / "data")
+        env = dict(FRAUD_AIRFLOW_EXECUTOR="celery", FRAUD_AIRFLOW_DB=db, FRAUD_AIRFLOW_BROKER=redis.url(0),
+                   FRAUD_DATA_DIR=str(data), FRAUD_PIPELINE_ROOT=str(tmp_path / "root"),
+                   FRAUD_SERVING_DIR=str(tmp_path / "serving"), FRAUD_TRAIN_STEPS=str(SMALL_TRAIN_STEPS),
+                   FRAUD_DAG_RETRY_DELAY_SECONDS="5", FRAUD_DAG_MAX_RETRY_DELAY_SECONDS="10",
+                   # find a task whose worker died within a minute (Airflow's default: 5 minutes)
+                   AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD="45",
+                   AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL="5")
+        home = tmp_path / "airflow_home"
+        try:
+            with AirflowProcess(home, env) as airflow:
+                assert "CeleryExecutor with 2 workers" in airflow.log.read_text()
+                run_id = airflow.start_run()
+                killed = {}
+
+                def kill_the_worker_running(states):
+                    state, _, hostname = states.get(KILL_DURING, (None, 0, ""))
+                    if killed or state != "running" or not hostname.startswith("worker"):
+                        return
+                    time.sleep(5)  # the task is under way
+                    n = int(hostname[len("worker"):].split("@")[0])
+                    os.killpg(_worker_group(n), signal.SIGKILL)  # the worker and the task it forked
+                    killed["worker"] = hostname
+
+                states = airflow.wait(run_id, timeout=2400, on_poll=kill_the_worker_running)
+        finally:
+            redis.stop()
+    assert killed, f"{KILL_DURING} was never seen running on a worker"
+    assert set(states) == set(F.COMPONENT_IDS)
+    assert all(state == "success" for state, _, _ in states.values()), states
+    assert states[KILL_DURING][1] >= 2  # the killed attempt, then the retry
+    assert states[KILL_DURING][2].startswith("worker") and states[KILL_DURING][2] != killed["worker"], \
+        "the retry ran on the other worker"
+    assert {hostname.split("@")[0] for _, _, hostname in states.values()} == {"worker1", "worker2"}, \
+        "both workers took tasks"
+    pushed = [p for p in (tmp_path / "serving" / F.MODEL_NAME).iterdir() if p.name.isdigit()]
+    assert len(pushed) == 1 and (pushed[0] / "saved_model.pb").exists()
