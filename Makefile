@@ -9,7 +9,7 @@ DEMO_DIR ?= runs/demo
 MODEL_NAME := fraud_detector
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup system-deps lock clean help serve decide test-serving bench-serving airflow stream-demo
+.PHONY: demo test test-fast setup system-deps lock clean help serve decide test-serving bench-serving airflow stream-demo image stack stack-down
 
 help:
 	@echo "make demo   - set up, generate data, run the whole TFX pipeline, print the summary"
@@ -19,6 +19,8 @@ help:
 	@echo "make decide - the decision service on :8600 in front of make serve (POST /v1/decisions)"
 	@echo "make stream-demo - transactions through a Redis stream: decisions, alerts, landing, retraining (after make demo)"
 	@echo "make lock   - recompile requirements/lock.txt from requirements/requirements.in"
+	@echo "make image  - build the project's container image (Dockerfile; docs/containers.md)"
+	@echo "make stack  - the whole platform in containers (Airflow on Celery, model server, decisions, Prometheus); make stack-down stops it"
 
 setup: $(STAMP)
 
@@ -72,3 +74,18 @@ bench-serving: setup
 
 airflow: setup
 	@bash scripts/airflow_standalone.sh
+
+# ---- containers (issue 17; docs/containers.md) --------------------------------------------------------------
+# make image: the project image (BuildKit; the local base images first where no registry answers).
+# make stack: engine, images, .env, docker-compose up, wait for healthy (docker/stack.sh). make stack-down: stop it.
+image:
+	@bash scripts/docker_engine.sh
+	@bash docker/base/build_base_images.sh python
+	@bash docker/build_image.sh
+
+stack:
+	@bash docker/stack.sh up
+
+stack-down:
+	@bash docker/stack.sh down
+# ---- end containers --------------------------------------------------------------------------------------------

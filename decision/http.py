@@ -18,6 +18,7 @@ import logging
 from aiohttp import web
 
 from fraud.errors import DataContractError, DataSourceError
+from fraud.sources import display  # URLs without their password
 
 from decision import metrics as M
 from decision.service import DecisionService
@@ -84,7 +85,7 @@ def application(service: DecisionService) -> web.Application:
 
     async def health(request):
         await service.store.ping()
-        return web.json_response({"status": "ok", "state": getattr(service.store, "url", "memory://")})
+        return web.json_response({"status": "ok", "state": display(getattr(service.store, "url", "memory://"))})
 
     async def metrics(request):
         return web.Response(body=M.exposition(), headers={"Content-Type": "text/plain; version=0.0.4"})

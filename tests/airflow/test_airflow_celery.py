@@ -1,15 +1,17 @@
 """`make airflow` with the CeleryExecutor (FRAUD_AIRFLOW_EXECUTOR=celery), without Docker: real PostgreSQL (Airflow's
 metadata database and Celery's result backend), real Redis (the broker), scripts/airflow_standalone.sh starting the
 scheduler, the webserver and two Celery workers. The DAG is unpaused through the REST API (one scheduled run) on small data; one worker
-is killed with SIGKILL while it runs a task: the scheduler finds the task gone, the retry runs on the other worker,
-and the run still pushes a model."""
+is killed with SIGKILL while it runs a task, with every process under it (a dead host): the scheduler finds the task
+gone, the retry runs on the other worker, and the run still pushes a model."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,11 +26,28 @@ pytestmark = pytest.mark.slow
 KILL_DURING = "Transform"  # a long task in the middle of the run
 
 
-def _worker_group(n: int) -> int | None:
-    """The process group of Celery worker n (the script starts each in its own group)."""
-    out = subprocess.run(["pgrep", "-f", f"celery worker --celery-hostname worker{n}@%h"], capture_output=True,
-                         text=True).stdout.split()
-    return os.getpgid(int(out[0])) if out else None
+def _kill_worker(n: int) -> int:
+    """SIGKILL Celery worker n and every process under it, as if its host died: the worker, its pool process, and
+    the task processes Airflow forked (each task runs in a process group of its own, so killing the worker's group
+    alone would leave the task running, unsupervised, beside its retry). The number of processes killed."""
+    [root] = subprocess.run(["pgrep", "-f", f"celery worker --celery-hostname worker{n}@%h"], capture_output=True,
+                            text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            children.setdefault(int(rest.rsplit(") ", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, todo = [], [int(root)]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(tree)
 
 
 def test_celery_workers_run_the_dag_and_a_killed_workers_task_is_retried_on_the_other(tmp_path):
@@ -61,7 +80,7 @@ def test_celery_workers_run_the_dag_and_a_killed_workers_task_is_retried_on_the_
                         return
                     time.sleep(5)  # the task is under way
                     n = int(hostname[len("worker"):].split("@")[0])
-                    os.killpg(_worker_group(n), signal.SIGKILL)  # the worker and the task it forked
+                    assert _kill_worker(n) >= 3  # the worker, its pool process, the task's processes
                     killed["worker"] = hostname
 
                 states = airflow.wait(run_id, timeout=2400, on_poll=kill_the_worker_running)
