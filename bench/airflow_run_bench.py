@@ -60,10 +60,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="airflow-bench-") as tmp:
         tmp = Path(tmp)
         data = args.data
-        if data is None:
-            from tests.helpers import generate
-
-            data = generate(tmp / "data")
+        if data is None:  # the test suite's small data set (tests/helpers.py SMALL_DATA)
+            data = tmp / "data"
+            subprocess.run([str(REPO / ".venv/bin/fraudctl"), "generate", "--out", str(data), "--days", "45",
+                            "--users", "1500", "--seed", "7"], check=True, capture_output=True)
         print(f"data: {data}", flush=True)
         base = fraudctl_run(data, tmp / "fraudctl", args.train_steps)
         print(f"fraudctl pipeline run: {base:.0f} s", flush=True)
@@ -71,7 +71,7 @@ def main() -> int:
         print(f"Airflow, SequentialExecutor (make airflow): start-up {ready:.0f} s; DAG run {took:.0f} s = "
               f"{took / base:.2f}x fraudctl", flush=True)
         if not args.skip_celery:
-            from tests.servers import RedisServer, postgres_server
+            from local_servers import RedisServer, postgres_server
 
             (tmp / "redis").mkdir()
             redis = RedisServer(tmp / "redis")

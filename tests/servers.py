@@ -1,90 +1,31 @@
-"""Real servers some tests start for themselves, on free ports in temporary folders: Redis and PostgreSQL
-(Debian's redis-server and postgresql; a missing one skips the test with the reason, or fails it under CI)."""
+"""Real servers some tests start for themselves (scripts/local_servers.py): Redis and PostgreSQL, on free ports in
+temporary folders. A missing server skips the test with the reason, or fails it under CI (require_system_tool)."""
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
+import sys
 
 import pytest
 
-from tests.helpers import require_system_tool
+from tests.helpers import REPO, require_system_tool
+
+sys.path.insert(0, str(REPO / "scripts"))
+import local_servers  # noqa: E402
+
+free_port = local_servers.free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server the tests can stop and start again on the same port and data (AOF on)."""
-
-    def __init__(self, workdir: Path):
-        self.binary = require_system_tool("redis-server", "redis-server")
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc = None
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                                      str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
-                                      "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
+class RedisServer(local_servers.RedisServer):
+    def __init__(self, workdir):
+        super().__init__(workdir, require=require_system_tool)
 
 
 @contextlib.contextmanager
 def postgres_server():
-    """initdb + pg_ctl start on a free port in a temporary directory (trust authentication, user postgres); yields
-    postgresql://postgres@127.0.0.1:PORT/postgres; stopped and removed afterwards."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    initdb = require_system_tool(found[-1] if found else "/usr/lib/postgresql/15/bin/initdb", "postgresql")
-    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
-    base = tempfile.mkdtemp(prefix="fraud-pg-")  # short: the socket path must fit in 107 bytes
-    as_user = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the package's postgres user runs it
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres", "postgres")
-
-    def run(*args, check=True):
-        return subprocess.run([*as_user, *args], cwd=base, capture_output=True, text=True, timeout=120, check=check)
-
-    data, port = os.path.join(base, "data"), free_port()
     try:
-        run(initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        run(pg_ctl, "-D", data, "-l", os.path.join(base, "server.log"), "-w", "-t", "60", "-o",
-            f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    except subprocess.CalledProcessError as exc:
-        log = Path(base, "server.log")
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {exc.stderr or exc.stdout}"
-                    f"{log.read_text() if log.exists() else ''}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        run(pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", check=False)
-        shutil.rmtree(base, ignore_errors=True)
+        with local_servers.postgres_server(require=require_system_tool) as url:
+            yield url
+    except RuntimeError as exc:
+        if "could not start PostgreSQL" in str(exc):
+            pytest.fail(str(exc))
+        raise
