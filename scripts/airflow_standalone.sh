@@ -96,7 +96,7 @@ case "$EXECUTOR" in
     ;;
   *) echo "error: FRAUD_AIRFLOW_EXECUTOR must be sequential, local or celery, got '$EXECUTOR'" >&2; exit 2 ;;
 esac
-DB_DESC="$DB_DESC, ${AIRFLOW__CORE__EXECUTOR}$([ "$WORKERS" -gt 0 ] && echo " with $WORKERS workers")"
+DB_DESC="$DB_DESC, ${AIRFLOW__CORE__EXECUTOR}$( [ "$WORKERS" -gt 0 ] && echo " with $WORKERS workers" || true)"
 
 # --- Pipeline settings (pipeline/airflow_settings.py) ------------------------------------------------------
 if [ -z "${FRAUD_SETTINGS_FILE:-}" ]; then
@@ -123,7 +123,9 @@ chmod 600 "$ENV_FILE"
 
 # --- The pipeline, compiled once for the DAG file (pipeline/airflow_plan.py) ---------------------------------
 echo "Compiling the pipeline for the DAG (python -m pipeline.airflow_plan; imports TFX, once per settings) ..."
-"$BIN/python" -m pipeline.airflow_plan || { echo "error: could not compile the pipeline (see above)" >&2; exit 1; }
+"$BIN/python" -m pipeline.airflow_plan 2> "$AIRFLOW_HOME/plan_compile.log" || {
+  echo "error: could not compile the pipeline; last lines of $AIRFLOW_HOME/plan_compile.log:" >&2
+  tail -15 "$AIRFLOW_HOME/plan_compile.log" >&2; exit 1; }
 
 # --- Database and admin user -------------------------------------------------------------------------------
 echo "Preparing the Airflow metadata database: $DB_DESC"
@@ -274,7 +276,7 @@ cat <<EOF
    curl -u "admin:\$(cat $PASSWORD_FILE)" -H 'Content-Type: application/json' \\
         -X POST $URL/api/v1/dags/$DAG_ID/dagRuns -d '{"conf": {"train_steps": 300}}'
  Pipeline: data $( [ -n "${FRAUD_SETTINGS_FILE:-}" ] && echo "from $FRAUD_SETTINGS_FILE" || echo "$FRAUD_DATA_DIR -> models in $FRAUD_SERVING_DIR")
-$( [ "$WORKERS" -gt 0 ] && echo " Workers: $WORKERS Celery workers on this host (logs: $AIRFLOW_HOME/worker<N>.log); more hosts: docs/airflow.md" )
+$( [ "$WORKERS" -gt 0 ] && echo " Workers: $WORKERS Celery workers on this host (logs: $AIRFLOW_HOME/worker<N>.log); more hosts: docs/airflow.md" || true )
  Stop: Ctrl-C
 ================================================================================================
 EOF

@@ -96,3 +96,20 @@ def test_celery_workers_run_the_dag_and_a_killed_workers_task_is_retried_on_the_
         "both workers took tasks"
     pushed = [p for p in (tmp_path / "serving" / F.MODEL_NAME).iterdir() if p.name.isdigit()]
     assert len(pushed) == 1 and (pushed[0] / "saved_model.pb").exists()
+
+
+def test_make_airflow_defaults_to_sqlite_and_the_sequential_executor(tmp_path):
+    """`make airflow` as the README gives it, with no database or executor set: it compiles the plan, starts, and
+    the scheduler lists the DAG with one task per node; a celery executor without PostgreSQL is refused."""
+    data = generate(tmp_path / "data")
+    env = dict(FRAUD_DATA_DIR=str(data), FRAUD_PIPELINE_ROOT=str(tmp_path / "root"),
+               FRAUD_SERVING_DIR=str(tmp_path / "serving"))
+    with AirflowProcess(tmp_path / "airflow_home", env) as airflow:
+        banner = airflow.log.read_text()
+        assert "SQLite" in banner and "SequentialExecutor" in banner and "Workers:" not in banner
+        tasks = airflow._request("GET", f"/dags/{F.PIPELINE_NAME}/tasks")["tasks"]
+        assert sorted(t["task_id"] for t in tasks) == sorted(F.COMPONENT_IDS)
+    refused = subprocess.run(["bash", str(REPO / "scripts" / "airflow_standalone.sh")], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, **env, "FRAUD_AIRFLOW_EXECUTOR": "celery",
+                                                          "FRAUD_AIRFLOW_HOME": str(tmp_path / "other")})
+    assert refused.returncode == 2 and "needs a PostgreSQL metadata database" in refused.stderr
