@@ -11,7 +11,8 @@
 #   docker/stack.sh compose ARGS...   docker-compose with this stack's project, env file and files
 # Env: ENV_FILE (default .env), COMPOSE_PROJECT_NAME (default: the env file's, else fraud), STACK_LOCAL=1|0 (use
 # docker-compose.local.yml: default 1 unless tensorflow/serving:2.16.1 is present or can be pulled),
-# STACK_WAIT_SECONDS (default 900), SKIP_IMAGE_BUILD=1 (use FRAUD_IMAGE as it is).
+# STACK_WAIT_SECONDS (default 900), SKIP_IMAGE_BUILD=1 (use FRAUD_IMAGE as it is), STACK_EXTRA_FILES (more compose
+# files after those, space-separated: tests/docker/test_stack.py's settings of the DAG under test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_FILE=${ENV_FILE:-.env}
@@ -50,8 +51,9 @@ use_local() {
 }
 
 compose_files() {
-  local files=(-f docker-compose.yml)
+  local files=(-f docker-compose.yml) extra
   use_local && files+=(-f docker-compose.local.yml)
+  for extra in ${STACK_EXTRA_FILES:-}; do files+=(-f "$extra"); done
   echo "${files[@]}"
 }
 
