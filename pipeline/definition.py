@@ -109,7 +109,7 @@ def create_pipeline(
         seed=seed).with_id(F.NODE_REFERENCE_GATE)
     pusher = Pusher(  # TFX's, with an atomic push (components/pusher.py)
         model=threshold_selector.outputs["model"],
-        model_blessing=reference_gate.outputs["blessing"],  # explicit gate: also under AirflowDagRunner
+        model_blessing=reference_gate.outputs["blessing"],  # explicit gate: pushes only what the gate blessed
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
