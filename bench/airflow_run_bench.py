@@ -73,17 +73,14 @@ def main() -> int:
             print(f"Airflow, SequentialExecutor (make airflow): start-up {ready:.0f} s; DAG run {took:.0f} s = "
                   f"{took / base:.2f}x fraudctl", flush=True)
         if not args.skip_celery:
-            from local_servers import RedisServer, postgres_server
+            from local_servers import RedisServer, database_url, postgres_server
 
             (tmp / "redis").mkdir()
             redis = RedisServer(tmp / "redis")
             redis.start()
             try:
                 with postgres_server() as admin:
-                    subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; sa.create_engine(sys.argv[1],"
-                                    " isolation_level='AUTOCOMMIT').connect().execute(sa.text('CREATE DATABASE af'))",
-                                    admin], check=True)
-                    db = admin.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/af"
+                    db = database_url(admin, "af")
                     ready, took, _ = airflow_run(data, tmp / "celery", args.train_steps, FRAUD_AIRFLOW_EXECUTOR="celery",
                                                  FRAUD_AIRFLOW_DB=db, FRAUD_AIRFLOW_BROKER=redis.url(0))
             finally:

@@ -334,7 +334,7 @@ class DecisionService:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 async with self._locks.hold(entities):
-                    records, fresh = await self._record_events(items)
+                    records, fresh = await self._record_events(items, entities)
                 break
             except Conflict:
                 M.STATE_CONFLICTS.inc()
@@ -349,13 +349,11 @@ class DecisionService:
                     observe(row, event, record["features"])
         return records
 
-    async def _record_events(self, items: list[tuple[dict, B.Event]]) -> tuple[list[dict], list[bool]]:
-        """record_many's one attempt: the decision records, and whether each is new (False: seen before, decided
-        or pending after a crash, or repeated within the batch)."""
+    async def _record_events(self, items: list[tuple[dict, B.Event]], entities: list) -> tuple[list[dict], list[bool]]:
+        """record_many's one attempt (`entities`: every (kind, id) the items touch): the decision records, and
+        whether each is new (False: seen before, decided or pending after a crash, or repeated within the batch)."""
         began = time.perf_counter()
-        snap = await self.store.read_many(
-            (entity for _, event in items for entity in online.entity_ids(event).items()),
-            [event.transaction_id for _, event in items])
+        snap = await self.store.read_many(entities, [event.transaction_id for _, event in items])
         M.STATE_LATENCY.observe(time.perf_counter() - began)
         try:
             state = dict(snap.values)  # (kind, id) -> snapshot, as the transactions so far left it

@@ -11,12 +11,13 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from local_servers import free_port  # scripts/ is on the path: these scripts run from it or insert it
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "airflow_standalone.sh"
@@ -24,10 +25,6 @@ DAG_ID = "fraud_detection"  # fraud.features.PIPELINE_NAME (this script runs wit
 FINISHED = ("success", "failed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AirflowProcess:

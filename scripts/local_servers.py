@@ -21,6 +21,17 @@ def require_tool(path_or_name: str, package: str) -> str:
     return found
 
 
+def database_url(admin_url: str, name: str) -> str:
+    """Create database `name` on the server of `admin_url` (postgresql://...); its SQLAlchemy URL (psycopg2)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return admin_url.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/" + name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from local_servers import free_port  # scripts/ is on the path (python scripts/stream_demo.py, or inserted)
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -36,10 +38,6 @@ from fraud import features as F  # noqa: E402
 FRAUDCTL = [sys.executable, "-m", "fraudctl"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

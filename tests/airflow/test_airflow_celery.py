@@ -17,7 +17,7 @@ import pytest
 
 from fraud import features as F
 from tests.helpers import REPO, SMALL_TRAIN_STEPS, generate
-from tests.servers import RedisServer, postgres_server
+from tests.servers import RedisServer, local_servers, postgres_server
 
 sys.path.insert(0, str(REPO / "scripts"))
 from airflow_client import AirflowProcess  # noqa: E402
@@ -55,10 +55,7 @@ def test_celery_workers_run_the_dag_and_a_killed_workers_task_is_retried_on_the_
     (tmp_path / "redis").mkdir()
     redis.start()
     with postgres_server() as admin_url:
-        subprocess.run([sys.executable, "-c", "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1], "
-                        "isolation_level='AUTOCOMMIT'); e.connect().execute(sa.text('CREATE DATABASE airflow'))",
-                        admin_url], check=True, timeout=60)
-        db = admin_url.replace("postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/airflow"
+        db = local_servers.database_url(admin_url, "airflow")
         data = generate(tmp_path / "data")
         env = dict(FRAUD_AIRFLOW_EXECUTOR="celery", FRAUD_AIRFLOW_DB=db, FRAUD_AIRFLOW_BROKER=redis.url(0),
                    FRAUD_DATA_DIR=str(data), FRAUD_PIPELINE_ROOT=str(tmp_path / "root"),
